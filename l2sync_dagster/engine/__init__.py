@@ -1,0 +1,1 @@
+"""The sync engine: mapping, canonical values, reconciliation and plans. No Dagster, no I/O."""

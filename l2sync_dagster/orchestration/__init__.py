@@ -1,0 +1,1 @@
+"""Dagster glue: asset graphs, checks, schedules built from connection files."""

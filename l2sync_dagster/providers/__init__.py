@@ -1,0 +1,1 @@
+"""Providers: one module per system, found by name through entry points."""

@@ -1,0 +1,1 @@
+"""Connection files: YAML schema, connection strings and secret references."""

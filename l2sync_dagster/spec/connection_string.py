@@ -1,0 +1,210 @@
+"""Layer2-style connection strings: ``Key=Value;Key="quoted; value"`` with ``env:VAR`` secrets.
+
+Keys are case-insensitive. A value of the form ``env:VAR`` is a reference to an environment
+variable; it is resolved when the value is asked for, and values that are secrets never appear in
+``repr``, ``str`` or error messages.
+"""
+
+import os
+from collections.abc import Iterable, Mapping
+
+SECRET_KEYS = frozenset({"password", "clientsecret", "secret", "token", "apikey", "accesstoken"})
+
+
+class ConnectionStringError(ValueError):
+    """A connection string is malformed, has an unknown key or misses a required one."""
+
+
+class SecretValue:
+    """A resolved secret. ``str()`` and ``repr()`` never show it; ``reveal()`` does."""
+
+    __slots__ = ("_value", "_source")
+
+    def __init__(self, value: str, source: str) -> None:
+        self._value = value
+        self._source = source
+
+    def reveal(self) -> str:
+        """The secret itself, for handing to a client library, never for printing."""
+        return self._value
+
+    def __repr__(self) -> str:
+        return f"<secret from {self._source}>"
+
+    __str__ = __repr__
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, SecretValue) and other._value == self._value
+
+    def __hash__(self) -> int:
+        return hash(self._value)
+
+
+def _split(text: str) -> list[tuple[str, str]]:
+    """Split ``k=v;k="v;v"`` into pairs. Quotes may be single or double; doubled quotes escape."""
+    pairs: list[tuple[str, str]] = []
+    i, n = 0, len(text)
+    while i < n:
+        while i < n and text[i] in " \t\r\n;":
+            i += 1
+        if i >= n:
+            break
+        eq = text.find("=", i)
+        if eq < 0:
+            raise ConnectionStringError(
+                f"connection string: expected Key=Value near {text[i:i + 20]!r}"
+            )
+        key = text[i:eq].strip()
+        if not key or ";" in key:
+            raise ConnectionStringError(
+                f"connection string: expected Key=Value near {text[i:i + 20]!r}"
+            )
+        i = eq + 1
+        while i < n and text[i] in " \t":
+            i += 1
+        if i < n and text[i] in "\"'":
+            quote = text[i]
+            i += 1
+            buf: list[str] = []
+            while True:
+                if i >= n:
+                    raise ConnectionStringError(f"connection string: unclosed quote in {key}")
+                if text[i] == quote:
+                    if i + 1 < n and text[i + 1] == quote:
+                        buf.append(quote)
+                        i += 2
+                        continue
+                    i += 1
+                    break
+                buf.append(text[i])
+                i += 1
+            value = "".join(buf)
+            while i < n and text[i] in " \t":
+                i += 1
+            if i < n and text[i] != ";":
+                raise ConnectionStringError(
+                    f"connection string: unexpected text after the quoted value of {key}"
+                )
+        else:
+            end = text.find(";", i)
+            end = n if end < 0 else end
+            value = text[i:end].strip()
+            i = end
+        pairs.append((key, value))
+    return pairs
+
+
+class ConnectionString:
+    """A parsed connection string. Look-ups are case-insensitive; ``env:`` values resolve lazily."""
+
+    def __init__(
+        self, text: str, environ: Mapping[str, str] | None = None, label: str = ""
+    ) -> None:
+        self._environ = os.environ if environ is None else environ
+        self._label = label
+        self._values: dict[str, tuple[str, str]] = {}
+        for key, value in _split(text):
+            low = key.lower()
+            if low in self._values:
+                raise ConnectionStringError(f"{self._where()}key {key} is given twice")
+            self._values[low] = (key, value)
+        for low, (key, value) in self._values.items():
+            if low in SECRET_KEYS and value and not value.startswith("env:"):
+                raise ConnectionStringError(
+                    f"{self._where()}{key} must be a reference like {key}=env:VARIABLE, "
+                    "never the secret itself"
+                )
+
+    def _where(self) -> str:
+        return f"{self._label}: " if self._label else ""
+
+    def keys(self) -> list[str]:
+        """The keys as written."""
+        return [key for key, _ in self._values.values()]
+
+    def __contains__(self, key: object) -> bool:
+        return isinstance(key, str) and key.lower() in self._values
+
+    def check_keys(self, allowed: Iterable[str], required: Iterable[str] = ()) -> None:
+        """Raise naming the first unknown key or the first missing required key."""
+        allowed_low = {k.lower(): k for k in allowed}
+        for low, (key, _) in self._values.items():
+            if low not in allowed_low:
+                raise ConnectionStringError(
+                    f"{self._where()}unknown key {key}; allowed keys are "
+                    + ", ".join(sorted(allowed_low.values()))
+                )
+        for req in required:
+            if req.lower() not in self._values:
+                raise ConnectionStringError(f"{self._where()}missing required key {req}")
+
+    def is_secret(self, key: str) -> bool:
+        """True when the value is a secret (a secret key or an ``env:`` reference)."""
+        item = self._values.get(key.lower())
+        return bool(item) and (key.lower() in SECRET_KEYS or item[1].startswith("env:"))
+
+    def raw(self, key: str) -> str | None:
+        """The value as written (``env:VAR`` unresolved)."""
+        item = self._values.get(key.lower())
+        return None if item is None else item[1]
+
+    def _resolve(self, key: str, value: str) -> str:
+        if not value.startswith("env:"):
+            return value
+        var = value[4:].strip()
+        if not var:
+            raise ConnectionStringError(f"{self._where()}{key}=env: names no variable")
+        if var not in self._environ:
+            raise ConnectionStringError(
+                f"{self._where()}{key} refers to environment variable {var}, which is not set"
+            )
+        return self._environ[var]
+
+    def get(self, key: str, default: str | None = None) -> str | None:
+        """A non-secret value, resolved. Use :meth:`secret` for secrets."""
+        item = self._values.get(key.lower())
+        if item is None:
+            return default
+        if key.lower() in SECRET_KEYS:
+            raise ConnectionStringError(f"{self._where()}{item[0]} is a secret: use secret()")
+        return self._resolve(item[0], item[1])
+
+    def require(self, key: str) -> str:
+        """A non-secret value that must be present."""
+        value = self.get(key)
+        if value is None or value == "":
+            raise ConnectionStringError(f"{self._where()}missing required key {key}")
+        return value
+
+    def secret(self, key: str) -> SecretValue | None:
+        """A value wrapped so that it cannot be printed by accident."""
+        item = self._values.get(key.lower())
+        if item is None:
+            return None
+        return SecretValue(self._resolve(item[0], item[1]), item[1])
+
+    def get_bool(self, key: str, default: bool = False) -> bool:
+        """A true/false value (true, yes, 1 / false, no, 0)."""
+        value = self.get(key)
+        if value is None or value == "":
+            return default
+        low = value.strip().lower()
+        if low in {"true", "yes", "1", "on"}:
+            return True
+        if low in {"false", "no", "0", "off"}:
+            return False
+        raise ConnectionStringError(f"{self._where()}{key} must be true or false, not {value!r}")
+
+    def redacted(self) -> str:
+        """The string with every secret replaced by ``***`` (references stay visible)."""
+        parts = []
+        for key, value in self._values.values():
+            if key.lower() in SECRET_KEYS and not value.startswith("env:"):
+                value = "***"
+            parts.append(f"{key}={value}")
+        return ";".join(parts)
+
+    def __repr__(self) -> str:
+        return f"ConnectionString({self.redacted()!r})"
+
+    __str__ = __repr__

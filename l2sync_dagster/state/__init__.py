@@ -1,0 +1,1 @@
+"""The state store: archive, cursors, conflicts, runs, locks (SQLAlchemy)."""

@@ -1,0 +1,1 @@
+"""One sync run: extract, reconcile, apply in batches, commit the archive."""
