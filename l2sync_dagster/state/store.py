@@ -1,0 +1,405 @@
+"""The state store: archive of synced pairs, cursors, conflicts, runs, locks and the journal of
+inserts in flight. SQLAlchemy; a SQLite file by default, PostgreSQL in production."""
+
+import datetime as dt
+import json
+import os
+import socket
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    Column,
+    DateTime,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+    create_engine,
+    delete,
+    event,
+    insert,
+    select,
+    update,
+)
+from sqlalchemy.engine import Engine
+from sqlalchemy.exc import IntegrityError
+
+from l2sync_dagster.engine.canonical import to_canonical
+from l2sync_dagster.engine.mapping import FieldMapping
+from l2sync_dagster.engine.plan import ArchiveRow, Conflict, PendingInsert
+from l2sync_dagster.engine.reconcile import empty_archive, value_column
+
+STATE_URL_ENV = "L2SYNC_STATE_URL"
+
+metadata = MetaData()
+
+archive_table = Table(
+    "l2sync_archive", metadata,
+    Column("connection", String(200), primary_key=True),
+    Column("pair_id", String(64), primary_key=True),
+    Column("left_key", Text),
+    Column("right_key", Text),
+    Column("left_hash", BigInteger),
+    Column("right_hash", BigInteger),
+    Column("left_dirty", Boolean, nullable=False, default=False),
+    Column("right_dirty", Boolean, nullable=False, default=False),
+    Column("left_version", Text),
+    Column("right_version", Text),
+    Column("mapping", String(32)),
+    Column("values_json", Text, nullable=False),
+    Column("updated_at", DateTime(timezone=True)),
+)
+cursor_table = Table(
+    "l2sync_cursor", metadata,
+    Column("connection", String(200), primary_key=True),
+    Column("side", String(8), primary_key=True),
+    Column("cursor", Text),
+    Column("mapping", String(32)),
+    Column("updated_at", DateTime(timezone=True)),
+)
+conflict_table = Table(
+    "l2sync_conflict", metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("connection", String(200), index=True, nullable=False),
+    Column("run_id", String(64)),
+    Column("pair_id", String(64)),
+    Column("kind", String(40)),
+    Column("left_key", Text),
+    Column("right_key", Text),
+    Column("fields_json", Text),
+    Column("base_json", Text),
+    Column("left_json", Text),
+    Column("right_json", Text),
+    Column("resolution", Text),
+    Column("recorded_at", DateTime(timezone=True)),
+)
+run_table = Table(
+    "l2sync_run", metadata,
+    Column("run_id", String(64), primary_key=True),
+    Column("connection", String(200), index=True, nullable=False),
+    Column("started_at", DateTime(timezone=True)),
+    Column("finished_at", DateTime(timezone=True)),
+    Column("status", String(20)),
+    Column("counts_json", Text),
+    Column("message", Text),
+)
+lock_table = Table(
+    "l2sync_lock", metadata,
+    Column("connection", String(200), primary_key=True),
+    Column("run_id", String(64), nullable=False),
+    Column("host", String(255)),
+    Column("pid", Integer),
+    Column("acquired_at", DateTime(timezone=True)),
+)
+pending_table = Table(
+    "l2sync_pending", metadata,
+    Column("connection", String(200), primary_key=True),
+    Column("pair_id", String(64), primary_key=True),
+    Column("side", String(8), primary_key=True),
+    Column("source_key", Text, nullable=False),
+    Column("target_key", Text),
+    Column("expected_hash", BigInteger),
+    Column("run_id", String(64)),
+)
+
+
+class ConnectionLocked(RuntimeError):
+    """Another run of the same connection holds the lock."""
+
+
+def _now() -> dt.datetime:
+    return dt.datetime.now(dt.UTC)
+
+
+def _json(value: Any) -> str:
+    return json.dumps(value, default=str, ensure_ascii=False, sort_keys=True)
+
+
+def default_state_url(project_dir: Path) -> str:
+    """``L2SYNC_STATE_URL`` if set, else the SQLite file ``.l2sync/state.db`` in the project."""
+    url = os.environ.get(STATE_URL_ENV)
+    if url:
+        return url
+    path = Path(project_dir) / ".l2sync" / "state.db"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return f"sqlite:///{path}"
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+class StateStore:
+    """Archive, cursors, conflicts, runs, locks and the insert journal of every connection."""
+
+    def __init__(self, url: str | None = None, *, engine: Engine | None = None) -> None:
+        if engine is None:
+            if url is None:
+                raise ValueError("StateStore needs a URL or an engine")
+            engine = create_engine(url)
+            if engine.dialect.name == "sqlite":
+                event.listen(engine, "connect", _sqlite_pragmas)
+        self.engine = engine
+        metadata.create_all(engine)
+
+    def close(self) -> None:
+        """Release connections."""
+        self.engine.dispose()
+
+    # --- archive ----------------------------------------------------------------------
+    def load_archive(self, connection: str, mapping: FieldMapping) -> pd.DataFrame:
+        """The archive frame of a connection (see ``engine.reconcile.ARCHIVE_COLUMNS``)."""
+        t = archive_table
+        with self.engine.connect() as conn:
+            rows = conn.execute(
+                select(t.c.pair_id, t.c.left_key, t.c.right_key, t.c.left_hash,
+                       t.c.right_hash, t.c.left_dirty, t.c.right_dirty, t.c.left_version,
+                       t.c.right_version, t.c.values_json)
+                .where(t.c.connection == connection).order_by(t.c.pair_id)
+            ).all()
+        if not rows:
+            return empty_archive(mapping)
+        cols = list(zip(*rows, strict=True))
+        frame = pd.DataFrame({
+            "pair_id": pd.Series(cols[0], dtype=object),
+            "left_key": pd.Series(cols[1], dtype=object),
+            "right_key": pd.Series(cols[2], dtype=object),
+            "left_hash": pd.Series([0 if v is None else v for v in cols[3]], dtype="int64"),
+            "right_hash": pd.Series([0 if v is None else v for v in cols[4]], dtype="int64"),
+            "left_dirty": pd.Series(cols[5], dtype=bool),
+            "right_dirty": pd.Series(cols[6], dtype=bool),
+            "left_version": pd.Series(cols[7], dtype=object),
+            "right_version": pd.Series(cols[8], dtype=object),
+        })
+        decoded = [json.loads(v) for v in cols[9]]
+        for p in mapping.pairs:
+            raw = pd.Series([d.get(p.name) for d in decoded], dtype=object)
+            conv = to_canonical(raw, p.type)
+            frame[value_column(p.name)] = pd.arrays.ArrowExtensionArray(conv.values)
+        return frame
+
+    def archive_size(self, connection: str) -> int:
+        """Number of pairs in the archive."""
+        from sqlalchemy import func
+
+        with self.engine.connect() as conn:
+            return int(conn.execute(
+                select(func.count()).select_from(archive_table)
+                .where(archive_table.c.connection == connection)
+            ).scalar_one())
+
+    def commit_effects(
+        self, connection: str, mapping: str, effects: Iterable[tuple[str, ArchiveRow | None]],
+        done_pending: Sequence[tuple[str, str]] = (),
+    ) -> None:
+        """Record pairs as synced (or forget them) and clear their journal entries, atomically."""
+        effects = list(effects)
+        if not effects and not done_pending:
+            return
+        t = archive_table
+        now = _now()
+        ids = [pid for pid, _ in effects]
+        rows = [
+            {
+                "connection": connection, "pair_id": pid, "left_key": e.left_key,
+                "right_key": e.right_key, "left_hash": e.left_hash, "right_hash": e.right_hash,
+                "left_dirty": e.left_dirty, "right_dirty": e.right_dirty,
+                "left_version": e.left_version, "right_version": e.right_version,
+                "mapping": mapping, "values_json": _json(e.values), "updated_at": now,
+            }
+            for pid, e in effects if e is not None
+        ]
+        with self.engine.begin() as conn:
+            for chunk in _chunks(ids, 500):
+                conn.execute(delete(t).where(t.c.connection == connection,
+                                             t.c.pair_id.in_(chunk)))
+            if rows:
+                conn.execute(insert(t), rows)
+            for pid, side in done_pending:
+                conn.execute(delete(pending_table).where(
+                    pending_table.c.connection == connection,
+                    pending_table.c.pair_id == pid, pending_table.c.side == side))
+
+    def reset(self, connection: str) -> None:
+        """Forget everything about a connection (archive, cursors, journal)."""
+        with self.engine.begin() as conn:
+            for t in (archive_table, cursor_table, pending_table):
+                conn.execute(delete(t).where(t.c.connection == connection))
+
+    # --- insert journal ------------------------------------------------------------------
+    def journal_inserts(self, connection: str, run_id: str,
+                        inserts: Sequence[PendingInsert]) -> None:
+        """Write the inserts about to be applied, so a crash cannot make duplicates."""
+        if not inserts:
+            return
+        with self.engine.begin() as conn:
+            conn.execute(insert(pending_table), [
+                {"connection": connection, "pair_id": p.pair_id, "side": p.side,
+                 "source_key": p.source_key, "target_key": p.target_key,
+                 "expected_hash": p.expected_hash, "run_id": run_id}
+                for p in inserts
+            ])
+
+    def pending_inserts(self, connection: str) -> list[PendingInsert]:
+        """Inserts journaled by runs that did not record their outcome."""
+        t = pending_table
+        with self.engine.connect() as conn:
+            rows = conn.execute(select(t).where(t.c.connection == connection)).mappings().all()
+        return [PendingInsert(r["pair_id"], r["side"], r["source_key"], r["target_key"],
+                              int(r["expected_hash"] or 0)) for r in rows]
+
+    def clear_pending(self, connection: str, pairs: Sequence[tuple[str, str]] | None = None
+                      ) -> None:
+        """Drop journal entries (all of them when ``pairs`` is None)."""
+        t = pending_table
+        with self.engine.begin() as conn:
+            if pairs is None:
+                conn.execute(delete(t).where(t.c.connection == connection))
+            else:
+                for pid, side in pairs:
+                    conn.execute(delete(t).where(t.c.connection == connection,
+                                                 t.c.pair_id == pid, t.c.side == side))
+
+    # --- cursors -------------------------------------------------------------------------
+    def cursors(self, connection: str, mapping: str) -> dict[str, str | None]:
+        """Each side's change-feed cursor, if it was saved for this mapping."""
+        t = cursor_table
+        with self.engine.connect() as conn:
+            rows = conn.execute(select(t).where(t.c.connection == connection)).mappings().all()
+        return {r["side"]: r["cursor"] for r in rows if r["mapping"] == mapping}
+
+    def save_cursor(self, connection: str, side: str, cursor: str | None, mapping: str) -> None:
+        """Remember where the next incremental read of ``side`` starts."""
+        t = cursor_table
+        with self.engine.begin() as conn:
+            conn.execute(delete(t).where(t.c.connection == connection, t.c.side == side))
+            conn.execute(insert(t).values(connection=connection, side=side, cursor=cursor,
+                                          mapping=mapping, updated_at=_now()))
+
+    # --- conflicts and runs ----------------------------------------------------------------
+    def record_conflicts(self, connection: str, run_id: str, conflicts: Sequence[Conflict]
+                         ) -> None:
+        """Keep every conflict with both sides' values, whatever the policy did."""
+        if not conflicts:
+            return
+        now = _now()
+        with self.engine.begin() as conn:
+            conn.execute(insert(conflict_table), [
+                {"connection": connection, "run_id": run_id, "pair_id": c.pair_id,
+                 "kind": c.kind, "left_key": c.left_key, "right_key": c.right_key,
+                 "fields_json": _json(c.fields), "base_json": _json(c.base),
+                 "left_json": _json(c.left), "right_json": _json(c.right),
+                 "resolution": c.resolution, "recorded_at": now}
+                for c in conflicts
+            ])
+
+    def conflicts(self, connection: str, limit: int = 100) -> list[dict[str, Any]]:
+        """The most recent conflicts of a connection."""
+        t = conflict_table
+        with self.engine.connect() as conn:
+            rows = conn.execute(select(t).where(t.c.connection == connection)
+                                .order_by(t.c.id.desc()).limit(limit)).mappings().all()
+        return [dict(r) for r in rows]
+
+    def start_run(self, connection: str, run_id: str) -> None:
+        """Record that a run started."""
+        with self.engine.begin() as conn:
+            conn.execute(insert(run_table).values(run_id=run_id, connection=connection,
+                                                  started_at=_now(), status="running"))
+
+    def finish_run(self, run_id: str, status: str, counts: dict[str, Any] | None = None,
+                   message: str | None = None) -> None:
+        """Record how a run ended."""
+        with self.engine.begin() as conn:
+            conn.execute(update(run_table).where(run_table.c.run_id == run_id).values(
+                finished_at=_now(), status=status, counts_json=_json(counts or {}),
+                message=message))
+
+    def runs(self, connection: str, limit: int = 10) -> list[dict[str, Any]]:
+        """The most recent runs of a connection, newest first."""
+        t = run_table
+        with self.engine.connect() as conn:
+            rows = conn.execute(select(t).where(t.c.connection == connection)
+                                .order_by(t.c.started_at.desc()).limit(limit)).mappings().all()
+        out = []
+        for r in rows:
+            d = dict(r)
+            d["counts"] = json.loads(d.pop("counts_json") or "{}")
+            out.append(d)
+        return out
+
+    # --- lock ----------------------------------------------------------------------------
+    def acquire_lock(self, connection: str, run_id: str) -> None:
+        """Take the connection's lock or fail fast naming the run that holds it.
+
+        A lock left by a dead process on this host is taken over.
+        """
+        host, pid = socket.gethostname(), os.getpid()
+        row = {"connection": connection, "run_id": run_id, "host": host, "pid": pid,
+               "acquired_at": _now()}
+        t = lock_table
+        try:
+            with self.engine.begin() as conn:
+                conn.execute(insert(t).values(**row))
+            return
+        except IntegrityError:
+            pass
+        with self.engine.begin() as conn:
+            held = conn.execute(select(t).where(t.c.connection == connection)).mappings().first()
+            if held is None:
+                conn.execute(insert(t).values(**row))
+                return
+            if held["host"] == host and held["pid"] != pid and not _pid_alive(held["pid"]):
+                res = conn.execute(update(t).where(t.c.connection == connection,
+                                                   t.c.run_id == held["run_id"]).values(**row))
+                if res.rowcount == 1:
+                    return
+            raise ConnectionLocked(
+                f"connection {connection} is being synced by run {held['run_id']} "
+                f"(pid {held['pid']} on {held['host']}, since {held['acquired_at']}); "
+                "wait for it to finish, or if that process is gone run "
+                f"`l2sync unlock {connection}`"
+            )
+
+    def release_lock(self, connection: str, run_id: str) -> None:
+        """Give the lock back (only if this run holds it)."""
+        with self.engine.begin() as conn:
+            conn.execute(delete(lock_table).where(lock_table.c.connection == connection,
+                                                  lock_table.c.run_id == run_id))
+
+    def force_unlock(self, connection: str) -> bool:
+        """Remove a stale lock; True when there was one."""
+        with self.engine.begin() as conn:
+            res = conn.execute(delete(lock_table).where(lock_table.c.connection == connection))
+            return bool(res.rowcount)
+
+    def lock_holder(self, connection: str) -> dict[str, Any] | None:
+        """Who holds the lock, if anyone."""
+        with self.engine.connect() as conn:
+            row = conn.execute(select(lock_table).where(
+                lock_table.c.connection == connection)).mappings().first()
+        return dict(row) if row else None
+
+
+def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
+    cur = dbapi_conn.cursor()
+    cur.execute("PRAGMA journal_mode=WAL")
+    cur.execute("PRAGMA busy_timeout=30000")
+    cur.close()
+
+
+def _chunks(items: Sequence[Any], size: int) -> Iterable[Sequence[Any]]:
+    for i in range(0, len(items), size):
+        yield items[i:i + size]
