@@ -730,6 +730,7 @@ def reconcile(
             plan.rejections.append(Rejection(side, key, reason))  # type: ignore[arg-type]
     plan.pairs_before = int((archive["left_key"].notna() | archive["right_key"].notna()).sum()
                             ) if len(archive) else 0
+    archive, adopted = _recover(archive, canon, pending, names)
     values = _archive_values(archive, mapping)
     lstate, lpos = _classify(canon["left"], left, archive, "left", values, names)
     rstate, rpos = _classify(canon["right"], right, archive, "right", values, names)
@@ -786,7 +787,7 @@ def reconcile(
 
     new_pos: dict[Side, np.ndarray] = {"left": _new_positions(canon["left"], lpos),
                                        "right": _new_positions(canon["right"], rpos)}
-    _plan_new(planner, new_pos, pending)
+    _plan_new(planner, new_pos, adopted)
     _classified_counts(plan, canon, inputs, lstate, rstate, new_pos)
     _brake(plan, policy, canon)
     _finalize(planner)
@@ -808,8 +809,54 @@ def _new_positions(c: Canon, pos: np.ndarray) -> np.ndarray:
     return np.flatnonzero(mask)
 
 
+def _recover(
+    archive: pd.DataFrame, canon: dict[Side, Canon], pending: Sequence[PendingInsert],
+    names: list[str],
+) -> tuple[pd.DataFrame, list[tuple[str, str, str, str]]]:
+    """Find the records that journaled inserts created before a crash.
+
+    An insert that re-created the record of an existing pair re-points that pair at the new
+    record (the archive frame is patched); one that created a new pair is returned as
+    (pair_id, target side, source key, target key) for ``_plan_new`` to pair.
+    """
+    if not pending:
+        return archive, []
+    archive = archive.copy()
+    adopted: list[tuple[str, str, str, str]] = []
+    row_of = {pid: i for i, pid in enumerate(archive["pair_id"].astype(str))}
+    for side in ("left", "right"):
+        c = canon[side]  # type: ignore[index]
+        todo = [p for p in pending if p.side == side]
+        if not todo or len(c.keys) == 0:
+            continue
+        known = _key_array(archive[f"{side}_key"]).drop_null()
+        fresh = np.flatnonzero(~pc.is_in(c.keys, value_set=known).to_numpy(zero_copy_only=False))
+        fresh_keys = c.key_list(fresh)
+        by_key = {k: k for k in fresh_keys}
+        take = pa.array(fresh.astype(np.int64))
+        hashes = row_hash([c.cols[n].take(take) for n in names], len(fresh)) if len(fresh) \
+            else np.zeros(0, dtype=np.int64)
+        by_hash: dict[int, list[str]] = {}
+        for k, h in zip(fresh_keys, hashes.tolist(), strict=True):
+            by_hash.setdefault(h, []).append(k)
+        used: set[str] = set()
+        for p in todo:
+            found = by_key.get(p.target_key) if p.target_key is not None else None
+            if found is None:
+                found = next((k for k in by_hash.get(p.expected_hash, []) if k not in used),
+                             None)
+            if found is None or found in used:
+                continue
+            used.add(found)
+            if p.pair_id in row_of:
+                archive.loc[archive.index[row_of[p.pair_id]], f"{side}_key"] = found
+            else:
+                adopted.append((p.pair_id, side, p.source_key, found))
+    return archive, adopted
+
+
 def _plan_new(planner: _Planner, new_pos: dict[Side, np.ndarray],
-              pending: Sequence[PendingInsert]) -> None:
+              adopted: Sequence[tuple[str, str, str, str]]) -> None:
     """Records on one side that are in no pair: recover crashed inserts, match, insert."""
     canon = planner.canon
     names = planner.names
@@ -840,33 +887,16 @@ def _plan_new(planner: _Planner, new_pos: dict[Side, np.ndarray],
         planner.both_present(pid or uuid.uuid4().hex, keys["left"][lj], keys["right"][rj],
                              lrow, rrow, base, lch, rch, lver, rver, lmod, rmod, kind)
 
-    # 1. inserts journaled by a run that did not finish: adopt what they created
-    if pending:
+    # 1. inserts journaled by a run that did not finish: pair what they created
+    if adopted:
         index = {s: {k: j for j, k in enumerate(keys[s])} for s in keys}  # type: ignore[index]
-        hashes: dict[Side, dict[int, list[int]]] = {}
-        for side in ("left", "right"):
-            pos = new_pos[side]  # type: ignore[index]
-            h = row_hash([canon[side].cols[n].take(pa.array(pos)) for n in names], len(pos)) \
-                if len(pos) else np.zeros(0, dtype=np.int64)
-            by: dict[int, list[int]] = {}
-            for j, v in enumerate(h):
-                by.setdefault(int(v), []).append(j)
-            hashes[side] = by  # type: ignore[index]
-        for p in pending:
-            src = other(p.side)
-            sj = index[src].get(p.source_key)
-            if sj is None or sj in used[src]:
-                continue
-            tj = None
-            if p.target_key is not None:
-                tj = index[p.side].get(p.target_key)
-            if tj is None:
-                tj = next((j for j in hashes[p.side].get(p.expected_hash, [])
-                           if j not in used[p.side]), None)
-            if tj is None or tj in used[p.side]:
+        for pid, tside, source_key, target_key in adopted:
+            src = other(tside)  # type: ignore[arg-type]
+            sj, tj = index[src].get(source_key), index[tside].get(target_key)
+            if sj is None or tj is None or sj in used[src] or tj in used[tside]:
                 continue
             lj, rj = (sj, tj) if src == "left" else (tj, sj)
-            pair_up(lj, rj, dict(rows[p.side][tj]), "recovered insert", p.pair_id)
+            pair_up(lj, rj, dict(rows[tside][tj]), "recovered insert", pid)
 
     # 2. first-sync pairing by match_on
     pol = planner.policy

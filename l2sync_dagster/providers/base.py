@@ -98,12 +98,15 @@ class ReadResult:
     is missing from a complete read was deleted). An incremental read (``complete=False``) holds
     only changed records; ``deleted`` lists the keys the change feed reports deleted. ``cursor``
     is the opaque value to pass to the next read to get only what changed since this one.
+    ``present_keys`` lists every key in scope when the provider can list them cheaply; it lets
+    an incremental read reveal deletes.
     """
 
     frame: pd.DataFrame
     complete: bool = True
     deleted: list[str] = field(default_factory=list)
     cursor: str | None = None
+    present_keys: pd.Index | None = None
 
 
 @dataclass(frozen=True)

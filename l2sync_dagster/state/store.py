@@ -244,7 +244,11 @@ class StateStore:
         """Write the inserts about to be applied, so a crash cannot make duplicates."""
         if not inserts:
             return
+        t = pending_table
         with self.engine.begin() as conn:
+            for p in inserts:  # a re-planned insert replaces the entry of the attempt before
+                conn.execute(delete(t).where(t.c.connection == connection,
+                                             t.c.pair_id == p.pair_id, t.c.side == p.side))
             conn.execute(insert(pending_table), [
                 {"connection": connection, "pair_id": p.pair_id, "side": p.side,
                  "source_key": p.source_key, "target_key": p.target_key,

@@ -1,0 +1,240 @@
+"""The schema of a connection file (``connections/<name>.yaml``) as pydantic models.
+
+The models check what can be checked without I/O: names of fields, allowed values, cron and
+time zone syntax, connection string syntax (literal secrets are refused), and rules that tie
+fields together. Resolving the mapping against the providers' fields happens later, in the
+engine. Rules that span fields raise :class:`pydantic_core.PydanticCustomError` of type
+``spec_rule`` whose context names the offending field (``field``, a dotted path relative to the
+model that raised it) and the text that follows it (``detail``), so that the loader can report
+the line of that field.
+"""
+
+import os
+import re
+from pathlib import Path
+from typing import Annotated, Any, Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError, available_timezones
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic_core import PydanticCustomError
+
+from l2sync_dagster.providers.base import FieldType
+from l2sync_dagster.spec.connection_string import ConnectionString, ConnectionStringError
+
+Direction = Literal["left_to_right", "right_to_left", "bidirectional"]
+FieldDirection = Literal["both", "left_to_right", "right_to_left"]
+ConflictPolicy = Literal["left_wins", "right_wins", "latest_wins", "merge", "skip", "fail"]
+FallbackPolicy = Literal["left_wins", "right_wins", "latest_wins", "skip", "fail"]
+
+#: fields of ConnectionSpec that come from the file's location, not from its content
+DERIVED_FIELDS: tuple[str, ...] = ("name", "path", "project_dir")
+
+RULE_ERROR = "spec_rule"
+
+# hide_input_in_errors: a ValidationError printed as is must never show a connection string
+_CONFIG = ConfigDict(
+    extra="forbid", frozen=True, hide_input_in_errors=True, coerce_numbers_to_str=True
+)
+
+
+def rule_error(field: str, detail: str) -> PydanticCustomError:
+    """An error of a rule spanning fields, reported as ``<field> <detail>`` at ``field``'s line."""
+    return PydanticCustomError(RULE_ERROR, "{field} {detail}", {"field": field, "detail": detail})
+
+
+def display_path_of(path: Path | str) -> str:
+    """``path`` relative to the current directory when it lies below it, else as given."""
+    p = Path(path)
+    try:
+        return Path(os.path.abspath(p)).relative_to(Path.cwd()).as_posix()
+    except ValueError:
+        return str(p)
+
+
+def dagster_name_of(name: str) -> str:
+    """A name Dagster accepts: characters outside ``[A-Za-z0-9_]`` become ``_``."""
+    out = re.sub(r"[^A-Za-z0-9_]", "_", name)
+    if not out or out[0].isdigit():
+        out = "c_" + out
+    return out
+
+
+class EntitySpec(BaseModel):
+    """One side of a connection: a provider, its connection string and the entity in it."""
+
+    model_config = _CONFIG
+
+    provider: Annotated[str, Field(min_length=1)]
+    connection_string: str
+    query: str | None = None
+    key: str | None = None
+    modified: str | None = None
+
+    @field_validator("connection_string")
+    @classmethod
+    def _check_connection_string(cls, value: str) -> str:
+        # Parsing checks syntax and refuses literal secrets; env: references stay unresolved.
+        try:
+            ConnectionString(value, environ={})
+        except ConnectionStringError as exc:
+            raise ValueError(str(exc).removeprefix("connection string: ")) from None
+        return value
+
+
+class FieldPairSpec(BaseModel):
+    """An explicit pair of fields, with an optional canonical type and a per-field direction."""
+
+    model_config = _CONFIG
+
+    left: Annotated[str, Field(min_length=1)]
+    right: Annotated[str, Field(min_length=1)]
+    type: FieldType | None = None
+    direction: FieldDirection = "both"
+
+
+class MappingSpec(BaseModel):
+    """How fields pair up: same names (``auto``), explicit ``fields``, and ``exclude``."""
+
+    model_config = _CONFIG
+
+    auto: bool = True
+    fields: list[FieldPairSpec] = []
+    exclude: list[str] = []
+
+    @model_validator(mode="after")
+    def _no_duplicates(self) -> "MappingSpec":
+        for side in ("left", "right"):
+            seen: set[str] = set()
+            for i, pair in enumerate(self.fields):
+                low = getattr(pair, side).lower()
+                if low in seen:
+                    raise rule_error(
+                        f"fields.{i}.{side}",
+                        f"{getattr(pair, side)!r} is already mapped by an earlier pair; "
+                        "a field may appear in one pair only",
+                    )
+                seen.add(low)
+        return self
+
+
+class ConflictSpec(BaseModel):
+    """What to do when both sides changed a record. ``fallback`` is used by ``merge`` only."""
+
+    model_config = _CONFIG
+
+    policy: ConflictPolicy = "skip"
+    fallback: FallbackPolicy = "skip"
+
+    @model_validator(mode="before")
+    @classmethod
+    def _scalar_form(cls, data: Any) -> Any:
+        # `conflicts: left_wins` is short for `conflicts: {policy: left_wins}`
+        if isinstance(data, str):
+            return {"policy": data}
+        return data
+
+
+class DeleteSpec(BaseModel):
+    """Whether deletes propagate, and the mass-delete brake."""
+
+    model_config = _CONFIG
+
+    propagate: bool = False
+    max_fraction: Annotated[float, Field(ge=0, le=1)] = 0.2
+
+    @model_validator(mode="before")
+    @classmethod
+    def _scalar_form(cls, data: Any) -> Any:
+        # `deletes: true` is short for `deletes: {propagate: true}`
+        if isinstance(data, bool):
+            return {"propagate": data}
+        return data
+
+
+class ConnectionSpec(BaseModel):
+    """One connection file, validated. ``name`` is the file stem.
+
+    ``project_dir`` is what relative paths in connection strings and the state store resolve
+    against: the parent of the folder holding the file when that folder is named
+    ``connections``, else the file's folder.
+    """
+
+    model_config = _CONFIG
+
+    name: Annotated[str, Field(min_length=1)]
+    path: Path
+    project_dir: Path
+    title: str | None = None
+    direction: Direction
+    left: EntitySpec
+    right: EntitySpec
+    mapping: MappingSpec = MappingSpec()
+    match_on: list[Annotated[str, Field(min_length=1)]] = []
+    conflicts: ConflictSpec = ConflictSpec()
+    deletes: DeleteSpec = DeleteSpec()
+    mirror: bool = False
+    schedule: str | None = None
+    timezone: str | None = None
+    batch_size: Annotated[int, Field(gt=0, strict=True)] | None = None
+    tags: dict[str, str] = {}
+    description: str | None = None
+
+    @field_validator("schedule")
+    @classmethod
+    def _check_schedule(cls, value: str | None) -> str | None:
+        if value is not None and not _is_valid_cron(value):
+            raise ValueError(
+                f"{value!r} is not a valid cron expression; expected five fields "
+                "(minute hour day-of-month month day-of-week) like '*/15 * * * *', or @daily"
+            )
+        return value
+
+    @field_validator("timezone")
+    @classmethod
+    def _check_timezone(cls, value: str | None) -> str | None:
+        if value is None:
+            return value
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError):
+            import difflib
+
+            close = difflib.get_close_matches(value, sorted(available_timezones()), n=1)
+            hint = f"; did you mean {close[0]!r}?" if close else " like 'Europe/Berlin' or 'UTC'"
+            raise ValueError(f"{value!r} is not a known IANA time zone{hint}") from None
+        return value
+
+    @model_validator(mode="after")
+    def _cross_field_rules(self) -> "ConnectionSpec":
+        if self.mirror and self.direction == "bidirectional":
+            raise rule_error(
+                "mirror", "applies to one-way connections; remove it or change direction"
+            )
+        if self.direction != "bidirectional":
+            for i, pair in enumerate(self.mapping.fields):
+                if pair.direction not in ("both", self.direction):
+                    raise rule_error(
+                        f"mapping.fields.{i}.direction",
+                        f"{pair.direction} contradicts the connection direction "
+                        f"{self.direction}; use both or {self.direction}",
+                    )
+        return self
+
+    @property
+    def dagster_name(self) -> str:
+        """The name in Dagster (asset key prefix, group, job): ``[A-Za-z0-9_]`` only."""
+        return dagster_name_of(self.name)
+
+    @property
+    def display_path(self) -> str:
+        """The file's path relative to the current directory when possible, for messages."""
+        return display_path_of(self.path)
+
+
+def _is_valid_cron(value: str) -> bool:
+    try:
+        from dagster._utils.schedules import is_valid_cron_string
+    except ImportError:  # dagster moved its private helper: fall back to a shape check
+        fields = value.split()
+        return value.startswith("@") or len(fields) == 5
+    return is_valid_cron_string(value)
