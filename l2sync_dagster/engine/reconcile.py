@@ -140,9 +140,9 @@ class Canon:
         if len(ok) == 0:
             return out
         take = pa.array(pos[ok])
-        columns = {n: self.cols[n].take(take).to_pylist() for n in names}
-        for j, i in enumerate(ok):
-            out[i] = {n: columns[n][j] for n in names}
+        columns = [self.cols[n].take(take).to_pylist() for n in names]
+        for i, vals in zip(ok.tolist(), zip(*columns, strict=True), strict=True):
+            out[i] = dict(zip(names, vals, strict=True))
         return out
 
 
@@ -440,8 +440,7 @@ class _Planner:
     def both_present(self, pid: str, lkey, rkey, lrow: dict, rrow: dict, base: dict | None,
                      lch: bool, rch: bool, lver, rver, lmod, rmod, kind: str) -> None:
         """A pair whose records exist on both sides; ``base`` None means a first-sync match."""
-        names = self.names
-        if all(lrow[n] == rrow[n] for n in names):
+        if lrow == rrow:
             self.effect(pid, lkey, rkey, lrow, rrow, lver, rver)
             return
         pol = self.policy
@@ -798,8 +797,8 @@ def _rows_from(values: dict[str, pa.Array], idx: np.ndarray, names: list[str]) -
     if len(idx) == 0:
         return []
     take = pa.array(idx)
-    cols = {n: values[n].take(take).to_pylist() for n in names}
-    return [{n: cols[n][j] for n in names} for j in range(len(idx))]
+    cols = [values[n].take(take).to_pylist() for n in names]
+    return [dict(zip(names, vals, strict=True)) for vals in zip(*cols, strict=True)]
 
 
 def _new_positions(c: Canon, pos: np.ndarray) -> np.ndarray:

@@ -1,0 +1,43 @@
+# Two commands matter: `make demo` and `make test`. Both set everything up first.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed-stamp
+
+.PHONY: setup demo test lint ui bench postgres clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+setup: $(STAMP)
+
+# Debian's PostgreSQL server for the tests (they start their own instance on a loopback port).
+postgres:
+	@if ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then :; \
+	elif [ "$$(id -u)" = 0 ]; then \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql >/dev/null; \
+	else echo "PostgreSQL tests need Debian's postgresql package: sudo apt-get install postgresql"; fi
+
+demo: setup
+	$(BIN)/python -m l2sync_dagster.demo connections
+
+lint: setup
+	$(BIN)/ruff check .
+
+test: setup postgres lint
+	$(BIN)/pytest -q
+
+ui: setup
+	mkdir -p .dagster_home
+	cp dagster.yaml .dagster_home/dagster.yaml
+	DAGSTER_HOME=$(CURDIR)/.dagster_home $(BIN)/dagster dev -h 127.0.0.1 -p 3000 -f definitions.py
+
+bench: setup
+	$(BIN)/python bench/reconcile_bench.py
+	$(BIN)/python bench/sql_sync_bench.py
+
+clean:
+	rm -rf $(VENV) .l2sync data .dagster_home

@@ -1,0 +1,208 @@
+"""The ``l2sync`` command line: verify, preview, plan, run, status, unlock.
+
+Exit codes: 0 success; 1 failure or abort (one-line reason on stderr); 3 the run finished but
+some records were rejected or refused by a system (listed in the output).
+"""
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+from rich.console import Console
+from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from l2sync_dagster.spec.loader import find_connection
+from l2sync_dagster.sync.runner import SIDES, Sync
+
+err = Console(stderr=True)
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="l2sync", description=__doc__.splitlines()[0])
+    p.add_argument("--connections", default="connections",
+                   help="folder of connection files (default: connections)")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    def add(name: str, help_: str) -> argparse.ArgumentParser:
+        sp = sub.add_parser(name, help=help_)
+        sp.add_argument("name", help="connection name or path to its YAML file")
+        return sp
+
+    add("verify", "check both sides are reachable and the mapping resolves")
+    pv = add("preview", "show the first records of a side")
+    pv.add_argument("--side", choices=SIDES, default="left")
+    pv.add_argument("--limit", type=int, default=10)
+    pl = add("plan", "dry run: print what a run would write, write nothing")
+    pl.add_argument("--full", action="store_true", help="ignore cursors, read everything")
+    rn = add("run", "sync now")
+    rn.add_argument("--json", action="store_true", help="print one JSON object with the counts")
+    rn.add_argument("--full", action="store_true", help="ignore cursors, read everything")
+    rn.add_argument("--allow-mass-delete", action="store_true",
+                    help="let this run exceed deletes.max_fraction")
+    add("status", "last runs, recent conflicts, lock and archive size")
+    add("unlock", "remove the lock left by a run whose process is gone")
+    return p
+
+
+class _Progress:
+    """Rich progress bars for the stages of a run (quiet when not a terminal)."""
+
+    def __init__(self, enabled: bool) -> None:
+        self.progress = Progress(TextColumn("{task.description}"), BarColumn(),
+                                 TextColumn("{task.completed}/{task.total}"),
+                                 TimeElapsedColumn(), console=err, transient=True,
+                                 disable=not enabled)
+        self.tasks: dict[str, Any] = {}
+
+    def __call__(self, stage: str, done: int, total: int) -> None:
+        if stage not in self.tasks:
+            self.tasks[stage] = self.progress.add_task(stage, total=max(total, 1))
+        self.progress.update(self.tasks[stage], completed=done, total=max(total, 1))
+
+
+def _counts_table(counts: dict[str, Any]) -> Table:
+    table = Table(title=f"{counts['connection']}: {counts['status']}")
+    table.add_column("")
+    keys = ["read", "new", "changed", "deleted", "inserted", "updated", "failed", "rejected"]
+    for side in SIDES:
+        table.add_column(side, justify="right")
+    for k in keys:
+        table.add_row(k, *[str(counts[s].get(k, "")) for s in SIDES])
+    return table
+
+
+def _print_conflicts(out: Console, plan: Any) -> None:
+    if not plan.conflicts:
+        return
+    table = Table(title=f"{len(plan.conflicts)} conflicts")
+    for col in ("kind", "left key", "right key", "fields", "left", "right", "resolution"):
+        table.add_column(col)
+    for c in plan.conflicts[:50]:
+        show = c.fields[:3]
+        table.add_row(
+            c.kind, str(c.left_key), str(c.right_key), ", ".join(c.fields),
+            "(deleted)" if c.left is None else ", ".join(f"{f}={c.left.get(f)!r}" for f in show),
+            "(deleted)" if c.right is None else ", ".join(f"{f}={c.right.get(f)!r}" for f in show),
+            c.resolution)
+    out.print(table)
+
+
+def _print_rejections(out: Console, plan: Any, errors: Sequence[dict[str, str]]) -> None:
+    rows = [(r.side, r.key, r.reason) for r in plan.rejections]
+    rows += [(e["side"], e["key"], f"{e['op']}: {e['error']}") for e in errors]
+    if not rows:
+        return
+    table = Table(title=f"{len(rows)} records not synced")
+    for col in ("side", "key", "reason"):
+        table.add_column(col)
+    for r in rows[:50]:
+        table.add_row(*r)
+    out.print(table)
+
+
+def _run(args: argparse.Namespace, out: Console) -> int:
+    spec = find_connection(args.name, args.connections)
+    interactive = sys.stderr.isatty() and not getattr(args, "json", False)
+    sync = Sync(spec, progress=_Progress(interactive))
+    try:
+        if args.command == "verify":
+            for side, what in sync.verify().items():
+                out.print(f"{side}: {what}")
+            pairs = ", ".join(f"{p.left} <-> {p.right} ({p.type})" for p in sync.mapping().pairs)
+            out.print(f"mapping: {pairs}")
+            return 0
+        if args.command == "preview":
+            frame = sync.provider(args.side).read(sync.query(args.side)).frame
+            table = Table(title=f"{spec.name} {args.side}: {len(frame)} records")
+            shown = frame.head(args.limit).reset_index()
+            for col in shown.columns:
+                table.add_column(str(col))
+            for row in shown.astype(str).itertuples(index=False):
+                table.add_row(*row)
+            out.print(table)
+            return 0
+        if args.command == "plan":
+            prep = sync.prepare(full=args.full)
+            out.print(prep.plan.render(limit=200), markup=False, highlight=False)
+            return 0
+        if args.command == "status":
+            return _status(sync, out)
+        if args.command == "unlock":
+            removed = sync.store.force_unlock(spec.name)
+            out.print("lock removed" if removed else "no lock was held")
+            return 0
+        if args.command == "run":
+            report = sync.run(full=args.full, allow_mass_delete=args.allow_mass_delete)
+            counts = report.counts()
+            if args.json:
+                print(json.dumps(counts, default=str))
+            else:
+                out.print(_counts_table(counts))
+                if report.prepared:
+                    _print_conflicts(out, report.prepared.plan)
+                    _print_rejections(out, report.prepared.plan,
+                                      report.applied.errors if report.applied else [])
+            if report.applied and (report.applied.failed or report.prepared.plan.rejections):
+                err.print(f"{spec.name}: finished with {counts['failed']} failed writes and "
+                          f"{counts['rejected']} rejected records", markup=False)
+                return 3
+            return 0
+    finally:
+        sync.close()
+    return 1
+
+
+def _status(sync: Sync, out: Console) -> int:
+    name = sync.spec.name
+    out.print(f"connection {name} ({sync.spec.display_path})")
+    out.print(f"pairs in the archive: {sync.store.archive_size(name)}")
+    holder = sync.store.lock_holder(name)
+    out.print(f"locked by run {holder['run_id']} (pid {holder['pid']} on {holder['host']})"
+              if holder else "not running")
+    table = Table(title="last runs")
+    for col in ("started", "status", "left", "right", "conflicts", "message"):
+        table.add_column(col)
+    for r in sync.store.runs(name):
+        c = r["counts"]
+        table.add_row(str(r["started_at"])[:19], r["status"], _written(c, "left"),
+                      _written(c, "right"), str(c.get("conflicts", "")),
+                      (r["message"] or "")[:60])
+    out.print(table)
+    conflicts = sync.store.conflicts(name, limit=10)
+    if conflicts:
+        t = Table(title="recent conflicts")
+        for col in ("when", "kind", "left key", "right key", "fields", "resolution"):
+            t.add_column(col)
+        for c in conflicts:
+            t.add_row(str(c["recorded_at"])[:19], c["kind"], str(c["left_key"]),
+                      str(c["right_key"]), ", ".join(json.loads(c["fields_json"] or "[]")),
+                      c["resolution"])
+        out.print(t)
+    return 0
+
+
+def _written(counts: dict[str, Any], side: str) -> str:
+    return ", ".join(f"{k} {v}" for k, v in counts.get(side, {}).items()
+                     if k in ("inserted", "updated", "deleted", "failed") and v)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``l2sync`` script."""
+    args = _parser().parse_args(argv)
+    out = Console(highlight=False)
+    try:
+        return _run(args, out)
+    except KeyboardInterrupt:
+        err.print("l2sync: interrupted")
+        return 130
+    except Exception as exc:  # every failure ends as one line naming what to fix
+        message = " ".join(str(exc).split()) or type(exc).__name__
+        err.print(f"l2sync {args.command}: {message}", markup=False, highlight=False)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

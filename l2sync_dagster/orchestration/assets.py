@@ -1,0 +1,173 @@
+"""The asset graph of one connection: extract, plan, apply, and the in_sync check.
+
+One ``@multi_asset(can_subset=True)`` per connection: record frames stay inside the step (no
+pickling IO manager ever sees contact data), and a user can still materialize any subset.
+"""
+
+import dagster as dg
+
+from l2sync_dagster.orchestration.metadata import (
+    apply_metadata,
+    check_metadata,
+    plan_metadata,
+    read_metadata,
+)
+from l2sync_dagster.spec.model import ConnectionSpec
+from l2sync_dagster.state.store import StateStore
+from l2sync_dagster.sync.runner import SIDES, RunReport, Sync, SyncAborted
+
+CONNECTION_TAG = "l2sync/connection"
+
+
+def asset_keys(spec: ConnectionSpec) -> dict[str, dg.AssetKey]:
+    """Asset keys of a connection: left, right, plan and the apply steps its direction has."""
+    n = spec.dagster_name
+    keys = {"left": dg.AssetKey([n, "left"]), "right": dg.AssetKey([n, "right"]),
+            "plan": dg.AssetKey([n, "plan"])}
+    if spec.direction in ("left_to_right", "bidirectional"):
+        keys["apply_right"] = dg.AssetKey([n, "apply_right"])
+    if spec.direction in ("right_to_left", "bidirectional"):
+        keys["apply_left"] = dg.AssetKey([n, "apply_left"])
+    return keys
+
+
+def check_asset(spec: ConnectionSpec) -> dg.AssetKey:
+    """The asset the in_sync check is attached to (the first apply step)."""
+    keys = asset_keys(spec)
+    return keys.get("apply_right") or keys["apply_left"]
+
+
+def build_connection_assets(
+    spec: ConnectionSpec, store_url: str | None = None
+) -> dg.AssetsDefinition:
+    """The multi-asset of one connection."""
+    keys = asset_keys(spec)
+    group = spec.dagster_name
+    title = spec.title or spec.name
+    entity = {"left": spec.left, "right": spec.right}
+    specs = [
+        dg.AssetSpec(keys[s], group_name=group, kinds={entity[s].provider},
+                     description=f"{title}: {s} side ({entity[s].provider}), as read",
+                     tags={CONNECTION_TAG: group})
+        for s in SIDES
+    ]
+    specs.append(dg.AssetSpec(keys["plan"], group_name=group, deps=[keys["left"], keys["right"]],
+                              description=f"{title}: the reconciliation plan (dry run)",
+                              tags={CONNECTION_TAG: group}))
+    for target in ("right", "left"):
+        k = keys.get(f"apply_{target}")
+        if k is not None:
+            specs.append(dg.AssetSpec(
+                k, group_name=group, deps=[keys["plan"]], kinds={entity[target].provider},
+                description=f"{title}: changes written to the {target} side",
+                tags={CONNECTION_TAG: group}))
+    checks = [dg.AssetCheckSpec("in_sync", asset=check_asset(spec),
+                                description="re-reads what was written and compares it with "
+                                            "the plan")]
+
+    @dg.multi_asset(
+        name=f"{group}_sync",
+        specs=specs,
+        check_specs=checks,
+        can_subset=True,
+        pool=f"l2sync_{group}",
+        op_tags={CONNECTION_TAG: group},
+        description=spec.description or title,
+    )
+    def _sync(context: dg.AssetExecutionContext):
+        selected = context.selected_asset_keys
+        applies = [s for s in ("right", "left") if keys.get(f"apply_{s}") in selected]
+        wants_plan = keys["plan"] in selected or bool(applies)
+        store = StateStore(store_url) if store_url else None
+        progress_log = context.log
+
+        def progress(stage: str, done: int, total: int) -> None:
+            if total and (done == total or done % 10000 == 0):
+                progress_log.info(f"{stage}: {done}/{total}")
+
+        sync = Sync(spec, store, progress=progress)
+        run_id = context.run_id
+        try:
+            if applies:
+                sync.store.acquire_lock(spec.name, run_id)
+                sync.store.start_run(spec.name, run_id)
+            try:
+                reads = {}
+                for side in SIDES:
+                    if keys[side] in selected or wants_plan:
+                        reads[side] = sync.read(side)
+                    if keys[side] in selected:
+                        yield dg.MaterializeResult(asset_key=keys[side],
+                                                   metadata=read_metadata(reads[side]))
+                if not wants_plan:
+                    return
+                prep = sync.prepare(reads=reads)
+                prep.run_id = run_id
+                if keys["plan"] in selected:
+                    yield dg.MaterializeResult(asset_key=keys["plan"],
+                                               metadata=plan_metadata(prep.plan))
+                if not applies:
+                    return
+                if prep.plan.blocked:
+                    sync.store.record_conflicts(spec.name, run_id, prep.plan.conflicts)
+                    sync.store.finish_run(run_id, "aborted", None, prep.plan.blocked)
+                    raise dg.Failure(
+                        description=f"{spec.display_path}: {prep.plan.blocked}",
+                        metadata={"conflicts": len(prep.plan.conflicts)},
+                        allow_retries=False,
+                    )
+                report = sync.apply(prep)
+                sync.save_cursors(prep, report)
+                status = "succeeded" if not report.failed else "partial"
+
+                sync.store.finish_run(run_id, status,
+                                      RunReport(spec.name, run_id, status, prep, report).counts())
+                for side in applies:
+                    yield dg.MaterializeResult(asset_key=keys[f"apply_{side}"],
+                                               metadata=apply_metadata(side, prep.plan, report))
+                check_key = dg.AssetCheckKey(check_asset(spec), "in_sync")
+                if check_key in context.selected_asset_check_keys:
+                    result = sync.check(prep, report)
+                    yield dg.AssetCheckResult(
+                        asset_key=check_asset(spec), check_name="in_sync",
+                        passed=result.passed, metadata=check_metadata(result),
+                        severity=dg.AssetCheckSeverity.ERROR)
+            except SyncAborted as exc:
+                raise dg.Failure(description=str(exc), allow_retries=False) from None
+            except dg.Failure:
+                raise
+            except Exception as exc:
+                if applies:
+                    sync.store.finish_run(run_id, "failed", None, str(exc)[:2000])
+                raise
+            finally:
+                if applies:
+                    sync.store.release_lock(spec.name, run_id)
+        finally:
+            sync.close()
+
+    return _sync
+
+
+def build_connection_job(spec: ConnectionSpec) -> dg.UnresolvedAssetJobDefinition:
+    """A job materializing the whole graph of a connection, tagged for the run queue."""
+    return dg.define_asset_job(
+        f"{spec.dagster_name}_job",
+        selection=dg.AssetSelection.groups(spec.dagster_name),
+        tags={CONNECTION_TAG: spec.dagster_name},
+        description=f"sync {spec.title or spec.name}",
+    )
+
+
+def build_connection_schedule(
+    spec: ConnectionSpec, job: dg.UnresolvedAssetJobDefinition
+) -> dg.ScheduleDefinition | None:
+    """The connection's schedule, when its file has ``schedule:``."""
+    if not spec.schedule:
+        return None
+    return dg.ScheduleDefinition(
+        name=f"{spec.dagster_name}_schedule", job=job, cron_schedule=spec.schedule,
+        execution_timezone=spec.timezone or "UTC",
+        tags={CONNECTION_TAG: spec.dagster_name},
+        default_status=dg.DefaultScheduleStatus.STOPPED,
+    )

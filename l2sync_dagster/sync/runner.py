@@ -1,0 +1,408 @@
+"""One sync run of a connection: extract both sides, plan, apply in batches, check.
+
+Crash safety: conflicts are recorded before any write; inserts are journaled before they are
+sent; after every batch the archive rows of the pairs whose writes all succeeded are committed
+together with their journal entries. Cursors advance only when every record a side reported was
+fully handled, so nothing read is ever forgotten.
+"""
+
+import datetime as dt
+import logging
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from l2sync_dagster.engine.hashing import row_hash
+from l2sync_dagster.engine.mapping import ExplicitPair, FieldMapping, MappingError, resolve_mapping
+from l2sync_dagster.engine.plan import PendingInsert, Side, SyncPlan
+from l2sync_dagster.engine.reconcile import SideInput, SyncPolicy, canonicalize, reconcile
+from l2sync_dagster.providers.base import Change, EntityDescription, Provider, Query, ReadResult
+from l2sync_dagster.spec.model import ConnectionSpec
+from l2sync_dagster.state.store import StateStore, default_state_url
+
+Progress = Callable[[str, int, int], None]
+SIDES: tuple[Side, Side] = ("left", "right")
+log = logging.getLogger("l2sync")
+
+
+class SyncAborted(RuntimeError):
+    """The run stopped before writing anything (mass-delete brake, conflict policy fail)."""
+
+
+@dataclass
+class SideRead:
+    """One side's read and what it took."""
+
+    result: ReadResult
+    description: EntityDescription
+    cursor_used: str | None
+    seconds: float
+
+    def side_input(self) -> SideInput:
+        """The read in the form the engine takes."""
+        r, d = self.result, self.description
+        return SideInput(frame=r.frame, complete=r.complete, deleted=r.deleted,
+                         present_keys=r.present_keys, key_field=d.key,
+                         key_generated=d.key_generated, writable=d.writable)
+
+
+@dataclass
+class Prepared:
+    """A planned run: reads, mapping, plan, and the inserts to journal."""
+
+    run_id: str
+    mapping: FieldMapping
+    reads: dict[Side, SideRead]
+    plan: SyncPlan
+    new_pending: list[PendingInsert]
+    old_pending: list[PendingInsert]
+
+
+@dataclass
+class ApplyReport:
+    """What the load step did, per side."""
+
+    written: dict[Side, dict[str, int]] = field(
+        default_factory=lambda: {s: {"inserted": 0, "updated": 0, "deleted": 0, "failed": 0}
+                                 for s in SIDES})
+    errors: list[dict[str, str]] = field(default_factory=list)
+    succeeded_pairs: set[str] = field(default_factory=set)
+    seconds: float = 0.0
+
+    @property
+    def failed(self) -> int:
+        """Number of writes the systems refused."""
+        return sum(v["failed"] for v in self.written.values())
+
+
+@dataclass
+class CheckResult:
+    """The in_sync check: every successful write re-read and compared with the plan."""
+
+    passed: bool
+    checked: int
+    mismatches: list[dict[str, str]]
+
+
+@dataclass
+class RunReport:
+    """The outcome of a whole run (what ``l2sync run --json`` prints)."""
+
+    connection: str
+    run_id: str
+    status: str
+    prepared: Prepared | None = None
+    applied: ApplyReport | None = None
+    message: str | None = None
+
+    def counts(self) -> dict[str, Any]:
+        """Counts per side, conflicts, rejections: JSON-compatible."""
+        out: dict[str, Any] = {"connection": self.connection, "run_id": self.run_id,
+                               "status": self.status}
+        plan = self.prepared.plan if self.prepared else None
+        planned = plan.counts() if plan else {}
+        for side in SIDES:
+            c = dict(planned.get(side, {}))
+            if self.applied:
+                c.update(self.applied.written[side])
+            out[side] = c
+        out["conflicts"] = len(plan.conflicts) if plan else 0
+        out["rejected"] = len(plan.rejections) if plan else 0
+        out["failed"] = self.applied.failed if self.applied else 0
+        if self.message:
+            out["message"] = self.message
+        return out
+
+
+class Sync:
+    """Runs one connection. Used by the CLI and by the Dagster assets alike."""
+
+    def __init__(self, spec: ConnectionSpec, store: StateStore | None = None, *,
+                 progress: Progress | None = None) -> None:
+        self.spec = spec
+        self.store = store or StateStore(default_state_url(Path(spec.project_dir)))
+        self.progress = progress or (lambda stage, done, total: None)
+        self._providers: dict[Side, Provider] = {}
+        self._descriptions: dict[Side, EntityDescription] = {}
+        self._mapping: FieldMapping | None = None
+
+    # --- providers and mapping -------------------------------------------------------------
+    def entity(self, side: Side) -> Any:
+        """The connection file's entity of a side."""
+        return self.spec.left if side == "left" else self.spec.right
+
+    def query(self, side: Side) -> Query:
+        """The provider query of a side."""
+        e = self.entity(side)
+        return Query(text=e.query, key=e.key, modified=e.modified)
+
+    def provider(self, side: Side) -> Provider:
+        """The open provider of a side (opened on first use)."""
+        if side not in self._providers:
+            from l2sync_dagster.providers.registry import open_provider
+
+            e = self.entity(side)
+            self._providers[side] = open_provider(e.provider, e.connection_string,
+                                                  Path(self.spec.project_dir))
+        return self._providers[side]
+
+    def close(self) -> None:
+        """Close providers (the store stays open for the caller)."""
+        for p in self._providers.values():
+            p.close()
+        self._providers.clear()
+
+    def describe(self, side: Side) -> EntityDescription:
+        """The entity description of a side (cached)."""
+        if side not in self._descriptions:
+            self._descriptions[side] = self.provider(side).describe(self.query(side))
+        return self._descriptions[side]
+
+    def verify(self) -> dict[Side, str]:
+        """Prove both sides are reachable and the mapping resolves."""
+        out = {side: self.provider(side).verify(self.query(side)) for side in SIDES}
+        self.mapping()
+        return out
+
+    def mapping(self) -> FieldMapping:
+        """The mapping resolved against both sides' descriptions."""
+        if self._mapping is None:
+            m = self.spec.mapping
+            self._mapping = resolve_mapping(
+                auto=m.auto,
+                explicit=[ExplicitPair(f.left, f.right, f.type, f.direction) for f in m.fields],
+                exclude=m.exclude, left=self.describe("left"), right=self.describe("right"),
+                direction=self.spec.direction,
+            )
+            for name in self.spec.match_on:
+                if self._mapping.by_name(name) is None:
+                    raise MappingError(
+                        f"match_on: {name!r} is not a mapped field; mapped fields are "
+                        + ", ".join(self._mapping.names))
+            for side in SIDES:
+                if self.spec.direction in ("bidirectional", f"{_other(side)}_to_{side}") \
+                        and not self.describe(side).writable:
+                    raise MappingError(
+                        f"the {side} side is read-only (a SELECT query) but the connection "
+                        f"direction {self.spec.direction} writes to it")
+        return self._mapping
+
+    def policy(self, allow_mass_delete: bool = False) -> SyncPolicy:
+        """The engine policy from the connection file."""
+        s = self.spec
+        mapping = self.mapping()
+        return SyncPolicy(
+            direction=s.direction, mirror=s.mirror, conflict=s.conflicts.policy,
+            fallback=s.conflicts.fallback, propagate_deletes=s.deletes.propagate,
+            max_delete_fraction=s.deletes.max_fraction,
+            match_on=tuple(mapping.by_name(n).name for n in s.match_on),  # type: ignore[union-attr]
+            allow_mass_delete=allow_mass_delete,
+        )
+
+    # --- steps -------------------------------------------------------------------------------
+    def read(self, side: Side, full: bool = False) -> SideRead:
+        """Extract one side (incrementally from the saved cursor unless ``full``)."""
+        mapping = self.mapping()
+        cursor = None
+        if not full and self.store.archive_size(self.spec.name):
+            cursor = self.store.cursors(self.spec.name, mapping.signature()).get(side)
+        self.progress(f"read {side}", 0, 1)
+        t0 = time.perf_counter()
+        result = self.provider(side).read(self.query(side), cursor=cursor)
+        self.progress(f"read {side}", 1, 1)
+        return SideRead(result, self.describe(side), cursor, time.perf_counter() - t0)
+
+    def prepare(self, *, full: bool = False, allow_mass_delete: bool = False,
+                reads: dict[Side, SideRead] | None = None) -> Prepared:
+        """Read both sides (unless given) and plan. Writes nothing."""
+        mapping = self.mapping()
+        reads = reads or {side: self.read(side, full) for side in SIDES}
+        archive = self.store.load_archive(self.spec.name, mapping)
+        old_pending = self.store.pending_inserts(self.spec.name)
+        self.progress("plan", 0, 1)
+        plan, new_pending = reconcile(
+            self.spec.name, reads["left"].side_input(), reads["right"].side_input(), archive,
+            mapping, self.policy(allow_mass_delete), old_pending)
+        self.progress("plan", 1, 1)
+        return Prepared(uuid.uuid4().hex, mapping, reads, plan, new_pending, old_pending)
+
+    @contextmanager
+    def locked(self, run_id: str) -> Iterator[None]:
+        """Hold the connection's lock (fails fast when another run holds it)."""
+        self.store.acquire_lock(self.spec.name, run_id)
+        try:
+            yield
+        finally:
+            self.store.release_lock(self.spec.name, run_id)
+
+    def apply(self, prep: Prepared) -> ApplyReport:
+        """Apply the plan in batches, committing the archive after every batch."""
+        plan, name, store = prep.plan, self.spec.name, self.store
+        if plan.blocked:
+            raise SyncAborted(f"{self.spec.display_path}: {plan.blocked}")
+        sig = prep.mapping.signature()
+        report = ApplyReport()
+        t0 = time.perf_counter()
+        store.record_conflicts(name, prep.run_id, plan.conflicts)
+        remaining: dict[str, int] = {}
+        for w in plan.writes:
+            remaining[w.pair_id] = remaining.get(w.pair_id, 0) + 1
+        old = {(p.pair_id, p.side) for p in prep.old_pending}
+        no_write = [(pid, e) for pid, e in plan.effects.items() if pid not in remaining]
+        stale = [k for k in old if k[0] not in remaining]
+        store.commit_effects(name, sig, no_write, done_pending=stale)
+        report.succeeded_pairs.update(pid for pid, _ in no_write)
+        journal = {(p.pair_id, p.side): p for p in prep.new_pending}
+        failed: set[str] = set()
+        total = len(plan.writes)
+        done = 0
+        self.progress("write", 0, total)
+        for side in ("right", "left"):
+            writes = plan.writes_to(side)  # type: ignore[arg-type]
+            if not writes:
+                continue
+            provider = self.provider(side)  # type: ignore[arg-type]
+            size = self.spec.batch_size or provider.max_batch_size()
+            for start in range(0, len(writes), size):
+                batch = writes[start:start + size]
+                ins = [journal[(w.pair_id, side)] for w in batch
+                       if w.op == "insert" and (w.pair_id, side) in journal]
+                store.journal_inserts(name, prep.run_id, ins)
+                changes = [Change(w.op, w.pair_id, w.key, w.values, w.version) for w in batch]
+                outcomes = {o.ref: o for o in provider.apply(self.query(side), changes)}  # type: ignore[arg-type]
+                finished: list[str] = []
+                cleared: list[tuple[str, str]] = []
+                for w in batch:
+                    o = outcomes.get(w.pair_id)
+                    counts = report.written[side]  # type: ignore[index]
+                    if w.op == "insert":
+                        cleared.append((w.pair_id, side))
+                    if (w.pair_id, side) in old:
+                        cleared.append((w.pair_id, side))
+                    if o is None or not o.ok:
+                        counts["failed"] += 1
+                        failed.add(w.pair_id)
+                        report.errors.append({"side": side, "op": w.op, "key": str(w.key),
+                                              "error": (o.error if o else "no outcome")
+                                              or "unknown error"})
+                        continue
+                    counts[{"insert": "inserted", "update": "updated",
+                            "delete": "deleted"}[w.op]] += 1
+                    eff = plan.effects.get(w.pair_id)
+                    if eff is not None:
+                        if w.op == "insert" and o.key is not None:
+                            setattr(eff, f"{side}_key", str(o.key))
+                        if o.version is not None:
+                            setattr(eff, f"{side}_version", o.version)
+                    remaining[w.pair_id] -= 1
+                    if remaining[w.pair_id] == 0 and w.pair_id not in failed:
+                        finished.append(w.pair_id)
+                store.commit_effects(name, sig, [(p, plan.effects.get(p)) for p in finished],
+                                     done_pending=cleared)
+                report.succeeded_pairs.update(finished)
+                done += len(batch)
+                self.progress("write", done, total)
+        report.seconds = time.perf_counter() - t0
+        return report
+
+    def save_cursors(self, prep: Prepared, report: ApplyReport) -> bool:
+        """Advance cursors when every record read was fully handled; True when they moved."""
+        plan = prep.plan
+        skipped = any(c.resolution.startswith("skipped") for c in plan.conflicts)
+        if report.failed or plan.rejections or skipped:
+            return False
+        for side in SIDES:
+            self.store.save_cursor(self.spec.name, side, prep.reads[side].result.cursor,
+                                   prep.mapping.signature())
+        return True
+
+    def check(self, prep: Prepared, report: ApplyReport) -> CheckResult:
+        """Re-read what was written and compare with what the archive now expects."""
+        mapping = prep.mapping
+        names = mapping.names
+        mismatches: list[dict[str, str]] = []
+        checked = 0
+        for side in SIDES:
+            writes = [w for w in prep.plan.writes
+                      if w.side == side and w.pair_id in report.succeeded_pairs]
+            if not writes:
+                continue
+            fresh = self.provider(side).read(self.query(side), cursor=None)
+            canon = canonicalize(SideRead(fresh, self.describe(side), None, 0).side_input(),
+                                 mapping, side)
+            pos = {k: i for i, k in enumerate(canon.keys)}
+            for w in writes:
+                checked += 1
+                eff = prep.plan.effects.get(w.pair_id)
+                if eff is None:
+                    key = w.key
+                    if key is not None and key in pos:
+                        mismatches.append({"side": side, "key": key,
+                                           "problem": "deleted record is still there"})
+                    continue
+                key = getattr(eff, f"{side}_key")
+                if key not in pos:
+                    mismatches.append({"side": side, "key": str(key),
+                                       "problem": "written record not found"})
+                    continue
+                i = pos[key]
+                h = int(row_hash([canon.cols[n].slice(i, 1) for n in names], 1)[0])
+                if h != getattr(eff, f"{side}_hash"):
+                    mismatches.append({"side": side, "key": str(key),
+                                       "problem": "values read back differ from the plan"})
+        return CheckResult(not mismatches, checked, mismatches)
+
+    def run(self, *, full: bool = False, allow_mass_delete: bool = False,
+            dry_run: bool = False) -> RunReport:
+        """A whole run: lock, read, plan, apply, advance cursors, record the run."""
+        run_id = uuid.uuid4().hex
+        name = self.spec.name
+        if dry_run:
+            prep = self.prepare(full=full, allow_mass_delete=allow_mass_delete)
+            return RunReport(name, prep.run_id, "planned", prep)
+        with self.locked(run_id):
+            self.store.start_run(name, run_id)
+            report = RunReport(name, run_id, "running")
+            try:
+                prep = self.prepare(full=full, allow_mass_delete=allow_mass_delete)
+                prep.run_id = run_id
+                report.prepared = prep
+                if prep.plan.blocked:
+                    report.status, report.message = "aborted", prep.plan.blocked
+                    self.store.record_conflicts(name, run_id, prep.plan.conflicts)
+                    self.store.finish_run(run_id, "aborted", report.counts(), prep.plan.blocked)
+                    raise SyncAborted(f"{self.spec.display_path}: {prep.plan.blocked}")
+                report.applied = self.apply(prep)
+                self.save_cursors(prep, report.applied)
+                report.status = "succeeded" if not report.applied.failed else "partial"
+                if report.applied.failed:
+                    report.message = f"{report.applied.failed} writes failed"
+                self.store.finish_run(run_id, report.status, report.counts(), report.message)
+                return report
+            except SyncAborted:
+                raise
+            except Exception as exc:
+                self.store.finish_run(run_id, "failed", report.counts(), str(exc)[:2000])
+                raise
+
+
+def _other(side: Side) -> Side:
+    return "right" if side == "left" else "left"
+
+
+def utc_now() -> dt.datetime:
+    """Now, in UTC."""
+    return dt.datetime.now(dt.UTC)
+
+
+def frame_preview(frame: pd.DataFrame, rows: int = 5) -> str:
+    """The first rows of a frame as a markdown table (for run metadata)."""
+    if frame.empty:
+        return "(no records)"
+    return frame.head(rows).reset_index().to_markdown(index=False)
