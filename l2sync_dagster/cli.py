@@ -17,7 +17,7 @@ from rich.table import Table
 from l2sync_dagster.spec.loader import find_connection
 from l2sync_dagster.sync.runner import SIDES, Sync
 
-err = Console(stderr=True)
+err = Console(stderr=True, soft_wrap=True)  # one-line errors stay one line
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -192,7 +192,8 @@ def _written(counts: dict[str, Any], side: str) -> str:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``l2sync`` script."""
     args = _parser().parse_args(argv)
-    out = Console(highlight=False)
+    # rich falls back to 80 columns when stdout is not a terminal; tables need more
+    out = Console(highlight=False, width=None if sys.stdout.isatty() else 120)
     try:
         return _run(args, out)
     except KeyboardInterrupt:

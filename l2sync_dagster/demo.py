@@ -76,7 +76,7 @@ def run_demo(connections: Path) -> int:
     project = Path(spec.project_dir)
     csv_path, db_path = _seed(project)
     store = StateStore(default_state_url(project))
-    store.reset(spec.name)
+    store.reset(spec.name, history=True)
     store.force_unlock(spec.name)
     store.close()
     args = ["--connections", str(connections)]

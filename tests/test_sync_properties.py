@@ -76,6 +76,21 @@ edit_ops = st.lists(
 
 
 def apply_edits(w: World, ops: list) -> None:
+    """Apply user edits, then record what really changed (a no-op edit is no edit)."""
+    before = {s: {u: dict(r) for u, r in w.by_uid(s).items()} for s in ("left", "right")}
+    _apply_ops(w, ops)
+    w.edits.clear()
+    w.deleted.clear()
+    for side in ("left", "right"):
+        after = w.by_uid(side)
+        for uid, row in after.items():
+            for fname in FIELDS:
+                if uid not in before[side] or before[side][uid][fname] != row[fname]:
+                    w.edits[(side, uid, fname)] = row[fname]
+        w.deleted |= {(side, uid) for uid in before[side] if uid not in after}
+
+
+def _apply_ops(w: World, ops: list) -> None:
     for side, kind, idx, fname, value in ops:
         prov = w.side(side)
         if kind == "insert" or not prov.rows:
@@ -83,17 +98,12 @@ def apply_edits(w: World, ops: list) -> None:
             uid = f"u{w.next_uid}"
             key = f"{side[0]}{w.next_uid}" if side == "left" else f"r{w.next_uid}"
             prov.rows[key] = {"uid": uid, "a": value, "b": None}
-            w.edits[(side, uid, "a")] = value
-            w.edits[(side, uid, "b")] = None
             continue
         key = sorted(prov.rows)[idx % len(prov.rows)]
-        uid = prov.rows[key]["uid"]
         if kind == "update":
             prov.rows[key][fname] = value
-            w.edits[(side, uid, fname)] = value
         else:
             del prov.rows[key]
-            w.deleted.add((side, uid))
 
 
 def conflicted_uids(w: World) -> set[str]:
@@ -147,8 +157,6 @@ def test_sync_properties(seed, first, second, policy, batch, crash_side, crash_c
     for ops in (first, second):
         before = {s: w.by_uid(s) for s in ("left", "right")}
         before = {s: {u: dict(r) for u, r in rows.items()} for s, rows in before.items()}
-        w.edits.clear()
-        w.deleted.clear()
         apply_edits(w, ops)
         run_with_crash(w, crash_side, crash_call)
         assert_same(w)  # property 1 and, with uids unique, property 3 (no duplicates)

@@ -25,7 +25,9 @@ def column_hash(arr: pa.Array) -> np.ndarray:
             raw = pc.cast(pc.fill_null(arr, False), pa.uint8()).to_numpy().astype(np.uint64)
         elif pa.types.is_floating(t):
             raw = pc.fill_null(arr, 0.0).to_numpy().view(np.uint64)
-        elif pa.types.is_timestamp(t) or pa.types.is_date(t):
+        elif pa.types.is_date32(t):
+            raw = pc.fill_null(arr.cast(pa.int32()).cast(pa.int64()), 0).to_numpy().view(np.uint64)
+        elif pa.types.is_timestamp(t):
             raw = pc.fill_null(arr.cast(pa.int64()), 0).to_numpy().view(np.uint64)
         else:
             raw = pc.fill_null(arr.cast(pa.int64()), 0).to_numpy().view(np.uint64)

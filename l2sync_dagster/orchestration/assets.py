@@ -4,6 +4,8 @@ One ``@multi_asset(can_subset=True)`` per connection: record frames stay inside 
 pickling IO manager ever sees contact data), and a user can still materialize any subset.
 """
 
+from typing import TYPE_CHECKING
+
 import dagster as dg
 
 from l2sync_dagster.orchestration.metadata import (
@@ -15,6 +17,11 @@ from l2sync_dagster.orchestration.metadata import (
 from l2sync_dagster.spec.model import ConnectionSpec
 from l2sync_dagster.state.store import StateStore
 from l2sync_dagster.sync.runner import SIDES, RunReport, Sync, SyncAborted
+
+if TYPE_CHECKING:  # dagster does not export the type define_asset_job returns
+    from dagster._core.definitions.unresolved_asset_job_definition import (
+        UnresolvedAssetJobDefinition,
+    )
 
 CONNECTION_TAG = "l2sync/connection"
 
@@ -86,7 +93,7 @@ def build_connection_assets(
                 progress_log.info(f"{stage}: {done}/{total}")
 
         sync = Sync(spec, store, progress=progress)
-        run_id = context.run_id
+        run_id = context.run.run_id
         try:
             if applies:
                 sync.store.acquire_lock(spec.name, run_id)
@@ -149,7 +156,7 @@ def build_connection_assets(
     return _sync
 
 
-def build_connection_job(spec: ConnectionSpec) -> dg.UnresolvedAssetJobDefinition:
+def build_connection_job(spec: ConnectionSpec) -> "UnresolvedAssetJobDefinition":
     """A job materializing the whole graph of a connection, tagged for the run queue."""
     return dg.define_asset_job(
         f"{spec.dagster_name}_job",
@@ -160,7 +167,7 @@ def build_connection_job(spec: ConnectionSpec) -> dg.UnresolvedAssetJobDefinitio
 
 
 def build_connection_schedule(
-    spec: ConnectionSpec, job: dg.UnresolvedAssetJobDefinition
+    spec: ConnectionSpec, job: "UnresolvedAssetJobDefinition"
 ) -> dg.ScheduleDefinition | None:
     """The connection's schedule, when its file has ``schedule:``."""
     if not spec.schedule:

@@ -232,10 +232,14 @@ class StateStore:
                     pending_table.c.connection == connection,
                     pending_table.c.pair_id == pid, pending_table.c.side == side))
 
-    def reset(self, connection: str) -> None:
-        """Forget everything about a connection (archive, cursors, journal)."""
+    def reset(self, connection: str, history: bool = False) -> None:
+        """Forget a connection's archive, cursors and journal (and its runs and conflicts
+        with ``history``): the next run is a first sync again."""
+        tables = [archive_table, cursor_table, pending_table]
+        if history:
+            tables += [run_table, conflict_table]
         with self.engine.begin() as conn:
-            for t in (archive_table, cursor_table, pending_table):
+            for t in tables:
                 conn.execute(delete(t).where(t.c.connection == connection))
 
     # --- insert journal ------------------------------------------------------------------

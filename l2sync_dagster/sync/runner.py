@@ -336,7 +336,7 @@ class Sync:
             fresh = self.provider(side).read(self.query(side), cursor=None)
             canon = canonicalize(SideRead(fresh, self.describe(side), None, 0).side_input(),
                                  mapping, side)
-            pos = {k: i for i, k in enumerate(canon.keys)}
+            pos = {k: i for i, k in enumerate(canon.keys.to_pylist())}
             for w in writes:
                 checked += 1
                 eff = prep.plan.effects.get(w.pair_id)

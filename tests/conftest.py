@@ -1,0 +1,31 @@
+"""Shared fixtures. Keep this file to fixtures that several test modules use."""
+
+from collections.abc import Iterator
+
+import pytest
+from postgres_server import PostgresServer
+
+PG_PASSWORD_ENV = "PG_TEST_PASSWORD"
+
+
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[PostgresServer]:
+    """A real PostgreSQL server for the whole session.
+
+    ``postgres.url`` is a SQLAlchemy URL without password (``postgresql://sync@127.0.0.1:PORT/
+    l2sync_test``); ``postgres.password`` is the password of the ``sync`` role. Skips (fails on
+    CI) when Debian's postgresql package is not installed.
+    """
+    server = PostgresServer.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def pg_password_env(postgres: PostgresServer, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Sets ``PG_TEST_PASSWORD`` to the server's password and returns the variable name, for
+    connection strings like ``URL=...;Password=env:PG_TEST_PASSWORD``."""
+    monkeypatch.setenv(PG_PASSWORD_ENV, postgres.password)
+    return PG_PASSWORD_ENV
