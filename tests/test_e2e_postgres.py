@@ -131,12 +131,15 @@ def test_csv_and_postgres_both_ways_with_state_in_postgres(project):
     )
 
 
-def test_dagster_materialize_against_postgres(project):
+def test_dagster_materialize_against_postgres(project, postgres):
     tmp, engine, table = project
     defs = build_definitions(tmp / "connections")
     result = dg.materialize(list(defs.assets or []), instance=dg.DagsterInstance.ephemeral())
     assert result.success
     (check,) = result.get_asset_check_evaluations()
     assert check.passed
+    # the secret is in the environment only: never in events, metadata or logs
+    for event in result.all_events:
+        assert postgres.password not in repr(event)
     with engine.connect() as c:
         assert c.execute(text(f'SELECT count(*) FROM "{table}"')).scalar_one() == 4

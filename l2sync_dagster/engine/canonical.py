@@ -150,24 +150,32 @@ def _float(series: pd.Series) -> Converted:
     return Converted(pa.array(vals, mask=nulls, type=pa.float64()), errors)
 
 
-def _decimal(series: pd.Series) -> Converted:
-    obj = _objects(series)
+def _each(series: pd.Series, type_name: str, convert: Any) -> Converted:
+    """Convert value by value (for types with no vectorised path); failures become errors."""
     out: list[str | None] = []
     errors: dict[int, str] = {}
-    for i, v in enumerate(obj):
+    for i, v in enumerate(_objects(series)):
         if v is None:
             out.append(None)
             continue
         try:
-            d = Decimal(repr(v)) if isinstance(v, float) else Decimal(_to_str(v).strip())
-            if not d.is_finite():
-                raise InvalidOperation
-            text = format(d.normalize(), "f")
-            out.append("0" if text in ("-0", "0") else text)
-        except (InvalidOperation, ValueError):
+            out.append(convert(v))
+        except (InvalidOperation, ValueError, TypeError):
             out.append(None)
-            errors[i] = f"cannot convert {v!r} to decimal"
-    return Converted(pa.array(out, type=pa.string()), errors)
+            errors[i] = f"cannot convert {v!r} to {type_name}"
+    return Converted(pa.array(out, type=ARROW_TYPES[type_name]), errors)
+
+
+def _decimal_text(v: Any) -> str:
+    d = Decimal(repr(v)) if isinstance(v, float) else Decimal(_to_str(v).strip())
+    if not d.is_finite():
+        raise InvalidOperation
+    text = format(d.normalize(), "f")
+    return "0" if text in ("-0", "0") else text
+
+
+def _decimal(series: pd.Series) -> Converted:
+    return _each(series, "decimal", _decimal_text)
 
 
 def _boolean(series: pd.Series) -> Converted:
@@ -193,40 +201,45 @@ def _boolean(series: pd.Series) -> Converted:
     return Converted(pa.array(out, type=pa.bool_()), errors)
 
 
-def _to_utc(series: pd.Series) -> tuple[pd.Series, dict[int, str], np.ndarray]:
-    """Parse to tz-aware UTC timestamps; returns (timestamps, errors, object values)."""
+def _to_utc(series: pd.Series) -> tuple[pd.Series, np.ndarray]:
+    """Parse to tz-aware UTC timestamps; returns (timestamps, the input as objects or empty).
+
+    Strings are parsed as ISO 8601 in one call; date/datetime objects in another (naive values
+    are UTC). What cannot be parsed becomes NaT; the caller turns that into a rejection.
+    """
     if pd.api.types.is_datetime64_any_dtype(series.dtype):
         s = pd.Series(series.array)
         s = s.dt.tz_localize("UTC") if s.dt.tz is None else s.dt.tz_convert("UTC")
-        return s, {}, np.empty(0, dtype=object)
+        return s, np.empty(0, dtype=object)
     obj = _objects(series)
-    parsed = pd.Series(pd.NaT, index=range(len(obj)), dtype="datetime64[us, UTC]")
-    strings = [i for i, v in enumerate(obj) if isinstance(v, str)]
-    others = [i for i, v in enumerate(obj) if v is not None and not isinstance(v, str)]
-    if strings:
-        parsed.iloc[strings] = pd.to_datetime(
-            pd.Series([obj[i].strip() for i in strings], dtype=object),
-            utc=True, errors="coerce", format="ISO8601",
-        ).to_numpy()
-    for i in others:
-        v = obj[i]
-        try:
-            if isinstance(v, dt.datetime):
-                ts = pd.Timestamp(v)
-            elif isinstance(v, dt.date):
-                ts = pd.Timestamp(v.year, v.month, v.day)
-            else:
-                ts = pd.Timestamp(v)
-            ts = ts.tz_localize("UTC") if ts.tzinfo is None else ts.tz_convert("UTC")
-            parsed.iloc[i] = ts
-        except (TypeError, ValueError):
-            pass
-    bad = np.array([v is not None for v in obj], dtype=bool) & parsed.isna().to_numpy()
-    return parsed, {}, obj if bad.any() else obj
+    out = np.full(len(obj), np.datetime64("NaT", "us"), dtype="datetime64[us]")
+    is_str = np.array([isinstance(v, str) for v in obj], dtype=bool)
+    is_other = np.array([v is not None for v in obj], dtype=bool) & ~is_str
+    if is_str.any():
+        parsed = pd.to_datetime(pd.Series([v.strip() for v in obj[is_str]], dtype=object),
+                                utc=True, errors="coerce", format="ISO8601")
+        out[is_str] = parsed.dt.tz_localize(None).to_numpy(dtype="datetime64[us]")
+    if is_other.any():
+        others = [_as_utc_naive(v) for v in obj[is_other]]
+        out[is_other] = np.array(others, dtype="datetime64[us]")
+    return pd.Series(out).dt.tz_localize("UTC"), obj
+
+
+def _as_utc_naive(v: Any) -> Any:
+    """A date or datetime as a naive UTC datetime (NaT when it is neither)."""
+    try:
+        if isinstance(v, dt.datetime):
+            return v.astimezone(dt.UTC).replace(tzinfo=None) if v.tzinfo else v
+        if isinstance(v, dt.date):
+            return dt.datetime(v.year, v.month, v.day)
+        ts = pd.Timestamp(v)
+        return (ts.tz_convert("UTC").tz_localize(None) if ts.tzinfo else ts).to_datetime64()
+    except (TypeError, ValueError, OverflowError):
+        return np.datetime64("NaT")
 
 
 def _datetime(series: pd.Series) -> Converted:
-    parsed, _, obj = _to_utc(series)
+    parsed, obj = _to_utc(series)
     errors: dict[int, str] = {}
     if len(obj):
         bad = np.array([v is not None for v in obj], dtype=bool) & parsed.isna().to_numpy()
@@ -239,7 +252,7 @@ def _date(series: pd.Series) -> Converted:
     arr = arrow_of(series)
     if arr is not None and pa.types.is_date(arr.type):
         return Converted(arr.cast(pa.date32()), {})
-    parsed, _, obj = _to_utc(series)
+    parsed, obj = _to_utc(series)
     errors: dict[int, str] = {}
     if len(obj):
         bad = np.array([v is not None for v in obj], dtype=bool) & parsed.isna().to_numpy()
@@ -252,22 +265,14 @@ def _date(series: pd.Series) -> Converted:
     return Converted(pa.array(days, mask=mask, type=pa.date32()), errors)
 
 
+def _json_text(v: Any) -> str:
+    loaded = json.loads(v) if isinstance(v, str) else v
+    return json.dumps(loaded, sort_keys=True, separators=(",", ":"), ensure_ascii=False,
+                      default=str)
+
+
 def _json(series: pd.Series) -> Converted:
-    obj = _objects(series)
-    out: list[str | None] = []
-    errors: dict[int, str] = {}
-    for i, v in enumerate(obj):
-        if v is None:
-            out.append(None)
-            continue
-        try:
-            loaded = json.loads(v) if isinstance(v, str) else v
-            out.append(json.dumps(loaded, sort_keys=True, separators=(",", ":"),
-                                  ensure_ascii=False, default=str))
-        except (ValueError, TypeError):
-            out.append(None)
-            errors[i] = f"cannot convert {v!r} to json"
-    return Converted(pa.array(out, type=pa.string()), errors)
+    return _each(series, "json", _json_text)
 
 
 _CONVERTERS = {

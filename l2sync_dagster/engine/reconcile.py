@@ -584,44 +584,45 @@ class _Planner:
         deleted = other(edited)
         ekey = lkey if edited == "left" else rkey
         lrow, rrow = (row, None) if edited == "left" else (None, row)
+
+        def record(resolution: str) -> None:
+            self.conflict(pid, "edit/delete", lkey, rkey, self.names, base, lrow, rrow,
+                          resolution)
+
+        def recreate(why: str) -> None:
+            record(f"{edited} wins: re-created on {deleted} ({why})")
+            self.insert(deleted, pid, row, ekey, ver)
+
+        def delete_edited(why: str, reason: str) -> None:
+            record(f"{deleted} wins: deleted on {edited} ({why})")
+            self.write(edited, "delete", pid, ekey, version=ver, reason=reason)
+            self.drop(pid)
+
         if pol.one_way:
             if edited == pol.source:
-                self.conflict(pid, "edit/delete", lkey, rkey, self.names, base, lrow, rrow,
-                              f"{edited} wins: re-created on {deleted} (one-way)")
-                self.insert(deleted, pid, row, ekey, ver)
+                recreate("one-way")
             elif pol.propagate_deletes:
-                self.conflict(pid, "edit/delete", lkey, rkey, self.names, base, lrow, rrow,
-                              f"{deleted} wins: deleted on {edited} (one-way)")
-                self.write(edited, "delete", pid, ekey, version=ver, reason="deleted on source")
-                self.drop(pid)
+                delete_edited("one-way", "deleted on source")
             else:
                 self._absent(pid, lkey, rkey, deleted, row, base, ver)
             return
         choice = pol.conflict if pol.conflict != "merge" else pol.fallback
         if choice == "fail":
-            self.conflict(pid, "edit/delete", lkey, rkey, self.names, base, lrow, rrow,
-                          "run aborted")
+            record("run aborted")
             self.plan.blocked = self.plan.blocked or (
                 "conflicts.policy is fail and there are conflicts; nothing was written")
             return
         if choice == "skip":
-            self.conflict(pid, "edit/delete", lkey, rkey, self.names, base, lrow, rrow,
-                          "skipped: nothing written")
+            record("skipped: nothing written")
             return
         winner = edited if choice == "latest_wins" else (
             "left" if choice == "left_wins" else "right")
         if winner == edited:
-            self.conflict(pid, "edit/delete", lkey, rkey, self.names, base, lrow, rrow,
-                          f"{edited} wins: re-created on {deleted} ({choice})")
-            self.insert(deleted, pid, row, ekey, ver)
+            recreate(choice)
         elif pol.propagate_deletes:
-            self.conflict(pid, "edit/delete", lkey, rkey, self.names, base, lrow, rrow,
-                          f"{deleted} wins: deleted on {edited} ({choice})")
-            self.write(edited, "delete", pid, ekey, version=ver, reason=f"deleted on {deleted}")
-            self.drop(pid)
+            delete_edited(choice, f"deleted on {deleted}")
         else:
-            self.conflict(pid, "edit/delete", lkey, rkey, self.names, base, lrow, rrow,
-                          f"{deleted} wins but deletes do not propagate: kept on {edited}")
+            record(f"{deleted} wins but deletes do not propagate: kept on {edited}")
             self._absent(pid, lkey, rkey, deleted, row, base, ver)
 
     def _absent(self, pid, lkey, rkey, gone: Side, row: dict, base, ver) -> None:

@@ -54,7 +54,8 @@ _TRUE = {"true", "t", "yes", "y", "1", "on"}
 _FALSE = {"false", "f", "no", "n", "0", "off"}
 _INT_RE = re.compile(r"^[+-]?\d+$")
 _CONNECT_ARGS = {
-    "psycopg": {"connect_timeout": 10},
+    # prepare_threshold=None: psycopg's cached generic plans go stale as tables grow (O(n))
+    "psycopg": {"connect_timeout": 10, "prepare_threshold": None},
     "psycopg2": {"connect_timeout": 10},
     "pysqlite": {"timeout": 30},
 }

@@ -148,7 +148,7 @@ class StateStore:
         if engine is None:
             if url is None:
                 raise ValueError("StateStore needs a URL or an engine")
-            engine = create_engine(url)
+            engine = create_engine(url, connect_args=_connect_args(url))
             if engine.dialect.name == "sqlite":
                 event.listen(engine, "connect", _sqlite_pragmas)
         self.engine = engine
@@ -227,10 +227,7 @@ class StateStore:
                                              t.c.pair_id.in_(chunk)))
             if rows:
                 conn.execute(insert(t), rows)
-            for pid, side in done_pending:
-                conn.execute(delete(pending_table).where(
-                    pending_table.c.connection == connection,
-                    pending_table.c.pair_id == pid, pending_table.c.side == side))
+            _delete_pending(conn, connection, done_pending)
 
     def reset(self, connection: str, history: bool = False) -> None:
         """Forget a connection's archive, cursors and journal (and its runs and conflicts
@@ -248,11 +245,9 @@ class StateStore:
         """Write the inserts about to be applied, so a crash cannot make duplicates."""
         if not inserts:
             return
-        t = pending_table
         with self.engine.begin() as conn:
-            for p in inserts:  # a re-planned insert replaces the entry of the attempt before
-                conn.execute(delete(t).where(t.c.connection == connection,
-                                             t.c.pair_id == p.pair_id, t.c.side == p.side))
+            # a re-planned insert replaces the entry of the attempt before
+            _delete_pending(conn, connection, [(p.pair_id, p.side) for p in inserts])
             conn.execute(insert(pending_table), [
                 {"connection": connection, "pair_id": p.pair_id, "side": p.side,
                  "source_key": p.source_key, "target_key": p.target_key,
@@ -271,14 +266,12 @@ class StateStore:
     def clear_pending(self, connection: str, pairs: Sequence[tuple[str, str]] | None = None
                       ) -> None:
         """Drop journal entries (all of them when ``pairs`` is None)."""
-        t = pending_table
         with self.engine.begin() as conn:
             if pairs is None:
-                conn.execute(delete(t).where(t.c.connection == connection))
+                conn.execute(delete(pending_table).where(
+                    pending_table.c.connection == connection))
             else:
-                for pid, side in pairs:
-                    conn.execute(delete(t).where(t.c.connection == connection,
-                                                 t.c.pair_id == pid, t.c.side == side))
+                _delete_pending(conn, connection, pairs)
 
     # --- cursors -------------------------------------------------------------------------
     def cursors(self, connection: str, mapping: str) -> dict[str, str | None]:
@@ -399,6 +392,28 @@ class StateStore:
             row = conn.execute(select(lock_table).where(
                 lock_table.c.connection == connection)).mappings().first()
         return dict(row) if row else None
+
+
+def _delete_pending(conn: Any, connection: str, pairs: Sequence[tuple[str, str]]) -> None:
+    """Delete journal entries in chunks (one statement per side and 500 pairs)."""
+    t = pending_table
+    for side in ("left", "right"):
+        ids = [pid for pid, s in pairs if s == side]
+        for chunk in _chunks(ids, 500):
+            conn.execute(delete(t).where(t.c.connection == connection, t.c.side == side,
+                                         t.c.pair_id.in_(chunk)))
+
+
+def _connect_args(url: str) -> dict[str, Any]:
+    """psycopg 3 prepares a statement after 5 runs and keeps its generic plan; for the store's
+    tables that plan is made while they are small (a sequential scan) and then makes every
+    commit O(table size). Plan each statement afresh instead."""
+    from sqlalchemy.engine import make_url
+
+    u = make_url(url)
+    if u.get_backend_name() == "postgresql" and u.get_driver_name() in ("psycopg", "psycopg_async"):
+        return {"prepare_threshold": None}
+    return {}
 
 
 def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
