@@ -4,6 +4,7 @@ One ``@multi_asset(can_subset=True)`` per connection: record frames stay inside 
 pickling IO manager ever sees contact data), and a user can still materialize any subset.
 """
 
+from contextlib import nullcontext
 from typing import TYPE_CHECKING
 
 import dagster as dg
@@ -16,7 +17,7 @@ from l2sync_dagster.orchestration.metadata import (
 )
 from l2sync_dagster.spec.model import ConnectionSpec
 from l2sync_dagster.state.store import StateStore
-from l2sync_dagster.sync.runner import SIDES, RunReport, Sync, SyncAborted
+from l2sync_dagster.sync.runner import SIDES, Sync, SyncAborted
 
 if TYPE_CHECKING:  # dagster does not export the type define_asset_job returns
     from dagster._core.definitions.unresolved_asset_job_definition import (
@@ -94,11 +95,10 @@ def build_connection_assets(
 
         sync = Sync(spec, store, progress=progress)
         run_id = context.run.run_id
+        # only runs that write take the connection's lock and are recorded as sync runs
+        guard = sync.recorded_run(run_id) if applies else nullcontext()
         try:
-            if applies:
-                sync.store.acquire_lock(spec.name, run_id)
-                sync.store.start_run(spec.name, run_id)
-            try:
+            with guard:
                 reads = {}
                 for side in SIDES:
                     if keys[side] in selected or wants_plan:
@@ -115,41 +115,21 @@ def build_connection_assets(
                                                metadata=plan_metadata(prep.plan))
                 if not applies:
                     return
-                if prep.plan.blocked:
-                    sync.store.record_conflicts(spec.name, run_id, prep.plan.conflicts)
-                    sync.store.finish_run(run_id, "aborted", None, prep.plan.blocked)
-                    raise dg.Failure(
-                        description=f"{spec.display_path}: {prep.plan.blocked}",
-                        metadata={"conflicts": len(prep.plan.conflicts)},
-                        allow_retries=False,
-                    )
-                report = sync.apply(prep)
-                sync.save_cursors(prep, report)
-                status = "succeeded" if not report.failed else "partial"
-
-                sync.store.finish_run(run_id, status,
-                                      RunReport(spec.name, run_id, status, prep, report).counts())
+                report = sync.finish(prep)
+                assert report.applied is not None
                 for side in applies:
-                    yield dg.MaterializeResult(asset_key=keys[f"apply_{side}"],
-                                               metadata=apply_metadata(side, prep.plan, report))
+                    yield dg.MaterializeResult(
+                        asset_key=keys[f"apply_{side}"],
+                        metadata=apply_metadata(side, prep.plan, report.applied))
                 check_key = dg.AssetCheckKey(check_asset(spec), "in_sync")
                 if check_key in context.selected_asset_check_keys:
-                    result = sync.check(prep, report)
+                    result = sync.check(prep, report.applied)
                     yield dg.AssetCheckResult(
                         asset_key=check_asset(spec), check_name="in_sync",
                         passed=result.passed, metadata=check_metadata(result),
                         severity=dg.AssetCheckSeverity.ERROR)
-            except SyncAborted as exc:
-                raise dg.Failure(description=str(exc), allow_retries=False) from None
-            except dg.Failure:
-                raise
-            except Exception as exc:
-                if applies:
-                    sync.store.finish_run(run_id, "failed", None, str(exc)[:2000])
-                raise
-            finally:
-                if applies:
-                    sync.store.release_lock(spec.name, run_id)
+        except SyncAborted as exc:
+            raise dg.Failure(description=str(exc), allow_retries=False) from None
         finally:
             sync.close()
 

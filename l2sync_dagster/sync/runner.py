@@ -358,38 +358,48 @@ class Sync:
                                        "problem": "values read back differ from the plan"})
         return CheckResult(not mismatches, checked, mismatches)
 
-    def run(self, *, full: bool = False, allow_mass_delete: bool = False,
-            dry_run: bool = False) -> RunReport:
-        """A whole run: lock, read, plan, apply, advance cursors, record the run."""
-        run_id = uuid.uuid4().hex
-        name = self.spec.name
-        if dry_run:
-            prep = self.prepare(full=full, allow_mass_delete=allow_mass_delete)
-            return RunReport(name, prep.run_id, "planned", prep)
+    def finish(self, prep: Prepared) -> RunReport:
+        """Apply a prepared plan inside a started run: abort when it is blocked, else write,
+        advance cursors and record the outcome. The caller holds the lock."""
+        name, run_id = self.spec.name, prep.run_id
+        report = RunReport(name, run_id, "running", prep)
+        if prep.plan.blocked:
+            report.status, report.message = "aborted", prep.plan.blocked
+            self.store.record_conflicts(name, run_id, prep.plan.conflicts)
+            self.store.finish_run(run_id, "aborted", report.counts(), prep.plan.blocked)
+            raise SyncAborted(f"{self.spec.display_path}: {prep.plan.blocked}")
+        report.applied = self.apply(prep)
+        self.save_cursors(prep, report.applied)
+        report.status = "succeeded" if not report.applied.failed else "partial"
+        if report.applied.failed:
+            report.message = f"{report.applied.failed} writes failed"
+        self.store.finish_run(run_id, report.status, report.counts(), report.message)
+        return report
+
+    @contextmanager
+    def recorded_run(self, run_id: str) -> Iterator[None]:
+        """Hold the lock and record the run; an unexpected error is recorded as failed."""
         with self.locked(run_id):
-            self.store.start_run(name, run_id)
-            report = RunReport(name, run_id, "running")
+            self.store.start_run(self.spec.name, run_id)
             try:
-                prep = self.prepare(full=full, allow_mass_delete=allow_mass_delete)
-                prep.run_id = run_id
-                report.prepared = prep
-                if prep.plan.blocked:
-                    report.status, report.message = "aborted", prep.plan.blocked
-                    self.store.record_conflicts(name, run_id, prep.plan.conflicts)
-                    self.store.finish_run(run_id, "aborted", report.counts(), prep.plan.blocked)
-                    raise SyncAborted(f"{self.spec.display_path}: {prep.plan.blocked}")
-                report.applied = self.apply(prep)
-                self.save_cursors(prep, report.applied)
-                report.status = "succeeded" if not report.applied.failed else "partial"
-                if report.applied.failed:
-                    report.message = f"{report.applied.failed} writes failed"
-                self.store.finish_run(run_id, report.status, report.counts(), report.message)
-                return report
+                yield
             except SyncAborted:
                 raise
             except Exception as exc:
-                self.store.finish_run(run_id, "failed", report.counts(), str(exc)[:2000])
+                self.store.finish_run(run_id, "failed", None, str(exc)[:2000])
                 raise
+
+    def run(self, *, full: bool = False, allow_mass_delete: bool = False,
+            dry_run: bool = False) -> RunReport:
+        """A whole run: lock, read, plan, apply, advance cursors, record the run."""
+        if dry_run:
+            prep = self.prepare(full=full, allow_mass_delete=allow_mass_delete)
+            return RunReport(self.spec.name, prep.run_id, "planned", prep)
+        run_id = uuid.uuid4().hex
+        with self.recorded_run(run_id):
+            prep = self.prepare(full=full, allow_mass_delete=allow_mass_delete)
+            prep.run_id = run_id
+            return self.finish(prep)
 
 
 def _other(side: Side) -> Side:
