@@ -7,15 +7,13 @@ Usage: python bench/reconcile_bench.py [--rows N] [--out bench/results/reconcile
 
 import argparse
 import gc
-import json
-import os
-import platform
 import time
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+from results_io import save_result
 
 from l2sync_dagster.engine.hashing import row_hash
 from l2sync_dagster.engine.mapping import FieldMapping, FieldPair
@@ -165,13 +163,8 @@ def main() -> None:
         "duckdb_counts": {"left_changed": dres[0], "right_changed": dres[1],
                           "left_deleted": dres[2], "right_deleted": dres[3],
                           "left_new": dres[4], "right_new": dres[5]},
-        "machine": f"{platform.machine()}, {os.cpu_count()} cores, Python "
-                   f"{platform.python_version()}",
-        "command": "python bench/reconcile_bench.py",
     }
-    print(json.dumps(result, indent=2))
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
+    save_result(result, args.out, "python bench/reconcile_bench.py")
 
 
 if __name__ == "__main__":

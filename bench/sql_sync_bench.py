@@ -8,9 +8,7 @@ Usage: python bench/sql_sync_bench.py [--rows N] [--out bench/results/sql_sync.j
 
 import argparse
 import datetime as dt
-import json
 import os
-import platform
 import sqlite3
 import sys
 import tempfile
@@ -22,6 +20,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 
 from postgres_server import PostgresServer  # noqa: E402
+from results_io import save_result  # noqa: E402
 from sqlalchemy import create_engine, text  # noqa: E402
 
 from l2sync_dagster.spec.model import (  # noqa: E402
@@ -108,13 +107,8 @@ def main() -> None:
             "incremental_read_was_incremental": second.prepared.reads["left"].cursor_used
             is not None,
             "left_rows_read_incrementally": counts["left"]["read"],
-            "machine": f"{platform.machine()}, {os.cpu_count()} cores, Python "
-                       f"{platform.python_version()}",
-            "command": "python bench/sql_sync_bench.py",
         }
-        print(json.dumps(result, indent=2))
-        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
+        save_result(result, args.out, "python bench/sql_sync_bench.py")
         store.close()
         engine.dispose()
     finally:
