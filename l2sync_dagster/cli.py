@@ -1,4 +1,4 @@
-"""The ``l2sync`` command line: verify, preview, plan, run, status, unlock.
+"""The ``l2sync`` command line: verify, preview, plan, run, status, unlock, sandbox.
 
 Exit codes: 0 success; 1 failure or abort (one-line reason on stderr); 3 the run finished but
 some records were rejected or refused by a system (listed in the output).
@@ -14,6 +14,7 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from l2sync_dagster.sandbox import cli as sandbox_cli
 from l2sync_dagster.spec.loader import find_connection
 from l2sync_dagster.sync.runner import SIDES, Sync
 
@@ -44,6 +45,8 @@ def _parser() -> argparse.ArgumentParser:
                     help="let this run exceed deletes.max_fraction")
     add("status", "last runs, recent conflicts, lock and archive size")
     add("unlock", "remove the lock left by a run whose process is gone")
+    sandbox_cli.add_arguments(sub.add_parser(
+        "sandbox", help="run the local EWS / Graph / Dataverse stand-ins in the foreground"))
     return p
 
 
@@ -195,6 +198,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     # rich falls back to 80 columns when stdout is not a terminal; tables need more
     out = Console(highlight=False, width=None if sys.stdout.isatty() else 120)
     try:
+        if args.command == "sandbox":
+            return sandbox_cli.run(args)
         return _run(args, out)
     except KeyboardInterrupt:
         err.print("l2sync: interrupted")

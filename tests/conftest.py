@@ -4,6 +4,7 @@ from collections.abc import Iterator
 
 import pytest
 from postgres_server import PostgresServer
+from sandbox_process import SandboxProcess
 
 PG_PASSWORD_ENV = "PG_TEST_PASSWORD"
 
@@ -29,3 +30,19 @@ def pg_password_env(postgres: PostgresServer, monkeypatch: pytest.MonkeyPatch) -
     connection strings like ``URL=...;Password=env:PG_TEST_PASSWORD``."""
     monkeypatch.setenv(PG_PASSWORD_ENV, postgres.password)
     return PG_PASSWORD_ENV
+
+
+@pytest.fixture(scope="session")
+def sandbox(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SandboxProcess]:
+    """``l2sync sandbox`` running for the whole session (every service built so far).
+
+    Tests reset what they touch (``sandbox.control(name).reset()``). At the end, any response
+    a service produced that failed its own schema check fails the session.
+    """
+    proc = SandboxProcess.start(tmp_path_factory.mktemp("sandbox") / "state")
+    try:
+        yield proc
+        bad = proc.invalid_responses()
+        assert not bad, f"the sandbox produced invalid responses: {bad}"
+    finally:
+        proc.stop()
