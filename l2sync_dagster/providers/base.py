@@ -48,12 +48,15 @@ class Query:
 
     ``text`` is provider specific (a table name or ``SELECT ...`` for SQL, unused for a file).
     ``key`` names the native key field (None: the provider's default). ``modified`` names the
-    last-modified field used as watermark, when the system has one.
+    last-modified field used as watermark, when the system has one. ``window_field`` names the
+    field a time-partitioned connection slices on: ``read(..., window=(start, end))`` then
+    returns only records with ``start <= field < end`` (pushed down to the system's query).
     """
 
     text: str | None = None
     key: str | None = None
     modified: str | None = None
+    window_field: str | None = None
 
 
 @dataclass(frozen=True)
@@ -172,6 +175,3 @@ class Provider(Protocol):
         """How many changes one ``apply`` call should carry."""
         ...
 
-    def close(self) -> None:
-        """Release connections."""
-        ...
