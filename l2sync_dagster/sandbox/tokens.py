@@ -47,7 +47,7 @@ class TokenRegistry:
         if entry is None or entry[1] < time.time():
             return None
         principal = entry[0]
-        if audience and principal.audience.rstrip("/").lower() != audience.rstrip("/").lower():
+        if audience and _norm(principal.audience) != _norm(audience):
             return None
         return principal
 
@@ -55,6 +55,11 @@ class TokenRegistry:
         """Every token issued so far expires now (tests of token refresh)."""
         with self._lock:
             self._tokens = {k: (p, 0.0) for k, (p, _) in self._tokens.items()}
+
+
+def _norm(url: str) -> str:
+    """A resource URL compared loosely: case, trailing slash, localhost vs 127.0.0.1."""
+    return url.rstrip("/").lower().replace("://localhost:", "://127.0.0.1:")
 
 
 def check_basic(authorization: str | None) -> Principal | None:
