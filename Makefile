@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: setup demo test lint ui bench postgres clean
+.PHONY: setup demo test lint ui bench postgres browser clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -21,13 +21,20 @@ postgres:
 		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql >/dev/null; \
 	else echo "PostgreSQL tests need Debian's postgresql package: sudo apt-get install postgresql"; fi
 
+# Debian's Chromium for the browser test of the Dagster UI.
+browser:
+	@if [ -x /usr/bin/chromium ]; then :; \
+	elif [ "$$(id -u)" = 0 ]; then \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; \
+	else echo "The UI test needs Debian's chromium package: sudo apt-get install chromium"; fi
+
 demo: setup
 	$(BIN)/python -m l2sync_dagster.demo connections
 
 lint: setup
 	$(BIN)/ruff check .
 
-test: setup postgres lint
+test: setup postgres browser lint
 	$(BIN)/pytest -q
 
 ui: setup
