@@ -222,9 +222,10 @@ def start_sandbox(host: str = "127.0.0.1", port_base: int = 0, latency_ms: int =
     if state_dir is not None:
         state_dir.mkdir(parents=True, exist_ok=True)
     running = RunningSandbox({}, ca, {})
-    for i, (name, cls) in enumerate(classes.items()):
+    for name, cls in classes.items():
         service = cls(ctx)
-        port = port_base + i if port_base else 0
+        # a fixed offset per service, so demo URLs stay the same whichever services exist
+        port = port_base + list(SERVICES).index(name) if port_base else 0
         server = _ServiceServer(host, port, service, latency_ms, tls if cls.tls else None)
         running.services[name] = service
         running.urls[name] = server.base_url
