@@ -268,9 +268,14 @@ class Service:
         return Response.json({"error": f"no control endpoint {subpath!r}"}, 404)
 
     def reset(self) -> None:
-        """Back to the demo data; counters and faults cleared."""
+        """Back to the demo data; counters and faults cleared.
+
+        Invalid responses survive a reset: they are test failures the session must report.
+        """
+        problems = self.stats.invalid_responses
         self.faults.clear()
         self.stats = Stats()
+        self.stats.invalid_responses = problems
 
     def save(self) -> None:
         """Persist the data to :attr:`state_file` (called on clean shutdown)."""

@@ -1,0 +1,65 @@
+"""Strict Exchange Web Services sandbox that exchangelib talks to unchanged.
+
+Endpoint: ``http://127.0.0.1:PORT/EWS/Exchange.asmx`` (plain HTTP, ``l2sync sandbox`` prints
+``ews http://127.0.0.1:PORT``). Reports Exchange 2016 (``ServerVersionInfo`` 15.1, API version
+``Exchange2016``, the only ``RequestServerVersion`` the schemas accept; any other version gets
+an ``ErrorInvalidServerVersion`` fault).
+
+Auth: ``Basic`` for the demo users (``sync@``/``alice@``/``sales@sandbox.test``, password
+``sandbox``) or ``Bearer`` tokens from the token service for audience
+``https://outlook.office365.com`` or this server's base URL; otherwise 401 with
+``WWW-Authenticate: Bearer, Basic realm=...``. Mailbox access follows
+:mod:`l2sync_dagster.sandbox.identities`: ``ExchangeImpersonation`` by a principal without the
+role -> fault ``ErrorImpersonateUserDenied``; app tokens must impersonate; a mailbox the caller
+may not open -> ``ErrorAccessDenied``; unknown mailbox -> ``ErrorNonExistentMailbox``.
+
+Operations: GetFolder, FindFolder (Shallow/Deep, IndexedPageFolderView), CreateFolder,
+DeleteFolder, SyncFolderHierarchy, GetItem, FindItem (Restriction, SortOrder,
+IndexedPageItemView, CalendarView without expanding recurrences), CreateItem, UpdateItem,
+DeleteItem, MoveItem, SyncFolderItems, ConvertId, ResolveNames. Items: Contact,
+DistributionList, CalendarItem, Task, Message (notes are ``IPM.StickyNote`` messages in Notes),
+PostItem, with extended properties (returned only when asked for, as Exchange does).
+Booleans are answered as true/false; times to the second in UTC.
+
+exchangelib notes: OAuth (``auth_type=OAUTH2``) over this plain-HTTP endpoint needs
+``OAUTHLIB_INSECURE_TRANSPORT=1``; app tokens need ``access_type=IMPERSONATION``. A dropped
+connection reaches a sequential exchangelib client as ``ErrorTimeoutExpired`` (it retries
+only while it holds more than one session), so callers retry that themselves.
+``ErrorServerBusy`` is retried by a ``FaultTolerance`` retry policy.
+
+Strictness: every request's Body element and SOAP header elements are validated against
+Microsoft's schemas (``../shared/ews-schema``); invalid -> HTTP 500 fault
+``ErrorSchemaValidation`` with ``MessageXml`` LineNumber/LinePosition/Violation. Every response
+is validated too (a failure is recorded in ``stats.invalid_responses``). Per-item codes:
+``ErrorItemNotFound``, ``ErrorFolderNotFound``, ``ErrorInvalidIdMalformed``,
+``ErrorIrresolvableConflict`` (stale ChangeKey with ``ConflictResolution="NeverOverwrite"``;
+AutoResolve and AlwaysOverwrite apply the update), ``ErrorInvalidPropertySet`` (setting a
+read-only field such as CompleteName, LastModifiedTime, DateTimeCreated),
+``ErrorInvalidPropertyDelete``, ``ErrorInvalidSyncStateData``. ChangeKey changes on every
+update; LastModifiedTime is maintained.
+
+Limits: FindItem/FindFolder return at most ``find_limit`` (1000, EWSFindCountLimit) entries a
+page, with ``IndexedPagingOffset``, ``TotalItemsInView``, ``IncludesLastItemInRange``;
+SyncFolderItems at most 512 changes a page (opaque base64 SyncState).
+
+Faults (``POST /_sandbox/faults``): ``throttle_fraction`` -> fault ``ErrorServerBusy`` with
+``<t:Value Name="BackOffMilliseconds">throttle_ms</t:Value>`` (left out when
+``throttle_hint`` is false); ``drop_after``/``drop_count``; ``latency_ms``;
+``expire_cursors`` -> every SyncState issued so far answers ``ErrorInvalidSyncStateData``.
+
+Control API (JSON, under ``/_sandbox/ews/``):
+
+- ``POST items`` ``{"mailbox", "folder", "type": "Contact", "items": [{field: value}],
+  "count": N}``: add items (``count`` generates N demo contacts); answers ``{"ids": [...]}``.
+  Folder is a distinguished name (``contacts``) or a path under msgfolderroot
+  (``Inbox/Projects/Alpha``). Field dicts: see :mod:`l2sync_dagster.sandbox.ews.records`.
+- ``GET items?mailbox=&folder=``: every item with id, change_key, type, modified, fields.
+- ``GET|PATCH|DELETE items/<id>``: one item; PATCH ``{"fields": {...}}`` changes it as
+  another client would (new ChangeKey); ``DELETE items?mailbox=&folder=`` empties a folder.
+- ``POST folders`` ``{"mailbox", "parent", "name", "kind"}``; ``GET folders?mailbox=``.
+- ``POST find-limit`` ``{"limit": N}``; ``POST expire-sync-states``.
+"""
+
+from l2sync_dagster.sandbox.ews.endpoint import EwsService
+
+__all__ = ["EwsService"]

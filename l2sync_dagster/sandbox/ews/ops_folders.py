@@ -1,0 +1,174 @@
+"""GetFolder, FindFolder, CreateFolder, DeleteFolder, SyncFolderHierarchy."""
+
+import base64
+import json
+
+from lxml import etree
+
+from l2sync_dagster.sandbox.ews.call import Call, EwsError, message, response
+from l2sync_dagster.sandbox.ews.fields import Shape, local, render_folder
+from l2sync_dagster.sandbox.ews.soap import m, sub, t
+from l2sync_dagster.sandbox.ews.store import Folder
+from l2sync_dagster.sandbox.ews.views import Page, matches
+
+FOLDER_KINDS = {"Folder", "CalendarFolder", "ContactsFolder", "TasksFolder", "SearchFolder"}
+
+
+def _render(call: Call, folder: Folder, shape: Shape) -> etree._Element:
+    store = call.store
+    return render_folder(folder, shape, len(store.by_folder.get(folder.id, {})),
+                         len(store.children(folder.id)), call.order)
+
+
+def _folder_value(folder: Folder, name: str) -> str | None:
+    return {"DisplayName": folder.display_name, "FolderClass": folder.folder_class}.get(name)
+
+
+def get_folder(call: Call, req: etree._Element) -> etree._Element:
+    """GetFolder: one response message per requested folder."""
+    shape = Shape.parse(req.find(m("FolderShape")))
+    root, msgs = response("GetFolder")
+    for ref in req.find(m("FolderIds")):
+        try:
+            folder = call.folder(ref)
+        except EwsError as err:
+            message(msgs, "GetFolder", err)
+            continue
+        msg = message(msgs, "GetFolder")
+        sub(msg, m("Folders")).append(_render(call, folder, shape))
+    return root
+
+
+def find_folder(call: Call, req: etree._Element) -> etree._Element:
+    """FindFolder: Shallow or Deep traversal, optional restriction and paging."""
+    shape = Shape.parse(req.find(m("FolderShape")))
+    deep = req.get("Traversal") == "Deep"
+    page = Page.parse(req.find(m("IndexedPageFolderView")))
+    restriction = req.find(m("Restriction"))
+    root, msgs = response("FindFolder")
+    for ref in req.find(m("ParentFolderIds")):
+        try:
+            parent = call.folder(ref)
+        except EwsError as err:
+            message(msgs, "FindFolder", err)
+            continue
+        found = (call.store.descendants(parent.id) if deep
+                 else call.store.children(parent.id))
+        if restriction is not None and len(restriction):
+            found = [f for f in found
+                     if matches(restriction[0], lambda p, f=f: _folder_value(f, p.name))]
+        rows, nxt, last = page.apply(found, call.service.find_limit)
+        msg = message(msgs, "FindFolder")
+        rf = sub(msg, m("RootFolder"), IndexedPagingOffset=str(nxt),
+                 TotalItemsInView=str(len(found)),
+                 IncludesLastItemInRange="true" if last else "false")
+        folders = sub(rf, t("Folders"))
+        for f in rows:
+            folders.append(_render(call, f, shape))
+    return root
+
+
+def create_folder(call: Call, req: etree._Element) -> etree._Element:
+    """CreateFolder under one parent; a duplicate name is ErrorFolderExists."""
+    root, msgs = response("CreateFolder")
+    try:
+        parent = call.folder(req.find(m("ParentFolderId"))[0])
+    except EwsError as err:
+        for _ in req.find(m("Folders")):
+            message(msgs, "CreateFolder", err)
+        return root
+    for spec in req.find(m("Folders")):
+        name = spec.findtext(t("DisplayName")) or ""
+        kind = local(spec) if local(spec) in FOLDER_KINDS else "Folder"
+        if any(c.display_name.lower() == name.lower() for c in call.store.children(parent.id)):
+            message(msgs, "CreateFolder", EwsError(
+                "ErrorFolderExists", "A folder with the specified name already exists."))
+            continue
+        cls = spec.findtext(t("FolderClass")) or {
+            "CalendarFolder": "IPF.Appointment", "ContactsFolder": "IPF.Contact",
+            "TasksFolder": "IPF.Task"}.get(kind, "IPF.Note")
+        folder = call.store.add_folder(parent.mailbox, parent.id, name, kind, cls)
+        msg = message(msgs, "CreateFolder")
+        out = sub(sub(msg, m("Folders")), t(kind))
+        sub(out, t("FolderId"), Id=folder.id, ChangeKey=folder.change_key)
+    return root
+
+
+def delete_folder(call: Call, req: etree._Element) -> etree._Element:
+    """DeleteFolder: HardDelete/SoftDelete remove the subtree with its items,
+    MoveToDeletedItems moves it; well-known folders cannot be deleted."""
+    root, msgs = response("DeleteFolder")
+    move = req.get("DeleteType") == "MoveToDeletedItems"
+    for ref in req.find(m("FolderIds")):
+        try:
+            folder = call.folder(ref)
+            if folder.distinguished:
+                raise EwsError("ErrorDeleteDistinguishedFolder",
+                               "Distinguished folders cannot be deleted.")
+        except EwsError as err:
+            message(msgs, "DeleteFolder", err)
+            continue
+        trash = call.store.distinguished(folder.mailbox, "deleteditems")
+        if move and trash is not None and folder.parent_id != trash.id:
+            call.store.move_folder(folder, trash)
+        else:
+            call.store.remove_folder(folder)
+        message(msgs, "DeleteFolder")
+    return root
+
+
+def _hierarchy_state(folder_id: str, epoch: int, seq: int) -> str:
+    return base64.b64encode(json.dumps(["H", folder_id, epoch, seq]).encode()).decode()
+
+
+def sync_folder_hierarchy(call: Call, req: etree._Element) -> etree._Element:
+    """SyncFolderHierarchy: folders created, changed or deleted below the sync folder (the
+    mailbox root by default) since the SyncState; all in one answer."""
+    root, msgs = response("SyncFolderHierarchy")
+    store = call.store
+    try:
+        ref = req.find(m("SyncFolderId"))
+        if ref is not None:
+            top = call.folder(ref[0])
+        else:
+            found = store.distinguished(call.open(call.acting), "root")
+            if found is None:
+                raise EwsError("ErrorFolderNotFound", "The mailbox has no root folder.")
+            top = found
+        since = 0
+        state = (req.findtext(m("SyncState")) or "").strip()
+        if state:
+            try:
+                kind, fid, epoch, since = json.loads(base64.b64decode(state, validate=True))
+                valid = kind == "H" and fid == top.id and epoch == store.epoch
+            except (ValueError, TypeError):
+                valid = False
+            if not valid:
+                raise EwsError("ErrorInvalidSyncStateData",
+                               "Synchronization state data is corrupt or otherwise invalid.")
+    except EwsError as err:
+        msg = message(msgs, "SyncFolderHierarchy", err)
+        sub(msg, m("SyncState"), "")
+        sub(msg, m("IncludesLastFolderInRange"), "true")
+        return root
+    shape = Shape.parse(req.find(m("FolderShape")))
+    events: list[tuple[int, str, object]] = []
+    for folder in store.descendants(top.id):
+        if folder.seq > since:
+            events.append((folder.seq, "Create" if folder.created_seq > since else "Update",
+                           folder))
+    for stone in store.folder_stones:
+        if stone.mailbox == top.mailbox and stone.seq > since and stone.created_seq <= since:
+            events.append((stone.seq, "Delete", stone.folder_id))
+    events.sort(key=lambda e: e[0])
+    msg = message(msgs, "SyncFolderHierarchy")
+    sub(msg, m("SyncState"), _hierarchy_state(top.id, store.epoch, store.seq))
+    sub(msg, m("IncludesLastFolderInRange"), "true")
+    changes = sub(msg, m("Changes"))
+    for _, kind, obj in events:
+        change = sub(changes, t(kind))
+        if isinstance(obj, Folder):
+            change.append(_render(call, obj, shape))
+        else:
+            sub(change, t("FolderId"), Id=str(obj))
+    return root

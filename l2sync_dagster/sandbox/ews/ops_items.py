@@ -1,0 +1,256 @@
+"""GetItem, FindItem, CreateItem, UpdateItem, DeleteItem, MoveItem: one response message per
+item, so one failing item does not fail the others."""
+
+import copy
+
+from lxml import etree
+
+from l2sync_dagster.sandbox.ews.call import Call, EwsError, message, response
+from l2sync_dagster.sandbox.ews.fields import (
+    ITEM_TYPES,
+    FieldError,
+    Path,
+    Shape,
+    apply_delete,
+    apply_set,
+    check_writable,
+    extended_text,
+    field_text,
+    local,
+    render_item,
+    stored_element,
+)
+from l2sync_dagster.sandbox.ews.soap import m, sub, t
+from l2sync_dagster.sandbox.ews.store import Folder, Item
+from l2sync_dagster.sandbox.ews.views import Page, compare, matches, sort_key, sort_rows
+
+#: where CreateItem puts an item without SavedItemFolderId
+DEFAULT_FOLDER = {"Contact": "contacts", "DistributionList": "contacts",
+                  "CalendarItem": "calendar", "Task": "tasks", "Message": "drafts",
+                  "PostItem": "inbox", "Item": "drafts"}
+
+
+def item_value(item: Item, path: Path) -> str | None:
+    """A property's value for restrictions and sorting."""
+    if path.kind == "extended":
+        return extended_text(item, path.ext)
+    if path.kind == "indexed":
+        container = item.element.find(t(path.name))
+        if container is None:
+            return None
+        entry = next((e for e in container if e.get("Key") == path.key), None)
+        if entry is None:
+            return None
+        return entry.findtext(t(path.member)) if path.member else entry.text
+    return field_text(item, path.name)
+
+
+def _render(call: Call, item: Item, shape: Shape) -> etree._Element:
+    return render_item(item, call.store.folders[item.folder_id], shape, call.order)
+
+
+def _items_holder(msg: etree._Element) -> etree._Element:
+    return sub(msg, m("Items"))
+
+
+def get_item(call: Call, req: etree._Element) -> etree._Element:
+    """GetItem of many ids."""
+    shape = Shape.parse(req.find(m("ItemShape")))
+    root, msgs = response("GetItem")
+    for ref in req.find(m("ItemIds")):
+        try:
+            if local(ref) != "ItemId":
+                raise EwsError("ErrorInvalidIdMalformed", f"{local(ref)} is not supported here")
+            item = call.item(ref)
+        except EwsError as err:
+            _items_holder(message(msgs, "GetItem", err))
+            continue
+        _items_holder(message(msgs, "GetItem")).append(_render(call, item, shape))
+    return root
+
+
+def find_item(call: Call, req: etree._Element) -> etree._Element:
+    """FindItem: restriction, sort order, IndexedPageItemView or CalendarView, capped at the
+    find count limit (EWSFindCountLimit)."""
+    shape = Shape.parse(req.find(m("ItemShape")))
+    restriction = req.find(m("Restriction"))
+    keys = sort_key(req.find(m("SortOrder")))
+    calendar = req.find(m("CalendarView"))
+    page = Page.parse(req.find(m("IndexedPageItemView")))
+    if calendar is not None:
+        maxe = calendar.get("MaxEntriesReturned")
+        page = Page(0, int(maxe) if maxe else None)
+    root, msgs = response("FindItem")
+    for ref in req.find(m("ParentFolderIds")):
+        try:
+            folder = call.folder(ref)
+        except EwsError as err:
+            message(msgs, "FindItem", err)
+            continue
+        rows = call.store.folder_items(folder.id)
+        if restriction is not None and len(restriction):
+            expr = restriction[0]
+            rows = [i for i in rows if matches(expr, lambda p, i=i: item_value(i, p))]
+        if calendar is not None:
+            start, end = calendar.get("StartDate", ""), calendar.get("EndDate", "")
+            rows = [i for i in rows if _overlaps(i, start, end)]
+            keys = keys or [(Path("plain", "Start"), False)]
+        if keys:
+            rows = sort_rows(rows, keys, item_value)
+        chosen, nxt, last = page.apply(rows, call.service.find_limit)
+        msg = message(msgs, "FindItem")
+        rf = sub(msg, m("RootFolder"), TotalItemsInView=str(len(rows)),
+                 IncludesLastItemInRange="true" if last else "false")
+        if calendar is None:
+            rf.set("IndexedPagingOffset", str(nxt))
+        holder = sub(rf, t("Items"))
+        for item in chosen:
+            holder.append(_render(call, item, shape))
+    return root
+
+
+def _overlaps(item: Item, start: str, end: str) -> bool:
+    s, e = field_text(item, "Start"), field_text(item, "End")
+    if s is None or e is None:
+        return False
+    return compare(s, end) < 0 and compare(e, start) > 0
+
+
+def _target_folder(call: Call, req: etree._Element, tag: str,
+                   cache: dict[str, Folder]) -> Folder:
+    saved = req.find(m("SavedItemFolderId"))
+    if saved is not None:
+        if "saved" not in cache:
+            cache["saved"] = call.folder(saved[0])
+        return cache["saved"]
+    name = DEFAULT_FOLDER.get(tag, "drafts")
+    if name not in cache:
+        folder = call.store.distinguished(call.open(call.acting), name)
+        if folder is None:
+            raise EwsError("ErrorFolderNotFound", "The specified folder could not be found.")
+        cache[name] = folder
+    return cache[name]
+
+
+def create_item(call: Call, req: etree._Element) -> etree._Element:
+    """CreateItem of many items; SendOnly keeps nothing, SendAndSaveCopy saves to Sent Items."""
+    root, msgs = response("CreateItem")
+    disposition = req.get("MessageDisposition", "SaveOnly")
+    cache: dict[str, Folder] = {}
+    for spec in req.find(m("Items")):
+        tag = local(spec)
+        try:
+            if tag not in ITEM_TYPES:
+                raise EwsError("ErrorInvalidItemForOperationCreateItem",
+                               f"{tag} cannot be created by the sandbox")
+            check_writable(spec)
+            if tag == "Message" and disposition in ("SendOnly", "SendAndSaveCopy"):
+                if disposition == "SendOnly":
+                    _items_holder(message(msgs, "CreateItem"))
+                    continue
+                sent = call.store.distinguished(call.open(call.acting), "sentitems")
+                if sent is None:
+                    raise EwsError("ErrorFolderNotFound", "The mailbox has no Sent Items.")
+                folder = sent
+            else:
+                folder = _target_folder(call, req, tag, cache)
+        except (EwsError, FieldError) as err:
+            _items_holder(message(msgs, "CreateItem", EwsError(err.code, err.message)))
+            continue
+        item = call.store.add_item(folder.mailbox, folder.id, stored_element(spec))
+        out = sub(_items_holder(message(msgs, "CreateItem")), t(tag))
+        sub(out, t("ItemId"), Id=item.id, ChangeKey=item.change_key)
+    return root
+
+
+def update_item(call: Call, req: etree._Element) -> etree._Element:
+    """UpdateItem: per item, all updates or none; ChangeKey checked under NeverOverwrite."""
+    root, msgs = response("UpdateItem")
+    resolution = req.get("ConflictResolution", "AutoResolve")
+    for change in req.find(m("ItemChanges")):
+        try:
+            ref = change[0]
+            if local(ref) != "ItemId":
+                raise EwsError("ErrorInvalidIdMalformed", f"{local(ref)} is not supported here")
+            item = call.item(ref)
+            key = ref.get("ChangeKey")
+            if resolution == "NeverOverwrite" and key and key != item.change_key:
+                raise EwsError("ErrorIrresolvableConflict",
+                               "The send or update operation could not be performed because "
+                               "the change key passed in the request does not match the "
+                               "current change key for the item.")
+            work = copy.copy(item)
+            work.element = copy.deepcopy(item.element)
+            only_read_flag = True
+            for upd in change.find(t("Updates")):
+                kind = local(upd)
+                if kind == "SetItemField":
+                    if local(upd[1]) != item.tag and local(upd[1]) != "Item":
+                        raise EwsError("ErrorInvalidPropertyRequest",
+                                       f"{local(upd[1])} does not match the item type "
+                                       f"{item.tag}")
+                    apply_set(work, upd, call.order)
+                elif kind == "DeleteItemField":
+                    apply_delete(work, upd[0])
+                else:  # AppendToItemField
+                    raise EwsError("ErrorInvalidPropertyAppend",
+                                   "The property does not support appending.")
+                only_read_flag = only_read_flag and upd[0].get("FieldURI") == "message:IsRead"
+        except (EwsError, FieldError) as err:
+            msg = message(msgs, "UpdateItem", EwsError(err.code, err.message))
+            _items_holder(msg)
+            continue
+        item.element = work.element
+        call.store.touch(item, read_flag_only=only_read_flag)
+        msg = message(msgs, "UpdateItem")
+        out = sub(_items_holder(msg), t(item.tag))
+        sub(out, t("ItemId"), Id=item.id, ChangeKey=item.change_key)
+        sub(msg, m("ConflictResults")).append(_count(0))
+    return root
+
+
+def _count(n: int) -> etree._Element:
+    el = etree.Element(t("Count"))
+    el.text = str(n)
+    return el
+
+
+def delete_item(call: Call, req: etree._Element) -> etree._Element:
+    """DeleteItem: HardDelete/SoftDelete remove, MoveToDeletedItems moves."""
+    root, msgs = response("DeleteItem")
+    move = req.get("DeleteType") == "MoveToDeletedItems"
+    for ref in req.find(m("ItemIds")):
+        try:
+            item = call.item(ref)
+        except EwsError as err:
+            message(msgs, "DeleteItem", err)
+            continue
+        trash = call.store.distinguished(item.mailbox, "deleteditems") if move else None
+        if trash is not None and item.folder_id != trash.id:
+            call.store.move_item(item, trash.id)
+        else:
+            call.store.remove_item(item)
+        message(msgs, "DeleteItem")
+    return root
+
+
+def move_item(call: Call, req: etree._Element) -> etree._Element:
+    """MoveItem to another folder (new ItemId stays the same in the sandbox)."""
+    root, msgs = response("MoveItem")
+    try:
+        target = call.folder(req.find(m("ToFolderId"))[0])
+    except EwsError as err:
+        for _ in req.find(m("ItemIds")):
+            _items_holder(message(msgs, "MoveItem", err))
+        return root
+    for ref in req.find(m("ItemIds")):
+        try:
+            item = call.item(ref)
+        except EwsError as err:
+            _items_holder(message(msgs, "MoveItem", err))
+            continue
+        if item.folder_id != target.id:
+            call.store.move_item(item, target.id)
+        out = sub(_items_holder(message(msgs, "MoveItem")), t(item.tag))
+        sub(out, t("ItemId"), Id=item.id, ChangeKey=item.change_key)
+    return root
