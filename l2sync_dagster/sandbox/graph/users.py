@@ -1,0 +1,611 @@
+"""Outlook resources under ``/users/{id}``: contacts and contact folders, events and
+calendarView (recurrence expanded), To Do lists and tasks, mail folders and messages."""
+
+import json
+from collections.abc import Callable, Iterable
+from datetime import UTC, date, datetime, timedelta
+from typing import Any
+
+from l2sync_dagster.sandbox import identities
+from l2sync_dagster.sandbox.graph.common import (
+    Ctx,
+    GraphError,
+    Kind,
+    decode_token,
+    dtz_utc,
+    html_to_text,
+    paged,
+    to_utc_dtz,
+    zone,
+)
+from l2sync_dagster.sandbox.graph.delta import delta
+from l2sync_dagster.sandbox.graph.query import parse_datetime
+from l2sync_dagster.sandbox.graph.store import (
+    Collection,
+    change_key,
+    now_iso,
+    outlook_id,
+)
+from l2sync_dagster.sandbox.service import Response
+from l2sync_dagster.sandbox.token_service import object_id
+
+USERS = Kind("users", "user", 100, 999)
+CONTACTS = Kind("contacts", "contact")
+CONTACT_FOLDERS = Kind("contactFolders", "contactFolder")
+EVENTS = Kind("events", "event")
+CALENDAR_VIEW = Kind("calendarView", "event")
+EVENT_INSTANCES = Kind("eventInstances", "event")
+CALENDARS = Kind("calendars", "calendar")
+TODO_LISTS = Kind("todoLists", "todoTaskList")
+TODO_TASKS = Kind("todoTasks", "todoTask")
+MAIL_FOLDERS = Kind("mailFolders", "mailFolder")
+MESSAGES = Kind("messages", "message")
+
+#: Outlook item types have a changeKey property; the others only an @odata.etag
+_CHANGE_KEY_TYPES = {"contact", "event", "message"}
+#: set by the server, ignored when a client sends them
+_MANAGED = {"id", "changeKey", "createdDateTime", "lastModifiedDateTime", "parentFolderId",
+            "seriesMasterId", "type", "bodyPreview", "originalStartTimeZone",
+            "originalEndTimeZone"}
+WELL_KNOWN_MAIL = ("inbox", "sentitems", "drafts", "deleteditems", "archive")
+
+
+def key(kind: str, user: str, *parts: str) -> str:
+    """The store key of a user's collection."""
+    return "|".join((kind, user, *parts))
+
+
+def find_user(name: str) -> str | None:
+    """The UPN of a demo user by UPN or object id."""
+    low = name.lower()
+    for upn in identities.MAILBOXES:
+        if low in (upn, object_id(upn)):
+            return upn
+    return None
+
+
+def user_entity(upn: str) -> dict[str, Any]:
+    """A demo user as Graph returns it."""
+    given = upn.partition("@")[0].title()
+    return {"id": object_id(upn), "displayName": f"{given} (sandbox)", "givenName": given,
+            "surname": "Sandbox", "userPrincipalName": upn, "mail": upn,
+            "businessPhones": [], "jobTitle": None, "mobilePhone": None,
+            "officeLocation": None, "preferredLanguage": "en-US"}
+
+
+# ---------------------------------------------------------------------- entity lifecycle
+def new_entity(service: Any, kind: Kind, body: dict[str, Any], **fixed: Any) -> dict[str, Any]:
+    """A new entity from a checked request body, with server-managed properties."""
+    stamp = now_iso()
+    entity: dict[str, Any] = {"id": outlook_id(), "createdDateTime": stamp,
+                              "lastModifiedDateTime": stamp}
+    if kind.type == "contactFolder" or kind.type == "mailFolder" or kind.type == "todoTaskList":
+        entity.pop("createdDateTime")
+        entity.pop("lastModifiedDateTime")
+    entity.update({k: v for k, v in body.items() if k not in _MANAGED and not k.startswith("@")})
+    entity.update(fixed)
+    normalize(kind, entity)
+    stamp_version(kind, entity)
+    return entity
+
+
+def stamp_version(kind: Kind, entity: dict[str, Any]) -> None:
+    """A new change key / ETag and lastModifiedDateTime."""
+    ck = change_key()
+    if kind.type in _CHANGE_KEY_TYPES:
+        entity["changeKey"] = ck
+    entity["@odata.etag"] = f'W/"{ck}"'
+    if "lastModifiedDateTime" in entity:
+        entity["lastModifiedDateTime"] = now_iso()
+
+
+def normalize(kind: Kind, entity: dict[str, Any]) -> None:
+    """Type-specific defaults and conversions (UTC storage of dateTimeTimeZone values)."""
+    if kind.type == "contact":
+        if not entity.get("displayName"):
+            names = [entity.get("givenName"), entity.get("surname")]
+            entity["displayName"] = " ".join(n for n in names if n) or None
+        entity.setdefault("emailAddresses", [])
+        entity.setdefault("businessPhones", [])
+        entity.setdefault("homePhones", [])
+    elif kind.type == "event":
+        _normalize_event(entity)
+    elif kind.type == "todoTask":
+        entity.setdefault("status", "notStarted")
+        entity.setdefault("importance", "normal")
+        entity.setdefault("isReminderOn", False)
+        entity.setdefault("body", {"content": "", "contentType": "text"})
+        entity.setdefault("categories", [])
+        entity.setdefault("hasAttachments", False)
+        for prop in ("dueDateTime", "startDateTime", "completedDateTime", "reminderDateTime"):
+            if entity.get(prop) is not None:
+                entity[prop] = to_utc_dtz(entity[prop], prop)
+    elif kind.type == "message":
+        body = entity.get("body") or {"contentType": "text", "content": ""}
+        entity.setdefault("body", body)
+        content = body.get("content") or ""
+        preview = html_to_text(content) if body.get("contentType") == "html" else content
+        entity["bodyPreview"] = preview[:255]
+        entity.setdefault("isRead", False)
+        entity.setdefault("importance", "normal")
+        entity.setdefault("hasAttachments", False)
+
+
+def _normalize_event(entity: dict[str, Any]) -> None:
+    for prop in ("start", "end"):
+        if entity.get(prop) is None:
+            raise GraphError(400, "ErrorInvalidRequest", f"Your request can't be completed. "
+                             f"The '{prop}' property is required.")
+    entity.setdefault("isAllDay", False)
+    # the zones the event was created in (Graph keeps them; the values are stored in UTC)
+    entity.setdefault("originalStartTimeZone", entity["start"].get("timeZone") or "UTC")
+    entity.setdefault("originalEndTimeZone", entity["end"].get("timeZone") or "UTC")
+    if entity["isAllDay"]:
+        for prop in ("start", "end"):
+            value = entity[prop]
+            if not str(value.get("dateTime", "")).split("T")[-1].startswith("00:00:00"):
+                raise GraphError(400, "ErrorPropertyValidationFailure", "Start and End time "
+                                 "must be at midnight for an all-day event.")
+            # all-day events are floating dates: kept as given, returned unconverted
+            entity[prop] = {"dateTime": value["dateTime"].split("T")[0] + "T00:00:00.0000000",
+                            "timeZone": value.get("timeZone") or "UTC"}
+    else:
+        recurrence = entity.get("recurrence")
+        if recurrence and isinstance(recurrence.get("range"), dict):
+            # occurrences keep their local time of day across DST changes
+            recurrence["range"].setdefault("recurrenceTimeZone",
+                                           entity["start"].get("timeZone") or "UTC")
+        entity["start"] = to_utc_dtz(entity["start"], "start")
+        entity["end"] = to_utc_dtz(entity["end"], "end")
+    if dtz_utc(entity["end"]) < dtz_utc(entity["start"]):
+        raise GraphError(400, "ErrorInvalidRequest", "The end of the event is before its "
+                         "start.")
+    entity.setdefault("subject", "")
+    entity.setdefault("showAs", "busy")
+    entity.setdefault("importance", "normal")
+    entity.setdefault("sensitivity", "normal")
+    entity.setdefault("isCancelled", False)
+    entity.setdefault("categories", [])
+    entity.setdefault("body", {"contentType": "html", "content": ""})
+    recurrence = entity.get("recurrence")
+    if recurrence:
+        pattern = recurrence.get("pattern") or {}
+        rng = recurrence.get("range") or {}
+        if not pattern.get("type") or not rng.get("type") or not rng.get("startDate"):
+            raise GraphError(400, "ErrorInvalidRequest", "A recurrence needs pattern.type, "
+                             "range.type and range.startDate.")
+        pattern.setdefault("interval", 1)
+        for k in ("dayOfMonth", "month"):
+            pattern.setdefault(k, 0)
+        pattern.setdefault("firstDayOfWeek", "sunday")
+        pattern.setdefault("index", "first")
+        pattern.setdefault("daysOfWeek", [])
+        rng.setdefault("numberOfOccurrences", 0)
+        rng.setdefault("endDate", "0001-01-01")
+        rng.setdefault("recurrenceTimeZone", "UTC")
+        entity["type"] = "seriesMaster"
+    else:
+        entity["recurrence"] = None
+        entity["type"] = "singleInstance"
+
+
+def merge(kind: Kind, entity: dict[str, Any], body: dict[str, Any]) -> dict[str, Any]:
+    """PATCH semantics: top-level replace; extended properties merged by id."""
+    updated = dict(entity)
+    for prop, original in (("start", "originalStartTimeZone"), ("end", "originalEndTimeZone")):
+        if prop in body:
+            updated.pop(original, None)
+    for k, v in body.items():
+        if k in _MANAGED or k.startswith("@"):
+            continue
+        if k == "singleValueExtendedProperties" and isinstance(v, list):
+            props = {p["id"]: p for p in updated.get(k) or []}
+            props.update({p.get("id"): p for p in v})
+            updated[k] = list(props.values())
+        else:
+            updated[k] = v
+    normalize(kind, updated)
+    stamp_version(kind, updated)
+    return updated
+
+
+def check_if_match(ctx: Ctx, entity: dict[str, Any]) -> None:
+    """412 when ``If-Match`` names another version."""
+    wanted = ctx.headers.get("if-match")
+    if wanted and wanted != "*" and wanted != entity.get("@odata.etag"):
+        raise GraphError(412, "ErrorIrresolvableConflict", "The send or update operation could "
+                         "not be performed because the change key passed in the request does "
+                         "not match the current change key for the item.")
+
+
+# ---------------------------------------------------------------------- generic collections
+def collection_route(ctx: Ctx, kind: Kind, coll: Collection, rest: list[str], context: str,
+                     *, fixed: dict[str, Any] | None = None,
+                     expand: Callable[[str, dict[str, Any]],
+                                      Iterable[tuple[str, dict[str, Any] | None]]] | None = None,
+                     window: dict[str, str] | None = None,
+                     on_delete: Callable[[dict[str, Any]], None] | None = None) -> Response:
+    """List/create (``rest == []``), ``delta``, get/update/delete one (``[id]``)."""
+    svc = ctx.service
+    emit = svc.emitter(ctx, kind)
+    if not rest:
+        if ctx.method == "GET":
+            with svc.store.lock:
+                entities = list(coll.items.values())
+            return paged(ctx, kind, entities, emit, context)
+        if ctx.method == "POST":
+            body = svc.checked_body(ctx, kind.type)
+            entity = new_entity(svc, kind, body, **(fixed or {}))
+            svc.store.put(coll, entity)
+            return Response.json(emit(entity), 201, operation=f"{kind.op}.create")
+        raise GraphError(405, "ErrorInvalidRequest", f"{ctx.method} is not supported here.")
+    if rest == ["delta"] and ctx.method == "GET":
+        return delta(ctx, kind, [coll], coll.key, expand or (lambda i, e: [(i, e)]), emit,
+                     f"{context}/delta", window)
+    if len(rest) != 1:
+        raise GraphError(400, "BadRequest", f"Resource not found for the segment "
+                         f"'{rest[1]}'.")
+    item_id = rest[0]
+    with svc.store.lock:
+        entity = coll.items.get(item_id)
+    if entity is None:
+        raise GraphError(404, "ErrorItemNotFound", "The specified object was not found in the "
+                         "store.")
+    if ctx.method == "GET":
+        return Response.json(emit(entity), operation=f"{kind.op}.get")
+    if ctx.method == "PATCH":
+        body = svc.checked_body(ctx, kind.type)
+        with svc.store.lock:
+            check_if_match(ctx, coll.items.get(item_id, entity))
+            updated = merge(kind, coll.items.get(item_id, entity), body)
+            svc.store.put(coll, updated)
+        return Response.json(emit(updated), operation=f"{kind.op}.update")
+    if ctx.method == "DELETE":
+        with svc.store.lock:
+            check_if_match(ctx, entity)
+            svc.store.delete(coll, item_id)
+        if on_delete:
+            on_delete(entity)
+        return Response(204, operation=f"{kind.op}.delete")
+    raise GraphError(405, "ErrorInvalidRequest", f"{ctx.method} is not supported here.")
+
+
+# ---------------------------------------------------------------------- per-user data
+def ensure_user(svc: Any, upn: str) -> None:
+    """A user's default folders (contacts, mail folders) exist."""
+    store = svc.store
+    with store.lock:
+        folders = store.collection(key("contactFolders", upn), "contactFolders")
+        assert folders is not None
+        if "default" not in folders.meta:
+            folders.meta["default"] = outlook_id()
+            store.collection(key("contacts", upn, folders.meta["default"]), "contacts")
+        mail = store.collection(key("mailFolders", upn), "mailFolders")
+        assert mail is not None
+        if "wellKnown" not in mail.meta:
+            names = {"inbox": "Inbox", "sentitems": "Sent Items", "drafts": "Drafts",
+                     "deleteditems": "Deleted Items", "archive": "Archive"}
+            mail.meta["wellKnown"] = {}
+            for wk, display in names.items():
+                entity = new_entity(svc, MAIL_FOLDERS, {
+                    "displayName": display, "childFolderCount": 0, "unreadItemCount": 0,
+                    "totalItemCount": 0, "isHidden": False})
+                mail.meta["wellKnown"][wk] = entity["id"]
+                store.put(mail, entity)
+                store.collection(key("messages", upn, entity["id"]), "messages")
+        store.collection(key("events", upn), "events")
+        store.collection(key("todoLists", upn), "todoLists")
+
+
+def route_user(ctx: Ctx, upn: str, rest: list[str]) -> Response:
+    """Everything under ``/users/{id}``."""
+    svc = ctx.service
+    ensure_user(svc, upn)
+    base = f"users('{upn}')"
+    if not rest:
+        if ctx.method != "GET":
+            raise GraphError(405, "BadRequest", "Only GET is supported on users here.")
+        return Response.json(svc.emitter(ctx, USERS)(user_entity(upn)), operation="users.get")
+    head, tail = rest[0], rest[1:]
+    store = svc.store
+    if head == "contacts":
+        folders = store.collection(key("contactFolders", upn))
+        assert folders is not None
+        default = folders.meta["default"]
+        coll = store.collection(key("contacts", upn, default))
+        assert coll is not None
+        return collection_route(ctx, CONTACTS, coll, tail, f"{base}/contacts",
+                                fixed={"parentFolderId": default})
+    if head == "contactFolders":
+        return _contact_folders(ctx, upn, tail, base)
+    if head == "calendar":
+        if not tail:
+            if ctx.method != "GET":
+                raise GraphError(405, "ErrorInvalidRequest", "The calendar is read-only here.")
+            calendar = {"id": key("calendar", upn).replace("|", "-"), "name": "Calendar",
+                        "canEdit": True, "canShare": True, "canViewPrivateItems": True,
+                        "isDefaultCalendar": True, "isRemovable": False,
+                        "owner": {"name": upn, "address": upn}}
+            return Response.json(svc.emitter(ctx, CALENDARS)(calendar),
+                                 operation="calendars.get")
+        if tail[0] in ("events", "calendarView"):
+            return route_user(ctx, upn, tail)
+    if head == "events":
+        coll = store.collection(key("events", upn))
+        assert coll is not None
+        if len(tail) == 2 and tail[1] == "instances" and ctx.method == "GET":
+            master = coll.items.get(tail[0])
+            if master is None:
+                raise GraphError(404, "ErrorItemNotFound", "The specified object was not found "
+                                 "in the store.")
+            start, end = _window(ctx)
+            instances = expand_event(master, start, end)
+            return paged(ctx, EVENT_INSTANCES, instances, svc.emitter(ctx, EVENT_INSTANCES),
+                         f"{base}/events('{tail[0]}')/instances")
+        if tail == ["delta"]:
+            raise GraphError(400, "BadRequest", "Use /calendarView/delta with startDateTime and "
+                             "endDateTime to track event changes.")
+        return collection_route(ctx, EVENTS, coll, tail, f"{base}/events")
+    if head == "calendarView":
+        return _calendar_view(ctx, upn, tail, base)
+    if head == "todo" and tail[:1] == ["lists"]:
+        return _todo(ctx, upn, tail[1:], base)
+    if head == "mailFolders":
+        return _mail_folders(ctx, upn, tail, base)
+    if head == "messages":
+        return _messages(ctx, upn, tail, base)
+    raise GraphError(400, "BadRequest", f"Resource not found for the segment '{head}'.")
+
+
+def _contact_folders(ctx: Ctx, upn: str, rest: list[str], base: str) -> Response:
+    svc = ctx.service
+    store = svc.store
+    folders = store.collection(key("contactFolders", upn))
+    assert folders is not None
+    default = folders.meta["default"]
+    if not rest:
+        fixed = {"parentFolderId": default}
+        resp = collection_route(ctx, CONTACT_FOLDERS, folders, [], f"{base}/contactFolders",
+                                fixed=fixed)
+        if ctx.method == "POST" and resp.status == 201:
+            store.collection(key("contacts", upn, json.loads(resp.body)["id"]), "contacts")
+        return resp
+    folder_id = rest[0]
+    if folder_id == "delta":
+        return collection_route(ctx, CONTACT_FOLDERS, folders, ["delta"],
+                                f"{base}/contactFolders")
+    contacts = store.collection(key("contacts", upn, folder_id))
+    if contacts is None:
+        raise GraphError(404, "ErrorItemNotFound", "The specified object was not found in the "
+                         "store.")
+    if len(rest) == 1:
+        if folder_id == default:
+            if ctx.method != "GET":
+                raise GraphError(403, "ErrorAccessDenied", "The default contacts folder cannot "
+                                 "be changed.")
+            entity = {"id": default, "displayName": "Contacts", "parentFolderId": outlook_id()}
+            return Response.json(svc.emitter(ctx, CONTACT_FOLDERS)(entity),
+                                 operation="contactFolders.get")
+        return collection_route(ctx, CONTACT_FOLDERS, folders, [folder_id],
+                                f"{base}/contactFolders",
+                                on_delete=lambda e: store.drop(key("contacts", upn, e["id"])))
+    if rest[1] == "contacts":
+        return collection_route(ctx, CONTACTS, contacts, rest[2:],
+                                f"{base}/contactFolders('{folder_id}')/contacts",
+                                fixed={"parentFolderId": folder_id})
+    raise GraphError(400, "BadRequest", f"Resource not found for the segment '{rest[1]}'.")
+
+
+# ---------------------------------------------------------------------- calendar
+def _window(ctx: Ctx, token_window: dict[str, str] | None = None) -> tuple[datetime, datetime]:
+    start = ctx.query.get("startDateTime") or ctx.query.get("startdatetime")
+    end = ctx.query.get("endDateTime") or ctx.query.get("enddatetime")
+    if (not start or not end) and token_window:
+        start, end = token_window["s"], token_window["e"]
+    if not start or not end:
+        raise GraphError(400, "ErrorInvalidParameter", "This request requires a time window "
+                         "specified by the query string parameters StartDateTime and "
+                         "EndDateTime.")
+    try:
+        return parse_datetime(start), parse_datetime(end)
+    except ValueError as exc:
+        raise GraphError(400, "ErrorInvalidParameter", f"Invalid time window: {exc}") from exc
+
+
+_WEEKDAYS = ["monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday"]
+
+
+def _occurrence_dates(recurrence: dict[str, Any], until: date) -> Iterable[date]:
+    """The dates of a patterned recurrence (daily, weekly, absoluteMonthly, absoluteYearly)."""
+    pattern, rng = recurrence["pattern"], recurrence["range"]
+    start = date.fromisoformat(rng["startDate"])
+    end = until
+    if rng["type"] == "endDate" and rng.get("endDate"):
+        end = min(end, date.fromisoformat(rng["endDate"]))
+    limit = rng.get("numberOfOccurrences") if rng["type"] == "numbered" else None
+    interval = max(int(pattern.get("interval") or 1), 1)
+    kind = pattern["type"]
+    count = 0
+    day = start
+    while day <= end and (limit is None or count < limit):
+        hit = False
+        if kind == "daily":
+            hit = (day - start).days % interval == 0
+        elif kind == "weekly":
+            days = pattern.get("daysOfWeek") or [_WEEKDAYS[start.weekday()]]
+            week = ((day - start).days + start.weekday()) // 7
+            hit = _WEEKDAYS[day.weekday()] in days and week % interval == 0
+        elif kind == "absoluteMonthly":
+            months = (day.year - start.year) * 12 + day.month - start.month
+            hit = day.day == (pattern.get("dayOfMonth") or start.day) and months % interval == 0
+        elif kind == "absoluteYearly":
+            hit = day.month == (pattern.get("month") or start.month) and \
+                day.day == (pattern.get("dayOfMonth") or start.day)
+        else:  # relative patterns: only the first occurrence (documented limit)
+            hit = day == start
+            if hit:
+                limit = 1
+        if hit:
+            count += 1
+            yield day
+        day += timedelta(days=1)
+
+
+def expand_event(entity: dict[str, Any], start: datetime, end: datetime
+                 ) -> list[dict[str, Any]]:
+    """The instances of ``entity`` overlapping [start, end): itself, or its occurrences."""
+    s, e = dtz_utc(entity["start"]), dtz_utc(entity["end"])
+    if not entity.get("recurrence"):
+        return [entity] if s < end and e > start else []
+    duration = e - s
+    tz = UTC if entity.get("isAllDay") else zone(
+        entity["recurrence"]["range"].get("recurrenceTimeZone") or "UTC")
+    local_time = s.astimezone(tz).time()
+    out = []
+    for day in _occurrence_dates(entity["recurrence"], end.date()):
+        occ_start = datetime.combine(day, local_time, tzinfo=tz).astimezone(UTC)
+        occ_end = occ_start + duration
+        if occ_start < end and occ_end > start:
+            occ = dict(entity)
+            occ["id"] = f"{entity['id']}_OCC{day.strftime('%Y%m%d')}"
+            occ["seriesMasterId"] = entity["id"]
+            occ["type"] = "occurrence"
+            occ["recurrence"] = None
+            tz_name = entity["start"]["timeZone"]
+            occ["start"] = {"dateTime": occ_start.strftime("%Y-%m-%dT%H:%M:%S.0000000"),
+                            "timeZone": tz_name}
+            occ["end"] = {"dateTime": occ_end.strftime("%Y-%m-%dT%H:%M:%S.0000000"),
+                          "timeZone": tz_name}
+            out.append(occ)
+    return out
+
+
+def _calendar_view(ctx: Ctx, upn: str, rest: list[str], base: str) -> Response:
+    svc = ctx.service
+    coll = svc.store.collection(key("events", upn))
+    assert coll is not None
+    if ctx.method != "GET":
+        raise GraphError(405, "ErrorInvalidRequest", "calendarView is read-only.")
+    emit = svc.emitter(ctx, CALENDAR_VIEW)
+    if rest == ["delta"]:
+        token_window = None
+        token = ctx.opt("deltatoken") or ctx.opt("skiptoken")
+        if token:
+            token_window = decode_token(token, "$deltatoken").get("w")
+        start, end = _window(ctx, token_window)
+
+        def expand(item_id: str, entity: dict[str, Any]
+                   ) -> list[tuple[str, dict[str, Any] | None]]:
+            instances = expand_event(entity, start, end)
+            if not instances:
+                return [(item_id, None)]
+            return [(i["id"], i) for i in instances]
+        window = {"s": start.isoformat(), "e": end.isoformat()}
+        return delta(ctx, CALENDAR_VIEW, [coll], f"{coll.key}|view", expand, emit,
+                     f"{base}/calendarView/delta", window)
+    if rest:
+        raise GraphError(400, "BadRequest", f"Resource not found for the segment '{rest[0]}'.")
+    start, end = _window(ctx)
+    with svc.store.lock:
+        instances = [i for e in coll.items.values() for i in expand_event(e, start, end)]
+    instances.sort(key=lambda i: i["start"]["dateTime"])
+    return paged(ctx, CALENDAR_VIEW, instances, emit, f"{base}/calendarView")
+
+
+# ---------------------------------------------------------------------- To Do
+def _todo(ctx: Ctx, upn: str, rest: list[str], base: str) -> Response:
+    store = ctx.service.store
+    lists = store.collection(key("todoLists", upn))
+    assert lists is not None
+    if not rest or rest == ["delta"]:
+        resp = collection_route(ctx, TODO_LISTS, lists, rest, f"{base}/todo/lists",
+                                fixed={"wellknownListName": "none", "isOwner": True,
+                                       "isShared": False})
+        if ctx.method == "POST" and resp.status == 201:
+            store.collection(key("todoTasks", upn, json.loads(resp.body)["id"]), "todoTasks")
+        return resp
+    list_id = rest[0]
+    tasks = store.collection(key("todoTasks", upn, list_id))
+    if tasks is None or list_id not in lists.items:
+        raise GraphError(404, "ErrorItemNotFound", "The specified object was not found in the "
+                         "store.")
+    if len(rest) == 1:
+        return collection_route(ctx, TODO_LISTS, lists, [list_id], f"{base}/todo/lists",
+                                on_delete=lambda e: store.drop(key("todoTasks", upn, e["id"])))
+    if rest[1] == "tasks":
+        return collection_route(ctx, TODO_TASKS, tasks, rest[2:],
+                                f"{base}/todo/lists('{list_id}')/tasks")
+    raise GraphError(400, "BadRequest", f"Resource not found for the segment '{rest[1]}'.")
+
+
+# ---------------------------------------------------------------------- mail
+def mail_folder_id(svc: Any, upn: str, name: str) -> str:
+    """A mail folder id from an id or a well-known name (``inbox``)."""
+    folders = svc.store.collection(key("mailFolders", upn))
+    return folders.meta["wellKnown"].get(name.lower(), name)
+
+
+def _mail_folders(ctx: Ctx, upn: str, rest: list[str], base: str) -> Response:
+    svc = ctx.service
+    store = svc.store
+    folders = store.collection(key("mailFolders", upn))
+    assert folders is not None
+    if not rest:
+        if ctx.method != "GET":
+            raise GraphError(405, "ErrorInvalidRequest", "Mail folders are read-only here.")
+        return _with_counts(ctx, upn, folders, base, None)
+    folder_id = mail_folder_id(svc, upn, rest[0])
+    messages = store.collection(key("messages", upn, folder_id))
+    if messages is None:
+        raise GraphError(404, "ErrorItemNotFound", "The specified object was not found in the "
+                         "store.")
+    if len(rest) == 1:
+        if ctx.method != "GET":
+            raise GraphError(405, "ErrorInvalidRequest", "Mail folders are read-only here.")
+        return _with_counts(ctx, upn, folders, base, folder_id)
+    if rest[1] == "messages":
+        return collection_route(ctx, MESSAGES, messages, rest[2:],
+                                f"{base}/mailFolders('{rest[0]}')/messages",
+                                fixed={"parentFolderId": folder_id})
+    raise GraphError(400, "BadRequest", f"Resource not found for the segment '{rest[1]}'.")
+
+
+def _with_counts(ctx: Ctx, upn: str, folders: Collection, base: str,
+                 one: str | None) -> Response:
+    svc = ctx.service
+    out = []
+    with svc.store.lock:
+        for f in folders.items.values():
+            msgs = svc.store.collection(key("messages", upn, f["id"]))
+            items = list(msgs.items.values()) if msgs else []
+            out.append({**f, "totalItemCount": len(items),
+                        "unreadItemCount": sum(1 for m in items if not m.get("isRead"))})
+    emit = svc.emitter(ctx, MAIL_FOLDERS)
+    if one is None:
+        return paged(ctx, MAIL_FOLDERS, out, emit, f"{base}/mailFolders")
+    return Response.json(emit(next(f for f in out if f["id"] == one)),
+                         operation="mailFolders.get")
+
+
+def _messages(ctx: Ctx, upn: str, rest: list[str], base: str) -> Response:
+    svc = ctx.service
+    store = svc.store
+    folders = store.collection(key("mailFolders", upn))
+    assert folders is not None
+    colls = [c for c in (store.collection(key("messages", upn, f)) for f in folders.items)
+             if c is not None]
+    if not rest:
+        if ctx.method != "GET":
+            raise GraphError(405, "ErrorInvalidRequest", "Create messages in a mail folder.")
+        with store.lock:
+            entities = [m for c in colls for m in c.items.values()]
+        entities.sort(key=lambda m: m.get("receivedDateTime") or "", reverse=True)
+        return paged(ctx, MESSAGES, entities, svc.emitter(ctx, MESSAGES), f"{base}/messages")
+    if rest == ["delta"]:
+        raise GraphError(400, "BadRequest", "Message delta is per folder: use "
+                         "/mailFolders/{id}/messages/delta.")
+    for coll in colls:
+        if rest[0] in coll.items:
+            return collection_route(ctx, MESSAGES, coll, rest, f"{base}/messages")
+    raise GraphError(404, "ErrorItemNotFound", "The specified object was not found in the "
+                     "store.")
