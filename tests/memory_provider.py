@@ -4,17 +4,21 @@ It implements the provider contract exactly (RecordFrame, per-record outcomes) s
 runner, engine and state store can be driven through thousands of random edit sequences fast.
 """
 
+import hashlib
+import json
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, ClassVar
 
 import pandas as pd
 
+from l2sync_dagster.engine.windows import as_window, in_window
 from l2sync_dagster.providers.base import (
     Change,
     EntityDescription,
     FieldInfo,
     Outcome,
+    ProviderError,
     Query,
     ReadResult,
 )
@@ -39,6 +43,9 @@ class MemoryProvider:
         self.rows: dict[str, dict[str, Any]] = {}
         self.calls = 0
         self.crash_after_calls: int | None = None
+        #: errors the next read/probe calls raise, one per call (then they succeed)
+        self.fail_reads: list[ProviderError] = []
+        self.requests = 0
         self._next = 1
 
     @classmethod
@@ -60,13 +67,44 @@ class MemoryProvider:
         return EntityDescription(infos, self.key, self.key_generated)
 
     def read(self, query: Query, cursor: str | None = None, window: Any = None) -> ReadResult:
-        """A complete read of every record."""
+        """A complete read of every record (of the window on ``query.window_field``)."""
+        self.requests += 1
+        if self.fail_reads:
+            raise self.fail_reads.pop(0)
+        frame = self._frame()
+        if window is not None:
+            frame = frame[in_window(frame[query.window_field], as_window(*window)).to_numpy()]
+        return ReadResult(frame, complete=True)
+
+    def lookup(self, query: Query, keys: Sequence[str]) -> pd.DataFrame:
+        """The records among ``keys`` that exist."""
+        frame = self._frame()
+        return frame[frame.index.isin([str(k) for k in keys])]
+
+    def probe(self, query: Query, cursor: str | None = None) -> str:
+        """A digest of every record (the memory system has no cheaper question)."""
+        self.requests += 1
+        if self.fail_reads:
+            raise self.fail_reads.pop(0)
+        data = json.dumps(sorted((k, sorted(r.items())) for k, r in self.rows.items()),
+                          default=str)
+        return hashlib.sha256(data.encode()).hexdigest()
+
+    def stats(self) -> dict[str, float]:
+        """Calls made; the memory system never throttles."""
+        return {"requests": self.requests, "throttle_wait_s": 0.0}
+
+    def web_link(self, key: str) -> str:
+        """A made-up link, as a system with a web UI would give."""
+        return f"http://127.0.0.1/memory/{key}"
+
+    def _frame(self) -> pd.DataFrame:
         frame = pd.DataFrame(
             [{**r, self.key: k} for k, r in self.rows.items()],
             columns=[self.key, *[f for f in self.fields if f != self.key]],
         )
         frame.index = pd.Index([str(k) for k in self.rows], name="_key")
-        return ReadResult(frame, complete=True)
+        return frame
 
     def apply(self, query: Query, changes: Sequence[Change]) -> list[Outcome]:
         """Apply changes; crash after writing when asked to."""

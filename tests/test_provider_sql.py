@@ -249,7 +249,8 @@ def test_read_window(db: Db) -> None:
     )
     p = db.provider()
     result = p.read(Query("people", modified="modified"), window=(T2.replace(tzinfo=UTC), None))
-    assert list(result.frame.index) == ["2"] and not result.complete
+    # a read limited by a window only holds every record of its window
+    assert list(result.frame.index) == ["2"] and result.complete
     p.close()
 
 

@@ -66,6 +66,16 @@ class FieldMapping:
         data = json.dumps([[p.name, p.left, p.right, p.type] for p in self.pairs])
         return hashlib.sha256(data.encode()).hexdigest()[:16]
 
+    def cursor_signature(self, direction: str) -> str:
+        """The fingerprint cursors are valid for: the mapping plus which way data flows.
+
+        A side that becomes a source (one-way switched to bidirectional, a field's direction
+        changed) must be read in full once: records it had that were never synced are behind
+        its old cursor.
+        """
+        data = json.dumps([self.signature(), direction, [p.direction for p in self.pairs]])
+        return hashlib.sha256(data.encode()).hexdigest()[:16]
+
 
 @dataclass(frozen=True)
 class ExplicitPair:

@@ -10,26 +10,38 @@ from l2sync_dagster.orchestration.assets import (
     build_connection_job,
     build_connection_schedule,
 )
+from l2sync_dagster.orchestration.operations import build_failure_sensor, retry_policy
+from l2sync_dagster.orchestration.partitions import build_partitions_def
+from l2sync_dagster.orchestration.sensors import build_connection_sensor
 from l2sync_dagster.spec.loader import load_connections
 
 log = logging.getLogger("l2sync")
 
 
-def build_definitions(connections_dir: Path | str, store_url: str | None = None
-                      ) -> dg.Definitions:
-    """One asset graph, job and (optional) schedule per connection file.
+def build_definitions(connections_dir: Path | str, store_url: str | None = None, *,
+                      retry: dg.RetryPolicy | None = None) -> dg.Definitions:
+    """One asset graph, job and (optional) schedule and sensor per connection file, plus the
+    sensor recording failed syncs on their assets.
 
-    A file that does not load is reported in the log and left out; the others still load.
+    ``retry`` replaces the retry policy for transient errors (default: 3 retries, exponential
+    back-off from 5 s). A file that does not load is reported in the log and left out; the
+    others still load.
     """
     specs, errors = load_connections(connections_dir)
     for err in errors:
         log.error("l2sync: connection file skipped: %s", err)
-    assets, jobs, schedules = [], [], []
+    policy = retry or retry_policy()
+    assets, jobs, schedules, sensors = [], [], [], []
     for spec in specs:
-        assets.append(build_connection_assets(spec, store_url))
+        assets.append(build_connection_assets(spec, store_url, retry=policy))
         job = build_connection_job(spec)
         jobs.append(job)
         schedule = build_connection_schedule(spec, job)
         if schedule is not None:
             schedules.append(schedule)
-    return dg.Definitions(assets=assets, jobs=jobs, schedules=schedules)
+        sensor = build_connection_sensor(spec, job, build_partitions_def(spec), store_url)
+        if sensor is not None:
+            sensors.append(sensor)
+    if specs:
+        sensors.append(build_failure_sensor(specs))
+    return dg.Definitions(assets=assets, jobs=jobs, schedules=schedules, sensors=sensors)

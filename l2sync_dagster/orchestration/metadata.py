@@ -1,22 +1,44 @@
-"""Materialization metadata a data engineer can act on: counts, previews, conflicts."""
+"""Materialization metadata a data engineer can act on: counts per side, conflicts (linked to
+the records where the system has web links), rejected records with reasons, requests made and
+throttling waits, the window a partitioned run synced and notes about what it could not judge."""
 
-from typing import Any
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
 import dagster as dg
 import pandas as pd
 
 from l2sync_dagster.engine.plan import SyncPlan
-from l2sync_dagster.sync.runner import ApplyReport, CheckResult, SideRead
+from l2sync_dagster.sync.runner import ApplyReport, CheckResult, RunReport, SideRead
+
+if TYPE_CHECKING:
+    from l2sync_dagster.sync.runner import Prepared, Sync
 
 MAX_ROWS = 20
 
+#: column name -> function from the cell's value to a link (None: no link)
+Links = dict[str, Callable[[str], str | None]]
 
-def _md_table(rows: list[dict[str, Any]], columns: list[str]) -> str:
+
+def _cell(value: Any, link: Callable[[str], str | None] | None) -> str:
+    text = str(value).replace("|", "\\|")[:80]
+    if link is None or value is None or value == "":
+        return text
+    url = link(str(value))
+    if not url:
+        return text
+    label = text.replace("[", "\\[").replace("]", "\\]")
+    return f"[{label}]({url.replace(' ', '%20').replace(')', '%29')})"
+
+
+def _md_table(rows: list[dict[str, Any]], columns: list[str], links: Links | None = None
+              ) -> str:
     if not rows:
         return "(none)"
+    links = links or {}
     head = "| " + " | ".join(columns) + " |\n|" + "---|" * len(columns) + "\n"
     body = "\n".join(
-        "| " + " | ".join(str(r.get(c, "")).replace("|", "\\|")[:80] for c in columns) + " |"
+        "| " + " | ".join(_cell(r.get(c, ""), links.get(c)) for c in columns) + " |"
         for r in rows[:MAX_ROWS]
     )
     more = f"\n\n... and {len(rows) - MAX_ROWS} more" if len(rows) > MAX_ROWS else ""
@@ -40,14 +62,21 @@ def read_metadata(read: SideRead) -> dict[str, Any]:
     }
 
 
-def conflicts_md(plan: SyncPlan) -> str:
-    """The plan's conflicts as a markdown table."""
+def _key_links(links: dict[str, Callable[[str], str | None]] | None) -> Links:
+    """Side -> link function, as column links of the ``left_key``/``right_key`` columns."""
+    return {f"{side}_key": fn for side, fn in (links or {}).items()}
+
+
+def conflicts_md(plan: SyncPlan, links: dict[str, Callable[[str], str | None]] | None = None
+                 ) -> str:
+    """The plan's conflicts as a markdown table; keys link to the records when ``links`` (side
+    -> key -> URL) gives a link."""
     rows = [{"kind": c.kind, "left_key": c.left_key, "right_key": c.right_key,
              "fields": ", ".join(c.fields), "left": _short(c.left, c.fields),
              "right": _short(c.right, c.fields), "resolution": c.resolution}
             for c in plan.conflicts]
     return _md_table(rows, ["kind", "left_key", "right_key", "fields", "left", "right",
-                            "resolution"])
+                            "resolution"], _key_links(links))
 
 
 def _short(values: dict[str, Any] | None, fields: list[str]) -> str:
@@ -65,7 +94,8 @@ def rejections_md(plan: SyncPlan, report: ApplyReport | None = None) -> str:
     return _md_table(rows, ["side", "key", "reason"])
 
 
-def plan_metadata(plan: SyncPlan) -> dict[str, Any]:
+def plan_metadata(plan: SyncPlan, links: dict[str, Callable[[str], str | None]] | None = None
+                  ) -> dict[str, Any]:
     """Metadata of the plan asset: what will be written where, conflicts and rejections."""
     counts = plan.counts()
     md: dict[str, Any] = {}
@@ -76,7 +106,7 @@ def plan_metadata(plan: SyncPlan) -> dict[str, Any]:
             md[f"{side}_{k}"] = dg.MetadataValue.int(int(v))
     md["conflicts"] = dg.MetadataValue.int(len(plan.conflicts))
     md["rejected"] = dg.MetadataValue.int(len(plan.rejections))
-    md["conflicts_table"] = dg.MetadataValue.md(conflicts_md(plan))
+    md["conflicts_table"] = dg.MetadataValue.md(conflicts_md(plan, links))
     md["rejections_table"] = dg.MetadataValue.md(rejections_md(plan))
     md["plan"] = dg.MetadataValue.md(f"```\n{plan.render(limit=30)}\n```")
     if plan.blocked:
@@ -84,7 +114,9 @@ def plan_metadata(plan: SyncPlan) -> dict[str, Any]:
     return md
 
 
-def apply_metadata(side: str, plan: SyncPlan, report: ApplyReport) -> dict[str, Any]:
+def apply_metadata(side: str, plan: SyncPlan, report: ApplyReport,
+                   links: dict[str, Callable[[str], str | None]] | None = None
+                   ) -> dict[str, Any]:
     """Metadata of an apply asset: what was written to that side."""
     w = report.written[side]  # type: ignore[index]
     errors = [e for e in report.errors if e["side"] == side]
@@ -96,10 +128,47 @@ def apply_metadata(side: str, plan: SyncPlan, report: ApplyReport) -> dict[str, 
         "conflicts": dg.MetadataValue.int(len(plan.conflicts)),
         "rejected": dg.MetadataValue.int(
             sum(1 for r in plan.rejections if r.side == side) + len(errors)),
-        "conflicts_table": dg.MetadataValue.md(conflicts_md(plan)),
+        "conflicts_table": dg.MetadataValue.md(conflicts_md(plan, links)),
         "rejections_table": dg.MetadataValue.md(rejections_md(plan, report)),
         "seconds": dg.MetadataValue.float(round(report.seconds, 3)),
     }
+
+
+def sync_metadata(sync: "Sync", prep: "Prepared") -> dict[str, Any]:
+    """Per run: requests made and throttling waits per side (providers that count them),
+    the window of a partitioned run, records that moved between windows, and notes."""
+    md: dict[str, Any] = {}
+    for side, st in sync.stats().items():
+        if "requests" in st:
+            md[f"{side}_requests"] = dg.MetadataValue.int(int(st["requests"]))
+        if "throttle_wait_s" in st:
+            md[f"{side}_throttle_wait_s"] = dg.MetadataValue.float(
+                round(float(st["throttle_wait_s"]), 3))
+    if sync.window is not None:
+        start, end = sync.window
+        md["window_start"] = dg.MetadataValue.timestamp(start) if start else \
+            dg.MetadataValue.text("unbounded")
+        md["window_end"] = dg.MetadataValue.timestamp(end) if end else \
+            dg.MetadataValue.text("unbounded")
+        md["windows"] = dg.MetadataValue.int(len(sync.windows))
+        for side, n in prep.moved.items():
+            md[f"{side}_moved_between_windows"] = dg.MetadataValue.int(n)
+    if prep.notes:
+        md["notes"] = dg.MetadataValue.md("\n".join(f"- {n}" for n in prep.notes))
+    return md
+
+
+def run_tags(report: RunReport) -> dict[str, str]:
+    """A one-line summary per side for the run's tags (seen in the runs list)."""
+    counts = report.counts()
+    tags = {"l2sync/status": report.status}
+    for side in ("left", "right"):
+        c = counts.get(side, {})
+        tags[f"l2sync/{side}"] = (f"+{c.get('inserted', 0)} ~{c.get('updated', 0)} "
+                                  f"-{c.get('deleted', 0)} !{c.get('failed', 0)}")
+    tags["l2sync/conflicts"] = str(counts.get("conflicts", 0))
+    tags["l2sync/rejected"] = str(counts.get("rejected", 0))
+    return tags
 
 
 def check_metadata(result: CheckResult) -> dict[str, Any]:

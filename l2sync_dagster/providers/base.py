@@ -7,6 +7,33 @@ RecordFrame convention (what :meth:`Provider.read` returns): a pandas DataFrame 
 the record's native key as a string (index name ``_key``), whose columns are the provider's
 fields (dotted names for nested fields), plus ``_modified`` (UTC timestamp) and ``_version``
 (ETag / ChangeKey / row version as a string) where the system has them.
+
+Time windows (partitioned connections): ``read(query, window=(start, end))`` returns only the
+records whose ``query.window_field`` lies in ``[start, end)`` (half-open; ``start`` and ``end``
+are timezone-aware UTC datetimes, either may be None for "unbounded"), pushed down to the
+system's query where it has one. A windowed read has ``complete=True`` when the frame holds
+every record *of the window*; the runner never treats an archived record outside the window as
+deleted because a windowed read missed it. Records whose window field is empty belong to no
+window.
+
+Optional capabilities (checked with ``getattr``; a provider without them still works):
+
+- ``lookup(query, keys) -> RecordFrame``: the records among ``keys`` that still exist, in any
+  window, with the same columns as ``read``. The runner calls it for archived keys of the window
+  that a windowed read did not return: a key it returns moved to another window (an update,
+  never a delete plus an insert); a key it does not return is gone (a delete). Without it the
+  runner judges no deletes for such keys and says so in the run's metadata.
+- ``stats() -> {"requests": int, "throttle_wait_s": float}``: calls made and time spent waiting
+  for throttling since the provider was opened; shown in the run's metadata.
+- ``web_link(key) -> str | None``: a link that opens the record in the system's web UI; the
+  conflicts table links to it.
+
+``probe(query, cursor=None) -> str`` is part of the contract (used by Dagster sensors): the
+cheapest fingerprint of the entity's state that changes whenever a record is inserted, updated
+or deleted (a delta/sync-state token, ``max(modified)`` and a row count, a file's mtime and
+size). Equal fingerprints mean nothing changed. It must not write and must not return secrets.
+Providers written before ``probe`` existed fail ``isinstance(p, Provider)``; use
+:func:`can_probe` rather than ``isinstance`` to ask whether a provider can be probed.
 """
 
 from collections.abc import Sequence
@@ -174,4 +201,52 @@ class Provider(Protocol):
     def max_batch_size(self) -> int:
         """How many changes one ``apply`` call should carry."""
         ...
+
+    def probe(self, query: Query, cursor: str | None = None) -> str:
+        """The cheapest fingerprint of the entity's state; equal fingerprints = no change.
+
+        ``cursor`` is the provider's last read cursor, for systems whose cheapest question is
+        "anything since this sync state?". Raises ProviderError (``transient`` when a retry may
+        help) when the system cannot be asked.
+        """
+        ...
+
+
+#: the window a partitioned run reads: [start, end) in UTC; either end may be None
+Window = tuple[Any, Any]
+
+
+def can_probe(provider: object) -> bool:
+    """True when ``provider`` implements ``probe`` (providers written before it existed do
+    not; Dagster sensors then report that they cannot watch the connection)."""
+    return callable(getattr(provider, "probe", None))
+
+
+def can_lookup(provider: object) -> bool:
+    """True when ``provider`` has the optional ``lookup(query, keys)`` capability."""
+    return callable(getattr(provider, "lookup", None))
+
+
+def provider_stats(provider: object) -> dict[str, float] | None:
+    """The provider's ``stats()`` (requests made, throttling waits), when it has them."""
+    fn = getattr(provider, "stats", None)
+    if not callable(fn):
+        return None
+    try:
+        out = fn()
+    except Exception:  # statistics must never fail a run
+        return None
+    return dict(out) if isinstance(out, dict) else None
+
+
+def web_link_of(provider: object, key: str | None) -> str | None:
+    """A link to the record in the system's web UI, when the provider can make one."""
+    fn = getattr(provider, "web_link", None)
+    if key is None or not callable(fn):
+        return None
+    try:
+        link = fn(key)
+    except Exception:  # a link is a convenience; never fail a run for it
+        return None
+    return str(link) if link else None
 

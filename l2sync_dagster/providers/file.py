@@ -332,8 +332,14 @@ class FileProvider:
         self, query: Query, cursor: str | None = None, window: tuple[Any, Any] | None = None
     ) -> ReadResult:
         """The whole file as a RecordFrame; an empty incremental result when the cursor says
-        the file has not changed. ``window`` is ignored (a file has no modified times)."""
+        the file has not changed. ``window`` = (start, end) keeps the records whose
+        ``query.window_field`` (a date or ISO date-time; naive values are UTC) lies in
+        ``[start, end)``; the file is still read whole (a file has no index to push it to)."""
         key = self._key(query)
+        if window is not None:
+            result = self.read(query)
+            return ReadResult(self._in_window(result.frame, query, window), complete=True,
+                              cursor=result.cursor)
         if self._unchanged(cursor):
             head = pd.DataFrame({c: pd.Series([], dtype=object) for c in self._header()})
             head.index = pd.Index([], dtype=object, name=KEY_INDEX)
@@ -351,6 +357,34 @@ class FileProvider:
         keys = self._keys_of(frame[key].tolist(), key)
         frame.index = pd.Index(keys, name=KEY_INDEX)
         return ReadResult(frame, complete=True, cursor=json.dumps(self._state(data, stat)))
+
+    def _in_window(self, frame: pd.DataFrame, query: Query, window: tuple[Any, Any]
+                   ) -> pd.DataFrame:
+        from l2sync_dagster.engine.windows import as_window, in_window
+
+        name = query.window_field
+        if not name:
+            raise ProviderError("file: a read window needs a window field")
+        if frame.empty and name not in frame.columns:
+            return frame
+        column = self._key_column([str(c) for c in frame.columns], name)
+        return frame[in_window(frame[column], as_window(*window)).to_numpy()]
+
+    def lookup(self, query: Query, keys: Sequence[str]) -> pd.DataFrame:
+        """The records among ``keys`` that are in the file (any window)."""
+        frame = self.read(query).frame
+        wanted = frame.index.isin([str(k) for k in keys])
+        return frame[wanted]
+
+    def probe(self, query: Query, cursor: str | None = None) -> str:
+        """The file's modification time (ns) and size: one ``stat``, no read."""
+        try:
+            st = self.path.stat()
+        except FileNotFoundError:
+            return json.dumps({"missing": True})
+        except OSError as exc:
+            raise ProviderError(f"cannot stat {self.path}: {exc}") from None
+        return json.dumps({"mtime_ns": st.st_mtime_ns, "size": st.st_size})
 
     def max_batch_size(self) -> int:
         """Changes per apply call: each call rewrites the file once."""

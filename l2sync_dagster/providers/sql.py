@@ -11,6 +11,7 @@ bound parameters. Incremental reads use a watermark on the query's ``modified`` 
 
 import datetime as dt
 import difflib
+import hashlib
 import json
 import logging
 import re
@@ -521,29 +522,30 @@ class SqlProvider:
     ) -> ReadResult:
         """Read the entity in one SELECT; only rows modified since the cursor's watermark when
         ``query.modified`` is set and a cursor is given. ``window`` = (start, end) limits the
-        read to ``start <= modified < end`` (either may be None)."""
+        read to ``start <= window_field < end`` (``query.window_field``, else the modified
+        column; either bound may be None), in the WHERE clause. A read limited by a window
+        only is complete for its window."""
         ent = self._entity(query)
         desc = ent.description
         names = list(ent.columns)
         mod_col = ent.columns[desc.modified] if desc.modified else None
         watermark = _parse_cursor(cursor) if mod_col is not None else None
-        if window is not None and mod_col is None:
-            raise ProviderError("a read window needs `modified:` in the connection")
+        win_col = self._window_column(ent, query) if window is not None else None
         conditions = []
         if watermark is not None:
             # rows without a modified time cannot be ordered: read them every time
             since = mod_col >= self._bind(watermark, mod_col, ent)
             conditions.append(sa.or_(since, mod_col.is_(None)))
+        incremental = bool(conditions)
         if window is not None:
             start, end = window
             if start is not None:
-                conditions.append(mod_col >= self._bind(_as_utc(start), mod_col, ent))
+                conditions.append(win_col >= self._bind(_as_utc(start), win_col, ent))
             if end is not None:
-                conditions.append(mod_col < self._bind(_as_utc(end), mod_col, ent))
-        incremental = bool(conditions)
+                conditions.append(win_col < self._bind(_as_utc(end), win_col, ent))
         if ent.table is not None:
             stmt: Any = sa.select(*[ent.columns[n] for n in names])
-        elif incremental:
+        elif conditions:
             stmt = sa.select(*[ent.columns[n] for n in names])
         else:
             stmt = sa.text(ent.select or "")
@@ -575,6 +577,65 @@ class SqlProvider:
         if window is not None:
             new_cursor = cursor
         return ReadResult(frame, complete=not incremental, cursor=new_cursor, present_keys=present)
+
+    def _window_column(self, ent: _Entity, query: Query) -> Any:
+        name = query.window_field or ent.description.modified
+        if not name:
+            raise ProviderError("a read window needs `modified:` or a window field")
+        col = ent.column(name)
+        if col is None:
+            raise ProviderError(
+                f"{ent.label} has no column {name!r} to slice windows on"
+                f"{_close(name, list(ent.columns))}")
+        return col
+
+    def lookup(self, query: Query, keys: Sequence[str]) -> pd.DataFrame:
+        """The records among ``keys`` that still exist (in any window), as a RecordFrame."""
+        ent = self._entity(query)
+        desc = ent.description
+        names = list(ent.columns)
+        values = []
+        for k in keys:
+            try:
+                values.append(self._key_value(str(k), ent))
+            except (ValueError, InvalidOperation):
+                continue  # a key this column cannot hold does not exist
+        rows: list[Any] = []
+        with self._connect() as conn:
+            try:
+                for chunk in _chunks(values, IN_CHUNK):
+                    stmt = sa.select(*[ent.columns[n] for n in names]).where(ent.key.in_(chunk))
+                    rows.extend(conn.execute(stmt).fetchall())
+            except sa_exc.SQLAlchemyError as exc:
+                raise self._db_error(f"looking up keys in {ent.label} failed", exc) from None
+        frame = _build_frame(rows, names, ent.types, desc.key)
+        if desc.modified:
+            frame[MODIFIED] = _utc_series(frame[desc.modified])
+        return frame
+
+    def probe(self, query: Query, cursor: str | None = None) -> str:
+        """``count(*)`` and ``max(modified)`` of the entity in one aggregate query; without a
+        modified column, a digest of every row (the only correct fingerprint then)."""
+        ent = self._entity(query)
+        desc = ent.description
+        source: Any = ent.table if ent.table is not None else ent.select_source
+        with self._connect() as conn:
+            try:
+                if desc.modified:
+                    mod = ent.columns[desc.modified]
+                    row = conn.execute(sa.select(sa.func.count(), sa.func.max(mod),
+                                                 sa.func.min(mod)).select_from(source)).one()
+                    return json.dumps({"count": int(row[0]), "max_modified": _to_text(row[1]),
+                                       "min_modified": _to_text(row[2])})
+                names = list(ent.columns)
+                rows = conn.execute(sa.select(*[ent.columns[n] for n in names])
+                                    .order_by(ent.key)).fetchall()
+            except sa_exc.SQLAlchemyError as exc:
+                raise self._db_error(f"probing {ent.label} failed", exc) from None
+        digest = hashlib.sha256()
+        for r in rows:
+            digest.update(repr(tuple(r)).encode())
+        return json.dumps({"count": len(rows), "rows_sha256": digest.hexdigest()})
 
     def max_batch_size(self) -> int:
         """``BatchSize`` from the connection string (default 1000)."""

@@ -9,6 +9,7 @@ model that raised it) and the text that follows it (``detail``), so that the loa
 the line of that field.
 """
 
+import datetime as dt
 import os
 import re
 from pathlib import Path
@@ -151,6 +152,77 @@ class DeleteSpec(BaseModel):
         return data
 
 
+Granularity = Literal["hour", "day", "week", "month"]
+
+
+class PartitionSpec(BaseModel):
+    """``partitions:``: time windows on a date/time field; each partition syncs one window.
+
+    ``field`` names the field on the left side (the right side uses the field mapped to it,
+    or ``right_field``). Windows start at ``start`` (a date or an ISO date-time) and follow
+    the connection's ``timezone``; ``end`` (exclusive) is optional.
+    """
+
+    model_config = _CONFIG
+
+    field: Annotated[str, Field(min_length=1)]
+    right_field: Annotated[str, Field(min_length=1)] | None = None
+    granularity: Granularity = "day"
+    start: str
+    end: str | None = None
+
+    @field_validator("start", "end", mode="before")
+    @classmethod
+    def _date_to_text(cls, value: Any) -> Any:
+        # YAML reads `start: 2024-01-01` as a date
+        if isinstance(value, dt.date):
+            return value.isoformat()
+        return value
+
+    @field_validator("start", "end")
+    @classmethod
+    def _check_date(cls, value: str | None) -> str | None:
+        if value is None:
+            return value
+        try:
+            dt.datetime.fromisoformat(str(value))
+        except ValueError:
+            raise ValueError(
+                f"{value!r} is not a date; write it as YYYY-MM-DD or YYYY-MM-DDTHH:MM"
+            ) from None
+        return str(value)
+
+    @model_validator(mode="after")
+    def _start_before_end(self) -> "PartitionSpec":
+        if self.end is not None and dt.datetime.fromisoformat(self.end) <= \
+                dt.datetime.fromisoformat(self.start):
+            raise rule_error("end", f"{self.end} must be after start {self.start}")
+        return self
+
+
+class SensorSpec(BaseModel):
+    """``sensor:``: watch both sides with cheap probes and run the sync when one changed.
+
+    ``interval`` is the minimum number of seconds between two evaluations; ``timeout`` bounds
+    how long one evaluation may spend probing.
+    """
+
+    model_config = _CONFIG
+
+    interval: Annotated[int, Field(ge=10, strict=True)] = 60
+    timeout: Annotated[float, Field(gt=0, le=300)] = 30.0
+
+    @model_validator(mode="before")
+    @classmethod
+    def _scalar_form(cls, data: Any) -> Any:
+        # `sensor: true` turns it on with the defaults; `sensor: 120` sets the interval
+        if data is True:
+            return {}
+        if isinstance(data, int) and not isinstance(data, bool):
+            return {"interval": data}
+        return data
+
+
 class ConnectionSpec(BaseModel):
     """One connection file, validated. ``name`` is the file stem.
 
@@ -174,6 +246,8 @@ class ConnectionSpec(BaseModel):
     deletes: DeleteSpec = DeleteSpec()
     mirror: bool = False
     schedule: str | None = None
+    sensor: SensorSpec | None = None
+    partitions: PartitionSpec | None = None
     timezone: str | None = None
     batch_size: Annotated[int, Field(gt=0, strict=True)] | None = None
     tags: dict[str, str] = {}

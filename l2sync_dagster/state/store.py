@@ -1,5 +1,9 @@
 """The state store: archive of synced pairs, cursors, conflicts, runs, locks and the journal of
-inserts in flight. SQLAlchemy; a SQLite file by default, PostgreSQL in production."""
+inserts in flight. SQLAlchemy; a SQLite file by default, PostgreSQL in production.
+
+Time-partitioned connections: every archive row keeps ``window_at``, the agreed value of the
+connection's window field (UTC), so that a windowed run loads only the pairs of its window (plus
+the pairs whose keys it read); ``l2sync_window`` lists the windows that runs have synced."""
 
 import datetime as dt
 import json
@@ -54,6 +58,17 @@ archive_table = Table(
     Column("mapping", String(32)),
     Column("values_json", Text, nullable=False),
     Column("updated_at", DateTime(timezone=True)),
+    Column("window_at", DateTime(timezone=True)),
+)
+window_table = Table(
+    "l2sync_window", metadata,
+    Column("connection", String(200), primary_key=True),
+    Column("window_start", DateTime(timezone=True), primary_key=True),
+    Column("window_end", DateTime(timezone=True), primary_key=True),
+    Column("run_id", String(64)),
+    Column("status", String(20)),
+    Column("synced_at", DateTime(timezone=True)),
+    Column("counts_json", Text),
 )
 cursor_table = Table(
     "l2sync_cursor", metadata,
@@ -153,22 +168,51 @@ class StateStore:
                 event.listen(engine, "connect", _sqlite_pragmas)
         self.engine = engine
         metadata.create_all(engine)
+        _add_missing_columns(engine)
 
     def close(self) -> None:
         """Release connections."""
         self.engine.dispose()
 
     # --- archive ----------------------------------------------------------------------
-    def load_archive(self, connection: str, mapping: FieldMapping) -> pd.DataFrame:
-        """The archive frame of a connection (see ``engine.reconcile.ARCHIVE_COLUMNS``)."""
+    def load_archive(self, connection: str, mapping: FieldMapping, *,
+                     window: tuple[Any, Any] | None = None,
+                     keys: dict[str, Sequence[str]] | None = None,
+                     pair_ids: Sequence[str] = ()) -> pd.DataFrame:
+        """The archive frame of a connection (see ``engine.reconcile.ARCHIVE_COLUMNS``).
+
+        With ``window`` = (start, end): only the pairs whose window value lies in
+        ``[start, end)``, plus the pairs whose left or right key is in ``keys[side]`` (records a
+        windowed read returned that were archived in another window, or never had a value) and
+        the pairs named in ``pair_ids`` (journaled inserts).
+        """
         t = archive_table
+        cols = (t.c.pair_id, t.c.left_key, t.c.right_key, t.c.left_hash,
+                t.c.right_hash, t.c.left_dirty, t.c.right_dirty, t.c.left_version,
+                t.c.right_version, t.c.values_json)
         with self.engine.connect() as conn:
-            rows = conn.execute(
-                select(t.c.pair_id, t.c.left_key, t.c.right_key, t.c.left_hash,
-                       t.c.right_hash, t.c.left_dirty, t.c.right_dirty, t.c.left_version,
-                       t.c.right_version, t.c.values_json)
-                .where(t.c.connection == connection).order_by(t.c.pair_id)
-            ).all()
+            if window is None:
+                rows = conn.execute(
+                    select(*cols).where(t.c.connection == connection).order_by(t.c.pair_id)
+                ).all()
+            else:
+                start, end = window
+                cond = [t.c.connection == connection, t.c.window_at.is_not(None)]
+                if start is not None:
+                    cond.append(t.c.window_at >= _utc(start))
+                if end is not None:
+                    cond.append(t.c.window_at < _utc(end))
+                found = {r[0]: r for r in conn.execute(select(*cols).where(*cond)).all()}
+                lookups = [(t.c.pair_id, list(pair_ids))]
+                for side, side_keys in (keys or {}).items():
+                    column = t.c.left_key if side == "left" else t.c.right_key
+                    lookups.append((column, list(side_keys)))
+                for column, values in lookups:
+                    for chunk in _chunks(values, 500):
+                        for r in conn.execute(select(*cols).where(
+                                t.c.connection == connection, column.in_(chunk))).all():
+                            found.setdefault(r[0], r)
+                rows = [found[k] for k in sorted(found)]
         if not rows:
             return empty_archive(mapping)
         cols = list(zip(*rows, strict=True))
@@ -202,9 +246,12 @@ class StateStore:
 
     def commit_effects(
         self, connection: str, mapping: str, effects: Iterable[tuple[str, ArchiveRow | None]],
-        done_pending: Sequence[tuple[str, str]] = (),
+        done_pending: Sequence[tuple[str, str]] = (), *, window_field: str | None = None,
     ) -> None:
-        """Record pairs as synced (or forget them) and clear their journal entries, atomically."""
+        """Record pairs as synced (or forget them) and clear their journal entries, atomically.
+
+        ``window_field`` (time-partitioned connections) names the mapped field whose agreed
+        value places the pair in a window."""
         effects = list(effects)
         if not effects and not done_pending:
             return
@@ -218,6 +265,7 @@ class StateStore:
                 "left_dirty": e.left_dirty, "right_dirty": e.right_dirty,
                 "left_version": e.left_version, "right_version": e.right_version,
                 "mapping": mapping, "values_json": _json(e.values), "updated_at": now,
+                "window_at": _window_value(e.values, window_field),
             }
             for pid, e in effects if e is not None
         ]
@@ -232,12 +280,50 @@ class StateStore:
     def reset(self, connection: str, history: bool = False) -> None:
         """Forget a connection's archive, cursors and journal (and its runs and conflicts
         with ``history``): the next run is a first sync again."""
-        tables = [archive_table, cursor_table, pending_table]
+        tables = [archive_table, cursor_table, pending_table, window_table]
         if history:
             tables += [run_table, conflict_table]
         with self.engine.begin() as conn:
             for t in tables:
                 conn.execute(delete(t).where(t.c.connection == connection))
+
+    # --- windows of time-partitioned connections -------------------------------------------
+    def record_windows(self, connection: str, windows: Sequence[tuple[Any, Any]], run_id: str,
+                       status: str, counts: dict[str, Any] | None = None) -> None:
+        """Remember that a run synced these windows (the latest run per window is kept)."""
+        t = window_table
+        now = _now()
+        with self.engine.begin() as conn:
+            for start, end in windows:
+                s, e = _utc(start), _utc(end)
+                conn.execute(delete(t).where(t.c.connection == connection,
+                                             t.c.window_start == s, t.c.window_end == e))
+                conn.execute(insert(t).values(connection=connection, window_start=s,
+                                              window_end=e, run_id=run_id, status=status,
+                                              synced_at=now, counts_json=_json(counts or {})))
+
+    def windows(self, connection: str) -> list[dict[str, Any]]:
+        """The windows runs have synced, oldest window first."""
+        t = window_table
+        with self.engine.connect() as conn:
+            rows = conn.execute(select(t).where(t.c.connection == connection)
+                                .order_by(t.c.window_start)).mappings().all()
+        out = []
+        for r in rows:
+            d = dict(r)
+            for k in ("window_start", "window_end", "synced_at"):
+                d[k] = _as_aware(d[k])
+            d["counts"] = json.loads(d.pop("counts_json") or "{}")
+            out.append(d)
+        return out
+
+    def window_of(self, connection: str, pair_id: str) -> dt.datetime | None:
+        """The window value the archive holds for a pair (None when it has none)."""
+        t = archive_table
+        with self.engine.connect() as conn:
+            value = conn.execute(select(t.c.window_at).where(
+                t.c.connection == connection, t.c.pair_id == pair_id)).scalar_one_or_none()
+        return _as_aware(value)
 
     # --- insert journal ------------------------------------------------------------------
     def journal_inserts(self, connection: str, run_id: str,
@@ -281,6 +367,13 @@ class StateStore:
             rows = conn.execute(select(t).where(t.c.connection == connection)).mappings().all()
         return {r["side"]: r["cursor"] for r in rows if r["mapping"] == mapping}
 
+    def latest_cursors(self, connection: str) -> dict[str, str | None]:
+        """Each side's last saved cursor, whatever mapping it was saved for."""
+        t = cursor_table
+        with self.engine.connect() as conn:
+            rows = conn.execute(select(t).where(t.c.connection == connection)).mappings().all()
+        return {r["side"]: r["cursor"] for r in rows}
+
     def save_cursor(self, connection: str, side: str, cursor: str | None, mapping: str) -> None:
         """Remember where the next incremental read of ``side`` starts."""
         t = cursor_table
@@ -315,8 +408,9 @@ class StateStore:
         return [dict(r) for r in rows]
 
     def start_run(self, connection: str, run_id: str) -> None:
-        """Record that a run started."""
+        """Record that a run started (a retried attempt of the same run starts it again)."""
         with self.engine.begin() as conn:
+            conn.execute(delete(run_table).where(run_table.c.run_id == run_id))
             conn.execute(insert(run_table).values(run_id=run_id, connection=connection,
                                                   started_at=_now(), status="running"))
 
@@ -392,6 +486,47 @@ class StateStore:
             row = conn.execute(select(lock_table).where(
                 lock_table.c.connection == connection)).mappings().first()
         return dict(row) if row else None
+
+
+def _utc(value: Any) -> dt.datetime:
+    """A datetime in UTC (naive values are taken as UTC)."""
+    ts = pd.Timestamp(value)
+    ts = ts.tz_localize("UTC") if ts.tzinfo is None else ts.tz_convert("UTC")
+    return ts.to_pydatetime()
+
+
+def _as_aware(value: dt.datetime | None) -> dt.datetime | None:
+    """SQLite returns naive datetimes; the store writes UTC only."""
+    if value is None or value.tzinfo is not None:
+        return value
+    return value.replace(tzinfo=dt.UTC)
+
+
+def _window_value(values: dict[str, Any], window_field: str | None) -> dt.datetime | None:
+    """The pair's agreed window-field value in UTC; None when unset or not a date/time."""
+    if window_field is None:
+        return None
+    raw = values.get(window_field)
+    if raw is None or raw == "":
+        return None
+    try:
+        ts = pd.Timestamp(raw)
+    except (ValueError, TypeError):
+        return None
+    if ts is pd.NaT:
+        return None
+    return _utc(ts)
+
+
+def _add_missing_columns(engine: Engine) -> None:
+    """Add columns newer versions introduced to tables an older version created."""
+    from sqlalchemy import inspect, text
+
+    have = {c["name"] for c in inspect(engine).get_columns(archive_table.name)}
+    if "window_at" not in have:
+        kind = "TIMESTAMP WITH TIME ZONE" if engine.dialect.name == "postgresql" else "TIMESTAMP"
+        with engine.begin() as conn:
+            conn.execute(text(f"ALTER TABLE {archive_table.name} ADD COLUMN window_at {kind}"))
 
 
 def _delete_pending(conn: Any, connection: str, pairs: Sequence[tuple[str, str]]) -> None:

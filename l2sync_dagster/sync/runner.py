@@ -4,6 +4,14 @@ Crash safety: conflicts are recorded before any write; inserts are journaled bef
 sent; after every batch the archive rows of the pairs whose writes all succeeded are committed
 together with their journal entries. Cursors advance only when every record a side reported was
 fully handled, so nothing read is ever forgotten.
+
+Time-partitioned connections (``partitions:``): a run given a ``window`` reads both sides only
+inside it (pushed down to the providers) and fully within it: windowed runs neither use nor
+move the change-feed cursors. The archive is loaded for the window (pairs whose agreed window
+value lies in it, plus pairs whose keys the reads returned), and an archived record of the
+window that a read did not return is looked up (``lookup``): found = it moved to another window
+(an update, judged with its new values), not found = deleted. A provider without ``lookup``
+gets no deletes judged for such records (a note in the run's metadata says so).
 """
 
 import datetime as dt
@@ -22,7 +30,17 @@ from l2sync_dagster.engine.hashing import row_hash
 from l2sync_dagster.engine.mapping import ExplicitPair, FieldMapping, MappingError, resolve_mapping
 from l2sync_dagster.engine.plan import PendingInsert, Side, SyncPlan
 from l2sync_dagster.engine.reconcile import SideInput, SyncPolicy, canonicalize, reconcile
-from l2sync_dagster.providers.base import Change, EntityDescription, Provider, Query, ReadResult
+from l2sync_dagster.engine.windows import Window, as_window, missing_keys, window_label
+from l2sync_dagster.providers.base import (
+    Change,
+    EntityDescription,
+    Provider,
+    Query,
+    ReadResult,
+    can_lookup,
+    provider_stats,
+    web_link_of,
+)
 from l2sync_dagster.spec.model import ConnectionSpec
 from l2sync_dagster.state.store import StateStore, default_state_url
 
@@ -62,6 +80,10 @@ class Prepared:
     plan: SyncPlan
     new_pending: list[PendingInsert]
     old_pending: list[PendingInsert]
+    #: what a data engineer should know about this plan (e.g. deletes not judged)
+    notes: list[str] = field(default_factory=list)
+    #: records a windowed read missed that still exist in another window, per side
+    moved: dict[Side, int] = field(default_factory=dict)
 
 
 @dataclass
@@ -100,6 +122,7 @@ class RunReport:
     prepared: Prepared | None = None
     applied: ApplyReport | None = None
     message: str | None = None
+    window: str | None = None
 
     def counts(self) -> dict[str, Any]:
         """Counts per side, conflicts, rejections: JSON-compatible."""
@@ -115,6 +138,10 @@ class RunReport:
         out["conflicts"] = len(plan.conflicts) if plan else 0
         out["rejected"] = len(plan.rejections) if plan else 0
         out["failed"] = self.applied.failed if self.applied else 0
+        if self.window:
+            out["window"] = self.window
+        if self.prepared and self.prepared.notes:
+            out["notes"] = list(self.prepared.notes)
         if self.message:
             out["message"] = self.message
         return out
@@ -124,13 +151,21 @@ class Sync:
     """Runs one connection. Used by the CLI and by the Dagster assets alike."""
 
     def __init__(self, spec: ConnectionSpec, store: StateStore | None = None, *,
-                 progress: Progress | None = None) -> None:
+                 progress: Progress | None = None, window: tuple[Any, Any] | None = None,
+                 windows: list[tuple[Any, Any]] | None = None) -> None:
+        """``window`` = (start, end): sync only that time window of a partitioned connection;
+        ``windows`` = the partitions it covers (recorded as seen; default: ``[window]``)."""
         self.spec = spec
         self.store = store or StateStore(default_state_url(Path(spec.project_dir)))
         self.progress = progress or (lambda stage, done, total: None)
         self._providers: dict[Side, Provider] = {}
         self._descriptions: dict[Side, EntityDescription] = {}
         self._mapping: FieldMapping | None = None
+        if window is not None and spec.partitions is None:
+            raise ValueError(f"{spec.display_path}: a window needs `partitions:` in the file")
+        self.window: Window | None = as_window(*window) if window is not None else None
+        self.windows: list[Window] = [as_window(*w) for w in windows] if windows else (
+            [self.window] if self.window is not None else [])
 
     # --- providers and mapping -------------------------------------------------------------
     def entity(self, side: Side) -> Any:
@@ -141,6 +176,52 @@ class Sync:
         """The provider query of a side."""
         e = self.entity(side)
         return Query(text=e.query, key=e.key, modified=e.modified)
+
+    def read_query(self, side: Side) -> Query:
+        """The query reads use: the side's query plus its window field when partitioned."""
+        q = self.query(side)
+        if self.spec.partitions is None:
+            return q
+        return Query(text=q.text, key=q.key, modified=q.modified,
+                     window_field=self.window_fields()[side])
+
+    def window_fields(self) -> dict[Side, str]:
+        """The field each side's windows slice on (``partitions.field`` and its partner)."""
+        part = self.spec.partitions
+        if part is None:
+            raise ValueError(f"{self.spec.display_path} has no `partitions:`")
+        pair = self.mapping().by_name(part.field)
+        if pair is None:
+            raise MappingError(
+                f"partitions.field: {part.field!r} is not a mapped field; windows are judged on "
+                "the value both sides agree on, so map it (mapped fields: "
+                + ", ".join(self.mapping().names) + ")")
+        return {"left": pair.left, "right": part.right_field or pair.right}
+
+    def window_name(self) -> str | None:
+        """The mapped (canonical) name of the window field; None when not partitioned."""
+        part = self.spec.partitions
+        if part is None:
+            return None
+        pair = self.mapping().by_name(part.field)
+        return pair.name if pair is not None else None
+
+    def stats(self) -> dict[Side, dict[str, float]]:
+        """Requests made and throttling waits per side, for providers that count them."""
+        out: dict[Side, dict[str, float]] = {}
+        for side, p in self._providers.items():
+            st = provider_stats(p)
+            if st is not None:
+                out[side] = st
+        return out
+
+    def web_links(self) -> dict[Side, Callable[[str], str | None]]:
+        """Per side with a web UI: a function from a record's key to its link."""
+        out: dict[Side, Callable[[str], str | None]] = {}
+        for side, p in self._providers.items():
+            if callable(getattr(p, "web_link", None)):
+                out[side] = lambda key, p=p: web_link_of(p, key)
+        return out
 
     def provider(self, side: Side) -> Provider:
         """The open provider of a side (opened on first use)."""
@@ -210,11 +291,20 @@ class Sync:
         """Extract one side (incrementally from the saved cursor unless ``full``)."""
         mapping = self.mapping()
         cursor = None
+        if self.window is not None:
+            # windowed runs read everything inside the window; cursors are for whole entities
+            self.progress(f"read {side}", 0, 1)
+            t0 = time.perf_counter()
+            result = self.provider(side).read(self.read_query(side), cursor=None,
+                                              window=self.window)
+            self.progress(f"read {side}", 1, 1)
+            return SideRead(result, self.describe(side), None, time.perf_counter() - t0)
         if not full and self.store.archive_size(self.spec.name):
-            cursor = self.store.cursors(self.spec.name, mapping.signature()).get(side)
+            cursor = self.store.cursors(
+                self.spec.name, mapping.cursor_signature(self.spec.direction)).get(side)
         self.progress(f"read {side}", 0, 1)
         t0 = time.perf_counter()
-        result = self.provider(side).read(self.query(side), cursor=cursor)
+        result = self.provider(side).read(self.read_query(side), cursor=cursor)
         self.progress(f"read {side}", 1, 1)
         return SideRead(result, self.describe(side), cursor, time.perf_counter() - t0)
 
@@ -223,14 +313,57 @@ class Sync:
         """Read both sides (unless given) and plan. Writes nothing."""
         mapping = self.mapping()
         reads = reads or {side: self.read(side, full) for side in SIDES}
-        archive = self.store.load_archive(self.spec.name, mapping)
         old_pending = self.store.pending_inserts(self.spec.name)
+        notes: list[str] = []
+        moved: dict[Side, int] = {}
+        if self.window is None:
+            archive = self.store.load_archive(self.spec.name, mapping)
+        else:
+            archive = self.store.load_archive(
+                self.spec.name, mapping, window=self.window,
+                keys={s: list(reads[s].result.frame.index) for s in SIDES},
+                pair_ids=[p.pair_id for p in old_pending])
+            reads = {s: self._judge_window(s, reads[s], archive, notes, moved) for s in SIDES}
         self.progress("plan", 0, 1)
         plan, new_pending = reconcile(
             self.spec.name, reads["left"].side_input(), reads["right"].side_input(), archive,
             mapping, self.policy(allow_mass_delete), old_pending)
         self.progress("plan", 1, 1)
-        return Prepared(uuid.uuid4().hex, mapping, reads, plan, new_pending, old_pending)
+        return Prepared(uuid.uuid4().hex, mapping, reads, plan, new_pending, old_pending,
+                        notes, moved)
+
+    def _judge_window(self, side: Side, read: SideRead, archive: pd.DataFrame,
+                      notes: list[str], moved: dict[Side, int]) -> SideRead:
+        """Turn a windowed read into what the engine judges: archived records of the window
+        the read missed are looked up; found ones join the frame (moved: an update), the rest
+        are reported deleted. Without ``lookup`` none of them is judged deleted."""
+        result = read.result
+        missing = missing_keys(archive, side, result.frame.index)
+        if not missing:
+            return read
+        provider = self.provider(side)
+        label = window_label(self.window)  # type: ignore[arg-type]
+        if can_lookup(provider):
+            found = provider.lookup(self.read_query(side), missing)  # type: ignore[attr-defined]
+            frame = result.frame if found.empty else pd.concat([result.frame, found])
+            gone = sorted(set(missing) - {str(k) for k in found.index})
+            moved[side] = len(found)
+            if len(found):
+                notes.append(f"{side}: {len(found)} archived records of {label} moved to "
+                             "another window; synced as updates")
+            judged = ReadResult(frame, complete=False, deleted=gone, cursor=result.cursor)
+        elif result.present_keys is not None:
+            present = {str(k) for k in result.present_keys}
+            gone = [k for k in missing if k not in present]
+            judged = ReadResult(result.frame, complete=False, deleted=gone,
+                                cursor=result.cursor)
+        else:
+            notes.append(
+                f"{side}: {len(missing)} archived records of {label} were not returned by the "
+                f"windowed read and the {self.entity(side).provider} provider cannot look keys "
+                "up; no delete was judged for them (they may have moved to another window)")
+            judged = ReadResult(result.frame, complete=False, deleted=[], cursor=result.cursor)
+        return SideRead(judged, read.description, read.cursor_used, read.seconds)
 
     @contextmanager
     def locked(self, run_id: str) -> Iterator[None]:
@@ -256,7 +389,8 @@ class Sync:
         old = {(p.pair_id, p.side) for p in prep.old_pending}
         no_write = [(pid, e) for pid, e in plan.effects.items() if pid not in remaining]
         stale = [k for k in old if k[0] not in remaining]
-        store.commit_effects(name, sig, no_write, done_pending=stale)
+        wf = self.window_name()
+        store.commit_effects(name, sig, no_write, done_pending=stale, window_field=wf)
         report.succeeded_pairs.update(pid for pid, _ in no_write)
         journal = {(p.pair_id, p.side): p for p in prep.new_pending}
         failed: set[str] = set()
@@ -304,7 +438,7 @@ class Sync:
                     if remaining[w.pair_id] == 0 and w.pair_id not in failed:
                         finished.append(w.pair_id)
                 store.commit_effects(name, sig, [(p, plan.effects.get(p)) for p in finished],
-                                     done_pending=cleared)
+                                     done_pending=cleared, window_field=wf)
                 report.succeeded_pairs.update(finished)
                 done += len(batch)
                 self.progress("write", done, total)
@@ -315,11 +449,11 @@ class Sync:
         """Advance cursors when every record read was fully handled; True when they moved."""
         plan = prep.plan
         skipped = any(c.resolution.startswith("skipped") for c in plan.conflicts)
-        if report.failed or plan.rejections or skipped:
+        if report.failed or plan.rejections or skipped or self.window is not None:
             return False
         for side in SIDES:
             self.store.save_cursor(self.spec.name, side, prep.reads[side].result.cursor,
-                                   prep.mapping.signature())
+                                   prep.mapping.cursor_signature(self.spec.direction))
         return True
 
     def check(self, prep: Prepared, report: ApplyReport) -> CheckResult:
@@ -362,7 +496,8 @@ class Sync:
         """Apply a prepared plan inside a started run: abort when it is blocked, else write,
         advance cursors and record the outcome. The caller holds the lock."""
         name, run_id = self.spec.name, prep.run_id
-        report = RunReport(name, run_id, "running", prep)
+        report = RunReport(name, run_id, "running", prep,
+                           window=window_label(self.window) if self.window else None)
         if prep.plan.blocked:
             report.status, report.message = "aborted", prep.plan.blocked
             self.store.record_conflicts(name, run_id, prep.plan.conflicts)
@@ -374,6 +509,8 @@ class Sync:
         if report.applied.failed:
             report.message = f"{report.applied.failed} writes failed"
         self.store.finish_run(run_id, report.status, report.counts(), report.message)
+        if self.windows:
+            self.store.record_windows(name, self.windows, run_id, report.status, report.counts())
         return report
 
     @contextmanager

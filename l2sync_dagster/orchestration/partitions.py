@@ -1,0 +1,57 @@
+"""Time partitions of a connection (``partitions:`` in its file) and the window a run syncs.
+
+One Dagster partition = one time window of the connection's window field (an hour, a day, a
+week or a month in the connection's time zone). A run of one partition syncs that window; a
+backfill over a range runs as ONE run (``BackfillPolicy.single_run()``) that syncs the union of
+its windows, and records each of them as seen in the archive. The partition set extends one
+window past now (``end_offset=1``) when the file gives no ``end``, so the current window (this
+month's calendar items) can be synced too.
+"""
+
+import datetime as dt
+
+import dagster as dg
+
+from l2sync_dagster.spec.model import ConnectionSpec
+
+_CLASSES: dict[str, type[dg.TimeWindowPartitionsDefinition]] = {
+    "hour": dg.HourlyPartitionsDefinition,
+    "day": dg.DailyPartitionsDefinition,
+    "week": dg.WeeklyPartitionsDefinition,
+    "month": dg.MonthlyPartitionsDefinition,
+}
+
+Window = tuple[dt.datetime, dt.datetime]
+
+
+def build_partitions_def(spec: ConnectionSpec) -> dg.TimeWindowPartitionsDefinition | None:
+    """The partitions of a connection, or None when its file has no ``partitions:``."""
+    part = spec.partitions
+    if part is None:
+        return None
+    cls = _CLASSES[part.granularity]
+    start = dt.datetime.fromisoformat(part.start)
+    end = dt.datetime.fromisoformat(part.end) if part.end else None
+    return cls(  # type: ignore[call-arg]
+        start_date=start, end_date=end, timezone=spec.timezone or "UTC",
+        end_offset=0 if end else 1,
+    )
+
+
+def _utc(value: dt.datetime) -> dt.datetime:
+    return value.astimezone(dt.UTC)
+
+
+def run_windows(context: dg.AssetExecutionContext) -> tuple[Window, list[Window]] | None:
+    """The window a run syncs (the union for a backfill range) and its partitions' windows;
+    None for an unpartitioned run."""
+    if not context.has_partition_key_range and not context.has_partition_key:
+        return None
+    whole = context.partition_time_window
+    pdef = context.assets_def.partitions_def
+    parts: list[Window] = []
+    if isinstance(pdef, dg.TimeWindowPartitionsDefinition):
+        for key in context.partition_keys:
+            w = pdef.time_window_for_partition_key(key)
+            parts.append((_utc(w.start), _utc(w.end)))
+    return (_utc(whole.start), _utc(whole.end)), parts

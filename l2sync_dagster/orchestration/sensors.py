@@ -1,0 +1,189 @@
+"""Sensors: run a connection's sync when one of its sides changed (``sensor:`` in its file).
+
+Every evaluation asks each side the cheapest question that reveals a change
+(``Provider.probe``: a delta/sync-state probe for Exchange, Graph and Dataverse,
+``count``/``max(modified)`` for SQL, mtime and size for a file). The sensor's cursor (kept by
+Dagster) is the JSON of both fingerprints; a run is requested only when it differs from the
+cursor, with ``run_key`` = a hash of the fingerprints, so a tick evaluated twice never starts
+two runs. The first evaluation requests a run: nothing proves the sides are in sync yet.
+
+The probes run in a worker thread with a time limit (``sensor.timeout``): a hanging server
+cannot stall the daemon. A probe that fails, times out, or a provider without ``probe``
+becomes a ``SkipReason`` naming the side and the reason (secrets scrubbed); the cursor is kept,
+so the next tick compares with the last good state. A sync writes to the other side, so a
+bidirectional connection typically sees one more change after each run; that run finds
+nothing to do.
+
+Partitioned connections: a probe cannot tell which window changed, so the sensor requests the
+window that holds "now" (the last partition).
+"""
+
+import hashlib
+import json
+import threading
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import dagster as dg
+
+from l2sync_dagster.providers.base import Query, can_probe
+from l2sync_dagster.spec.connection_string import SECRET_KEYS, ConnectionString
+from l2sync_dagster.spec.model import ConnectionSpec
+
+if TYPE_CHECKING:  # dagster does not export the type define_asset_job returns
+    from dagster._core.definitions.unresolved_asset_job_definition import (
+        UnresolvedAssetJobDefinition,
+    )
+
+SIDES = ("left", "right")
+CHANGED_TAG = "l2sync/changed"
+
+
+class ProbeFailed(RuntimeError):
+    """A side could not be probed; the message says which and why (no secrets)."""
+
+
+def _query(spec: ConnectionSpec, side: str) -> Query:
+    e = spec.left if side == "left" else spec.right
+    return Query(text=e.query, key=e.key, modified=e.modified)
+
+
+def _secrets(spec: ConnectionSpec) -> list[str]:
+    out = []
+    for e in (spec.left, spec.right):
+        try:
+            cs = ConnectionString(e.connection_string)
+        except Exception:  # an unresolvable reference has no value to leak
+            continue
+        for key in SECRET_KEYS:
+            try:
+                value = cs.secret(key)
+            except Exception:
+                continue
+            if value is not None and value.reveal():
+                out.append(value.reveal())
+    return out
+
+
+def scrub(text: str, spec: ConnectionSpec) -> str:
+    """``text`` with every resolved secret of the connection replaced by ``***``."""
+    for secret in _secrets(spec):
+        text = text.replace(secret, "***")
+    return text
+
+
+def probe_sides(spec: ConnectionSpec, cursors: dict[str, str | None] | None = None
+                ) -> dict[str, str]:
+    """Both sides' fingerprints. Raises ProbeFailed naming the side that could not answer."""
+    from l2sync_dagster.providers.registry import open_provider
+
+    out: dict[str, str] = {}
+    for side in SIDES:
+        e = spec.left if side == "left" else spec.right
+        provider: Any = None
+        try:
+            provider = open_provider(e.provider, e.connection_string, Path(spec.project_dir))
+            if not can_probe(provider):
+                raise ProbeFailed(
+                    f"{side} side: the {e.provider} provider cannot be probed (it has no "
+                    "probe()); this connection cannot be watched by a sensor, use a schedule")
+            out[side] = str(provider.probe(_query(spec, side), (cursors or {}).get(side)))
+        except ProbeFailed:
+            raise
+        except Exception as exc:
+            raise ProbeFailed(scrub(f"{side} side ({e.provider}) probe failed: "
+                                    f"{type(exc).__name__}: {exc}", spec)[:1000]) from None
+        finally:
+            close = getattr(provider, "close", None)
+            if callable(close):
+                try:
+                    close()
+                except Exception:  # closing must not hide the probe's outcome
+                    pass
+    return out
+
+
+def probe_with_timeout(spec: ConnectionSpec, timeout: float, store_url: str | None = None
+                       ) -> dict[str, str]:
+    """``probe_sides`` (with the saved cursors) in a daemon thread, giving up after
+    ``timeout`` seconds."""
+    box: dict[str, Any] = {}
+
+    def work() -> None:
+        try:
+            box["value"] = probe_sides(spec, _saved_cursors(spec, store_url))
+        except BaseException as exc:  # handed to the caller's thread
+            box["error"] = exc
+
+    worker = threading.Thread(target=work, name=f"l2sync-probe-{spec.dagster_name}",
+                              daemon=True)
+    worker.start()
+    worker.join(timeout)
+    if worker.is_alive():
+        raise ProbeFailed(f"probing took longer than {timeout:g} s (sensor.timeout); "
+                          "the systems may be slow or unreachable")
+    if "error" in box:
+        err = box["error"]
+        if isinstance(err, ProbeFailed):
+            raise err
+        raise ProbeFailed(scrub(f"{type(err).__name__}: {err}", spec)[:1000])
+    return box["value"]
+
+
+def run_key_of(fingerprints: dict[str, str]) -> str:
+    """The run key of a state: a hash of both sides' fingerprints."""
+    data = json.dumps(fingerprints, sort_keys=True)
+    return hashlib.sha256(data.encode()).hexdigest()[:40]
+
+
+def build_connection_sensor(
+    spec: ConnectionSpec, job: "UnresolvedAssetJobDefinition",
+    partitions_def: dg.TimeWindowPartitionsDefinition | None = None,
+    store_url: str | None = None,
+) -> dg.SensorDefinition | None:
+    """The connection's sensor when its file has ``sensor:``."""
+    if spec.sensor is None:
+        return None
+    from l2sync_dagster.orchestration.assets import CONNECTION_TAG
+
+    settings = spec.sensor
+
+    @dg.sensor(
+        name=f"{spec.dagster_name}_sensor", job=job,
+        minimum_interval_seconds=settings.interval,
+        default_status=dg.DefaultSensorStatus.STOPPED,
+        description=f"runs {spec.name} when probing its sides shows a change",
+    )
+    def _sensor(context: dg.SensorEvaluationContext):
+        try:
+            fingerprints = probe_with_timeout(spec, settings.timeout, store_url)
+        except ProbeFailed as exc:
+            return dg.SkipReason(str(exc))
+        old = json.loads(context.cursor) if context.cursor else {}
+        if old == fingerprints:
+            return dg.SkipReason("no change on either side since the last run request")
+        changed = [s for s in SIDES if old.get(s) != fingerprints[s]]
+        context.update_cursor(json.dumps(fingerprints, sort_keys=True))
+        partition_key = None
+        if partitions_def is not None:
+            partition_key = partitions_def.get_last_partition_key()
+        return dg.RunRequest(
+            run_key=run_key_of(fingerprints), partition_key=partition_key,
+            tags={CONNECTION_TAG: spec.dagster_name, CHANGED_TAG: ",".join(changed)},
+        )
+
+    return _sensor
+
+
+def _saved_cursors(spec: ConnectionSpec, store_url: str | None) -> dict[str, str | None]:
+    """The sides' last read cursors (for providers whose probe asks "anything since?")."""
+    try:
+        from l2sync_dagster.state.store import StateStore, default_state_url
+
+        store = StateStore(store_url or default_state_url(Path(spec.project_dir)))
+        try:
+            return store.latest_cursors(spec.name)
+        finally:
+            store.close()
+    except Exception:  # the store is a hint here; a probe without a cursor is still correct
+        return {}
