@@ -1,0 +1,216 @@
+"""The ``exchange`` provider: contacts, contact groups, calendar items, tasks, messages and
+notes of an Exchange mailbox, through EWS (exchangelib) or Microsoft Graph.
+
+Connection string: see ``connection.py`` (``URL=...;User=...;Password=env:VAR;Email=...;
+Impersonation=true;Backend=ews|graph``). Query: a select statement, see ``select.py``
+(``SELECT * FROM Contacts``, ``SELECT TOP 50 Subject, Start FROM Calendar WHERE ...``,
+``SELECT * FROM Inbox/**``). Fields: ``fields.py``.
+
+The key of a record is the item id, ``_version`` its ChangeKey, ``_modified`` its
+LastModifiedTime. The cursor of an incremental read is the backend's change-feed state.
+"""
+
+import importlib
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, ClassVar
+
+from l2sync_dagster.providers.base import (
+    KEY_INDEX,
+    MODIFIED,
+    Change,
+    EntityDescription,
+    FieldInfo,
+    Outcome,
+    ProviderError,
+    Query,
+    ReadResult,
+)
+from l2sync_dagster.providers.exchange.backend import ExchangeBackend
+from l2sync_dagster.providers.exchange.connection import ExchangeSettings, parse_settings
+from l2sync_dagster.providers.exchange.fields import SHAREPOINT_NAMES
+from l2sync_dagster.providers.exchange.select import SelectError, SelectStatement, parse_select
+from l2sync_dagster.spec.connection_string import ConnectionString
+
+__all__ = ["ExchangeProvider"]
+
+#: backend name -> (module, class)
+BACKENDS = {
+    "ews": ("l2sync_dagster.providers.exchange.ews_backend", "EwsBackend"),
+    "graph": ("l2sync_dagster.providers.exchange.graph_backend", "GraphBackend"),
+}
+
+
+def load_backend(settings: ExchangeSettings) -> ExchangeBackend:
+    """The backend named by ``Backend=`` (imported lazily); ProviderError when missing."""
+    module_name, class_name = BACKENDS[settings.backend]
+    try:
+        module = importlib.import_module(module_name)
+    except ModuleNotFoundError as exc:
+        if exc.name != module_name:
+            raise
+        raise ProviderError(
+            f"exchange: Backend={settings.backend} is not available in this installation "
+            f"({module_name} is missing); use Backend=ews") from None
+    cls = getattr(module, class_name, None)
+    if cls is None:
+        raise ProviderError(f"exchange: {module_name} defines no {class_name}")
+    return cls(settings)
+
+
+class ExchangeProvider:
+    """Reads and writes the items of one mailbox folder scope (see the module docstring)."""
+
+    name: ClassVar[str] = "exchange"
+
+    def __init__(self, settings: ExchangeSettings, backend: ExchangeBackend | None = None
+                 ) -> None:
+        """Use ``settings``; the backend is loaded from ``settings.backend`` unless given."""
+        self.settings = settings
+        self.backend = backend or load_backend(settings)
+        self._statements: dict[str, SelectStatement] = {}
+
+    def __repr__(self) -> str:
+        return f"ExchangeProvider({self.settings.cs.redacted()!r})"
+
+    @classmethod
+    def from_connection_string(cls, text: str | ConnectionString, *,
+                               base_dir: Path | None = None) -> "ExchangeProvider":
+        """Parse the connection string (``connection.py``) and pick the backend."""
+        return cls(parse_settings(text, base_dir=base_dir))
+
+    # --- select statement and names ----------------------------------------------------------
+    def statement(self, query: Query) -> SelectStatement:
+        """The parsed select statement of a query (cached); ProviderError when it is invalid."""
+        text = (query.text or "").strip()
+        stmt = self._statements.get(text)
+        if stmt is None:
+            if not text:
+                raise ProviderError("exchange: the query is empty; write a select statement "
+                                    "like SELECT * FROM Contacts")
+            try:
+                first = parse_select(text)
+                naming = self._naming(first)
+                stmt = parse_select(text, naming) if naming else first
+            except SelectError as exc:
+                if self.settings.naming_scheme == "sharepoint":
+                    stmt = self._parse_sharepoint(text, exc)
+                else:
+                    raise ProviderError(f"exchange: {exc}") from None
+            self._statements[text] = stmt
+        return stmt
+
+    def _parse_sharepoint(self, text: str, first_error: SelectError) -> SelectStatement:
+        # the item type decides which SharePoint names apply; find it without the names
+        errors: list[str] = []
+        for names in SHAREPOINT_NAMES.values():
+            try:
+                stmt = parse_select(text, names)
+            except SelectError as exc:
+                errors.append(str(exc))
+                continue
+            if SHAREPOINT_NAMES.get(stmt.item_type.name) is names:
+                return stmt
+        best = next((e for e in errors if "did you mean" in e), str(first_error))
+        raise ProviderError(f"exchange: {best}") from None
+
+    def _naming(self, stmt: SelectStatement) -> dict[str, str] | None:
+        if self.settings.naming_scheme != "sharepoint":
+            return None
+        return SHAREPOINT_NAMES.get(stmt.item_type.name)
+
+    def _column_names(self, stmt: SelectStatement) -> dict[str, str]:
+        """Canonical column -> the column name users see (SharePoint names under that scheme)."""
+        naming = self._naming(stmt)
+        out = {c: c for c in stmt.columns}
+        if naming:
+            for sp_name, dotted in naming.items():
+                if dotted in out and out[dotted] == dotted:
+                    out[dotted] = sp_name
+        return out
+
+    # --- Provider protocol -------------------------------------------------------------------
+    def verify(self, query: Query) -> str:
+        """Open the mailbox and the scope's folder(s); say precisely what failed."""
+        return self.backend.verify(self.statement(query))
+
+    def describe(self, query: Query) -> EntityDescription:
+        """The selected fields with their canonical types and read-only flags."""
+        stmt = self.statement(query)
+        names = self._column_names(stmt)
+        infos = [FieldInfo(names[f.name], f.type, True, f.read_only) for f in stmt.fields]
+        infos += [FieldInfo(names[e.column], e.type, True, False) for e in stmt.extended]
+        return EntityDescription(fields=tuple(infos), key=KEY_INDEX, key_generated=True,
+                                 writable=True, modified=MODIFIED)
+
+    def read(self, query: Query, cursor: str | None = None,
+             window: tuple[Any, Any] | None = None) -> ReadResult:
+        """Every item in scope (with a cursor for the next read), or only what changed."""
+        stmt = self.statement(query)
+        window_field = None
+        if window is not None:
+            if not query.window_field:
+                raise ProviderError("exchange: a window needs Query.window_field")
+            window_field = self._canonical_name(stmt, query.window_field)
+        result = self.backend.read(stmt, cursor, window, window_field)
+        names = self._column_names(stmt)
+        if any(k != v for k, v in names.items()):
+            result.frame = result.frame.rename(columns=names)
+        return result
+
+    def _canonical_name(self, stmt: SelectStatement, name: str) -> str:
+        low = name.lower()
+        for canonical, shown in self._column_names(stmt).items():
+            if low in (canonical.lower(), shown.lower()):
+                return canonical
+        f = stmt.item_type.field(name)
+        if f is not None:
+            return f.name
+        raise ProviderError(f"exchange: unknown field {name!r} for {stmt.item_type.name} items")
+
+    def apply(self, query: Query, changes: Sequence[Change]) -> list[Outcome]:
+        """Write in batches; refuses read-only and unknown fields per record."""
+        stmt = self.statement(query)
+        shown_to_canonical = {v.lower(): k for k, v in self._column_names(stmt).items()}
+        read_only = {f.name for f in stmt.fields if f.read_only}
+        good: list[Change] = []
+        bad: dict[str, Outcome] = {}
+        for ch in changes:
+            values: dict[str, Any] = {}
+            error = None
+            for name, value in ch.values.items():
+                canonical = shown_to_canonical.get(name.lower())
+                if canonical is None:
+                    error = f"{name} is not a selected field of this entity"
+                    break
+                if canonical in read_only:
+                    error = f"{name} is read-only"
+                    break
+                values[canonical] = value
+            if error:
+                bad[ch.ref] = Outcome(ch.ref, False, ch.key, None, error)
+                continue
+            good.append(Change(ch.op, ch.ref, ch.key, values, ch.version))
+        done = {o.ref: o for o in self.backend.apply(stmt, good)} if good else {}
+        out = []
+        for ch in changes:
+            o = bad.get(ch.ref) or done.get(ch.ref)
+            out.append(o or Outcome(ch.ref, False, ch.key, None, "no outcome from the backend"))
+        return out
+
+    def probe(self, query: Query, cursor: str | None = None) -> str:
+        """The cheapest fingerprint of the scope (a change-feed check that stores nothing)."""
+        return self.backend.probe(self.statement(query), cursor)
+
+    def max_batch_size(self) -> int:
+        """Changes per ``apply`` call (``BatchSize``, default 100)."""
+        return self.backend.max_batch_size()
+
+    def stats(self) -> dict[str, Any]:
+        """HTTP requests and throttling waits since the provider was opened."""
+        return self.backend.stats()
+
+    def close(self) -> None:
+        """Close the backend's connections."""
+        self.backend.close()
+

@@ -1,0 +1,745 @@
+"""The select statement of the ``exchange`` provider, shared by the EWS and Graph backends.
+
+Grammar (keywords case-insensitive)::
+
+    SELECT [TOP n] <field>[, <field> ...] | * [, <field> ...]
+    FROM <scope> [AS <ItemType>]
+    [WHERE <field> <op> <value> [AND <field> <op> <value> ...]]
+    [ORDER BY <field> [ASC|DESC]]
+
+- ``<field>``: a dotted field name of the item type (``fields.py``; case-insensitive, written
+  back in its canonical spelling) or an extended property (below). ``*`` = the item type's
+  default fields; ``*`` may be followed by more fields. ``[Name With Spaces]`` and
+  ``"quoted"`` names are accepted.
+- ``<scope>``: a well-known folder (``Contacts``, ``Calendar``, ``Tasks``, ``Inbox``,
+  ``SentItems``, ``Notes``, ``Drafts``, ``DeletedItems``, ``JunkEmail``, ``Outbox``,
+  ``Journal``, ``MsgFolderRoot``), ``ContactGroups`` (the Contacts folder's contact groups), a
+  path (``Inbox/Projects/Alpha``; a first segment that is not a well-known folder is a folder
+  under the mailbox's top of information store), ``Inbox/**`` (the folder and all subfolders),
+  or ``*`` / ``?`` wildcards inside a segment (``Projects/*``, ``Inbox/Proj*``). Quote a path
+  that holds spaces or special characters: ``FROM 'Inbox/My Projects'``; a literal ``/`` inside
+  a folder name is written ``\\/``.
+- ``AS <ItemType>``: the item type when the scope's root is not a well-known folder of that
+  type (``FROM 'Shared/Team' AS Contact``); otherwise it follows from the folder.
+- ``<op>``: ``=``, ``<>`` / ``!=``, ``<``, ``<=``, ``>``, ``>=``, ``CONTAINS``, ``STARTSWITH``,
+  ``IN (v, ...)``, ``IS NULL``, ``IS NOT NULL``. ``<value>``: ``'text'`` (``''`` escapes a
+  quote), a number, ``TRUE``/``FALSE``, ``NULL``, or ``'2026-01-31'`` /
+  ``'2026-01-31T08:00:00Z'`` for dates and datetimes (converted by the field's type).
+- ``TOP n`` limits the read to n items; without it everything in scope is read (paging).
+
+Extended properties (user-defined fields) are declared in the select list, in either form:
+
+- ``Ext.CustomerNo`` or ``Ext.CustomerNo:Integer``: a named property in
+  ``PSETID_PublicStrings`` (where Outlook keeps user-defined fields); type default ``String``.
+- ``ExtendedProperty:{PSETID_PublicStrings}/CustomerNo:String``, with a well-known property
+  set name or a GUID, and a name or a numeric id (``{PSETID_Address}/0x8083:String``), or a
+  property tag ``ExtendedProperty:0x3A45:String``.
+
+Either form may end with ``AS Alias``; the column is named the alias, else ``Ext.<Name>``
+(``Ext.0x8083`` for ids and tags). Types: String, Integer, Short, Long, Boolean, Double,
+Float, Currency, SystemTime, StringArray, IntegerArray.
+
+Interface (stable; the Graph backend relies on it): :func:`parse_select` ->
+:class:`SelectStatement` (``top``, ``item_type``, ``columns``, ``fields``, ``extended``,
+``scope``, ``where``, ``order_by``, ``descending``); :class:`Scope` (``root``, ``segments``,
+``recursive``, ``well_known``); :class:`Condition` (``field``, ``op``, ``value``);
+:class:`ExtendedProperty` (``column``, ``property_set`` GUID, ``name``/``prop_id``/``tag``,
+``ews_type``, ``type``); :class:`SelectError` for every mistake, with close matches;
+:func:`statement_matches` / :func:`condition_holds` evaluate WHERE on canonical values
+(client-side filtering of change-feed results).
+"""
+
+import datetime as dt
+import json
+import re
+from dataclasses import dataclass
+from decimal import Decimal, InvalidOperation
+from typing import Any
+
+from l2sync_dagster.providers.exchange.fields import (
+    CatalogError,
+    FieldDef,
+    ItemType,
+    item_type,
+    suggestion,
+)
+
+#: the longest select statement accepted (a guard against runaway input)
+MAX_LENGTH = 20_000
+MAX_TOP = 10_000_000
+
+
+class SelectError(ValueError):
+    """The select statement is malformed or names an unknown field, scope or item type."""
+
+
+#: well-known folder name (lower) -> (EWS distinguished folder id, item type name or None)
+WELL_KNOWN_FOLDERS: dict[str, tuple[str, str | None]] = {
+    "contacts": ("contacts", "Contact"),
+    "contactgroups": ("contacts", "ContactGroup"),
+    "calendar": ("calendar", "CalendarItem"),
+    "tasks": ("tasks", "Task"),
+    "notes": ("notes", "Note"),
+    "inbox": ("inbox", "Message"),
+    "sentitems": ("sentitems", "Message"),
+    "drafts": ("drafts", "Message"),
+    "deleteditems": ("deleteditems", "Message"),
+    "junkemail": ("junkemail", "Message"),
+    "outbox": ("outbox", "Message"),
+    "journal": ("journal", "Message"),
+    "msgfolderroot": ("msgfolderroot", None),
+}
+#: display spelling of the well-known names
+WELL_KNOWN_NAMES = ("Contacts", "ContactGroups", "Calendar", "Tasks", "Notes", "Inbox",
+                    "SentItems", "Drafts", "DeletedItems", "JunkEmail", "Outbox", "Journal",
+                    "MsgFolderRoot")
+
+#: well-known property set name (lower) -> GUID (MS-OXPROPS)
+_SET_GUIDS: dict[str, str] = {
+    "PSETID_PublicStrings": "00020329-0000-0000-C000-000000000046",
+    "PSETID_Common": "00062008-0000-0000-C000-000000000046",
+    "PSETID_Address": "00062004-0000-0000-C000-000000000046",
+    "PSETID_Appointment": "00062002-0000-0000-C000-000000000046",
+    "PSETID_Task": "00062003-0000-0000-C000-000000000046",
+    "PSETID_Meeting": "6ED8DA90-450B-101B-98DA-00AA003F1305",
+    "PSETID_Log": "0006200A-0000-0000-C000-000000000046",
+    "PSETID_Note": "0006200E-0000-0000-C000-000000000046",
+    "PSETID_Sharing": "00062040-0000-0000-C000-000000000046",
+    "PSETID_UnifiedMessaging": "4442858E-A9E3-4E80-B900-317A210CC15B",
+    "InternetHeaders": "00020386-0000-0000-C000-000000000046",
+}
+#: well-known property set name (lower case) -> GUID (MS-OXPROPS)
+PROPERTY_SETS: dict[str, str] = {k.lower(): v for k, v in _SET_GUIDS.items()}
+#: EWS MAPI property types -> canonical type
+EXTENDED_TYPES: dict[str, str] = {
+    "String": "string",
+    "Integer": "integer",
+    "Short": "integer",
+    "Long": "integer",
+    "Boolean": "boolean",
+    "Double": "float",
+    "Float": "float",
+    "Currency": "decimal",
+    "SystemTime": "datetime",
+    "StringArray": "json",
+    "IntegerArray": "json",
+}
+OPERATORS = ("=", "<>", "<", "<=", ">", ">=", "CONTAINS", "STARTSWITH", "IN", "IS NULL",
+             "IS NOT NULL")
+_GUID_RE = re.compile(r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-"
+                      r"[0-9a-fA-F]{12}$")
+_IDENT_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_.\-]*$")
+_NUMBER_RE = re.compile(r"^[+-]?(\d+(\.\d*)?|\.\d+)([eE][+-]?\d+)?$")
+
+
+@dataclass(frozen=True)
+class ExtendedProperty:
+    """A user-defined (MAPI extended) property declared in the select list.
+
+    Exactly one of ``name`` (named property), ``prop_id`` (numeric id in a property set) or
+    ``tag`` (a property tag, no set) is given. ``property_set`` is the set's GUID (upper case)
+    or None for tags. ``ews_type`` is the MAPI type name (``String``...), ``type`` the
+    canonical one. ``column`` is the RecordFrame column.
+    """
+
+    column: str
+    ews_type: str
+    type: str
+    property_set: str | None = None
+    name: str | None = None
+    prop_id: int | None = None
+    tag: int | None = None
+
+    @property
+    def read_only(self) -> bool:
+        """Extended properties are writable."""
+        return False
+
+    @property
+    def is_array(self) -> bool:
+        """Whether the property holds a list."""
+        return self.ews_type.endswith("Array")
+
+
+@dataclass(frozen=True)
+class Scope:
+    """The folder part of the statement.
+
+    ``root`` is the EWS distinguished folder id (``contacts``, ``msgfolderroot``...) the path
+    starts from; ``segments`` the folder names below it (may hold ``*``/``?`` wildcards);
+    ``recursive`` is True for a trailing ``/**`` (the folder and every subfolder).
+    ``well_known`` is True when ``segments`` is empty (a single well-known folder).
+    """
+
+    text: str
+    root: str
+    segments: tuple[str, ...] = ()
+    recursive: bool = False
+
+    @property
+    def well_known(self) -> bool:
+        """True when the scope is exactly one well-known folder."""
+        return not self.segments and not self.recursive
+
+    @property
+    def has_wildcards(self) -> bool:
+        """True when a segment holds ``*`` or ``?``."""
+        return any(("*" in s or "?" in s) for s in self.segments)
+
+
+@dataclass(frozen=True)
+class Condition:
+    """One ``<field> <op> <value>`` of the WHERE clause; ``value`` converted to the field's
+    type (a tuple for IN, None for IS [NOT] NULL)."""
+
+    field: str
+    op: str
+    value: Any = None
+
+
+@dataclass(frozen=True)
+class SelectStatement:
+    """A parsed select statement (see the module docstring)."""
+
+    text: str
+    item_type: ItemType
+    fields: tuple[FieldDef, ...]
+    extended: tuple[ExtendedProperty, ...]
+    scope: Scope
+    top: int | None = None
+    where: tuple[Condition, ...] = ()
+    order_by: str | None = None
+    descending: bool = False
+    star: bool = False
+
+    @property
+    def columns(self) -> list[str]:
+        """Every RecordFrame column, in select order (catalog fields, then extended ones)."""
+        return [f.name for f in self.fields] + [e.column for e in self.extended]
+
+    def extended_by_column(self, column: str) -> ExtendedProperty | None:
+        """The extended property behind a column (case-insensitive), or None."""
+        low = column.lower()
+        return next((e for e in self.extended if e.column.lower() == low), None)
+
+
+# --- tokenizer -----------------------------------------------------------------------------
+_TOKEN_RE = re.compile(
+    r"""
+    (?P<ws>\s+)
+  | (?P<string>'(?:[^']|'')*')
+  | (?P<dquoted>"(?:[^"]|"")*")
+  | (?P<bracket>\[[^\]]*\])
+  | (?P<op><>|!=|<=|>=|=|<|>)
+  | (?P<punct>[,()])
+  | (?P<word>[^\s,()'"=<>!\[;]+)
+    """,
+    re.VERBOSE,
+)
+
+
+@dataclass
+class _Tok:
+    kind: str
+    text: str
+    pos: int
+
+    @property
+    def upper(self) -> str:
+        return self.text.upper() if self.kind == "word" else ""
+
+
+def _tokens(text: str) -> list[_Tok]:
+    out: list[_Tok] = []
+    pos = 0
+    while pos < len(text):
+        m = _TOKEN_RE.match(text, pos)
+        if m is None:
+            raise SelectError(f"unexpected character {text[pos]!r} at position {pos + 1}")
+        kind = m.lastgroup or ""
+        if kind != "ws":
+            out.append(_Tok(kind, m.group(), pos))
+        pos = m.end()
+    return out
+
+
+def _unquote(tok: _Tok) -> str:
+    t = tok.text
+    if tok.kind == "string":
+        return t[1:-1].replace("''", "'")
+    if tok.kind == "dquoted":
+        return t[1:-1].replace('""', '"')
+    if tok.kind == "bracket":
+        return t[1:-1]
+    return t
+
+
+class _Parser:
+    def __init__(self, text: str) -> None:
+        self.text = text
+        self.toks = _tokens(text)
+        self.i = 0
+
+    def peek(self, offset: int = 0) -> _Tok | None:
+        j = self.i + offset
+        return self.toks[j] if j < len(self.toks) else None
+
+    def next(self, what: str) -> _Tok:
+        tok = self.peek()
+        if tok is None:
+            raise SelectError(f"unexpected end of the statement: expected {what}")
+        self.i += 1
+        return tok
+
+    def keyword(self, *words: str) -> bool:
+        """Consume the keyword sequence when it comes next."""
+        for k, w in enumerate(words):
+            tok = self.peek(k)
+            if tok is None or tok.upper != w:
+                return False
+        self.i += len(words)
+        return True
+
+    def expect(self, *words: str) -> None:
+        if not self.keyword(*words):
+            tok = self.peek()
+            found = f"{tok.text!r} at position {tok.pos + 1}" if tok else "the end"
+            raise SelectError(f"expected {' '.join(words)}, found {found}")
+
+    def where_am_i(self) -> str:
+        tok = self.peek()
+        return f"{tok.text!r} at position {tok.pos + 1}" if tok else "the end"
+
+
+_CLAUSE_WORDS = {"FROM", "WHERE", "ORDER", "AS", "AND", "TOP"}
+
+
+def _parse_extended(spec: str, alias: str | None) -> ExtendedProperty:
+    """``Ext.Name[:Type]`` or ``ExtendedProperty:{set}/name-or-id:Type`` / ``...:0xTAG:Type``."""
+    if spec.lower().startswith("ext."):
+        body = spec[4:]
+        name, _, ews_type = body.partition(":")
+        set_guid: str | None = PROPERTY_SETS["psetid_publicstrings"]
+        ident: str | None = name
+        tag: int | None = None
+        prop_id: int | None = None
+        if not name:
+            raise SelectError(f"extended property {spec!r} has no name (Ext.Name[:Type])")
+    else:
+        body = spec.split(":", 1)[1] if ":" in spec else ""
+        ews_type = ""
+        if body.count(":"):
+            body, ews_type = body.rsplit(":", 1)
+        ident = None
+        tag = None
+        prop_id = None
+        set_guid = None
+        if body.startswith("{"):
+            close = body.find("}")
+            if close < 0 or close + 1 >= len(body) or body[close + 1] != "/":
+                raise SelectError(
+                    f"extended property {spec!r}: expected {{PropertySet}}/Name:Type")
+            set_text = body[1:close].strip()
+            set_guid = PROPERTY_SETS.get(set_text.lower())
+            if set_guid is None:
+                if not _GUID_RE.match(set_text):
+                    raise SelectError(
+                        f"extended property {spec!r}: unknown property set {set_text!r}; use a "
+                        "GUID or one of " + ", ".join(_SET_GUIDS)
+                        + suggestion(set_text, _SET_GUIDS))
+                set_guid = set_text.upper()
+            rest = body[close + 2:].strip()
+            if not rest:
+                raise SelectError(f"extended property {spec!r} has no name or id")
+            if re.fullmatch(r"0[xX][0-9a-fA-F]{1,4}|\d{1,5}", rest):
+                prop_id = int(rest, 0)
+            else:
+                ident = rest
+        elif re.fullmatch(r"0[xX][0-9a-fA-F]{1,4}", body.strip()):
+            tag = int(body.strip(), 16)
+        else:
+            raise SelectError(
+                f"extended property {spec!r}: expected ExtendedProperty:{{PropertySet}}/Name:Type"
+                " or ExtendedProperty:0xTAG:Type")
+    ews_type = ews_type.strip() or "String"
+    canon = {k.lower(): k for k in EXTENDED_TYPES}.get(ews_type.lower())
+    if canon is None:
+        raise SelectError(f"extended property {spec!r}: unknown type {ews_type!r}; types are "
+                          + ", ".join(EXTENDED_TYPES) + suggestion(ews_type, EXTENDED_TYPES))
+    if ident is not None and not re.fullmatch(r"[^\s:/{}\\]{1,255}", ident):
+        raise SelectError(f"extended property {spec!r}: invalid name {ident!r}")
+    label = ident if ident is not None else f"0x{(prop_id if tag is None else tag):04X}"
+    column = alias or f"Ext.{label}"
+    return ExtendedProperty(column=column, ews_type=canon, type=EXTENDED_TYPES[canon],
+                            property_set=set_guid, name=ident, prop_id=prop_id, tag=tag)
+
+
+def _parse_scope(text: str) -> tuple[Scope, str | None]:
+    """A scope text -> Scope and the item type the root folder implies (or None)."""
+    raw = text.strip()
+    if not raw:
+        raise SelectError("the FROM clause names no folder")
+    parts: list[str] = []
+    buf: list[str] = []
+    i = 0
+    while i < len(raw):
+        c = raw[i]
+        if c == "\\" and i + 1 < len(raw) and raw[i + 1] == "/":
+            buf.append("/")
+            i += 2
+            continue
+        if c == "/":
+            parts.append("".join(buf).strip())
+            buf = []
+        else:
+            buf.append(c)
+        i += 1
+    parts.append("".join(buf).strip())
+    if any(not p for p in parts):
+        raise SelectError(f"scope {text!r} has an empty folder name")
+    recursive = False
+    if parts[-1] == "**":
+        recursive = True
+        parts.pop()
+        if not parts:
+            raise SelectError("scope '**' needs a folder: write MsgFolderRoot/** for all folders")
+    if any("**" in p for p in parts):
+        raise SelectError(f"scope {text!r}: '**' is allowed only as the last segment")
+    for p in parts:
+        if any(ord(ch) < 32 for ch in p) or len(p) > 255:
+            raise SelectError(f"scope {text!r}: invalid folder name {p[:40]!r}")
+    first = parts[0].lower()
+    known = WELL_KNOWN_FOLDERS.get(first)
+    if known is not None:
+        root, implied = known
+        segments = tuple(parts[1:])
+    else:
+        if "*" not in parts[0] and "?" not in parts[0] and len(parts) == 1 and not recursive:
+            close = suggestion(parts[0], WELL_KNOWN_NAMES)
+            if close:
+                raise SelectError(f"unknown folder {parts[0]!r}{close} (a folder under the "
+                                  f"mailbox root is written MsgFolderRoot/{parts[0]})")
+        root, implied = "msgfolderroot", None
+        segments = tuple(parts)
+    return Scope(text=raw, root=root, segments=segments, recursive=recursive), implied
+
+
+def _convert(value: Any, f: FieldDef | ExtendedProperty, raw: str) -> Any:
+    """A literal converted to the field's canonical type (SelectError when it does not fit)."""
+    if value is None:
+        return None
+    kind = f.type
+    name = f.name if isinstance(f, FieldDef) else f.column
+    try:
+        if kind == "string":
+            if not isinstance(value, str):
+                value = raw
+            choices = getattr(f, "choices", ())
+            if choices and value.lower() not in {c.lower() for c in choices}:
+                raise SelectError(f"{name} is one of {', '.join(choices)}, not {value!r}"
+                                  + suggestion(value, choices))
+            if choices:
+                value = next(c for c in choices if c.lower() == value.lower())
+            return value
+        if kind == "integer":
+            if isinstance(value, bool) or not re.fullmatch(r"[+-]?\d{1,18}", str(value)):
+                raise ValueError
+            return int(str(value))
+        if kind == "float":
+            if isinstance(value, bool):
+                raise ValueError
+            return float(value)
+        if kind == "decimal":
+            if isinstance(value, bool):
+                raise ValueError
+            return Decimal(str(value))
+        if kind == "boolean":
+            if isinstance(value, bool):
+                return value
+            low = str(value).lower()
+            if low in {"true", "1"}:
+                return True
+            if low in {"false", "0"}:
+                return False
+            raise ValueError
+        if kind == "date":
+            return dt.date.fromisoformat(str(value))
+        if kind == "datetime":
+            parsed = dt.datetime.fromisoformat(str(value).replace("Z", "+00:00"))
+            if parsed.tzinfo is None:
+                parsed = parsed.replace(tzinfo=dt.UTC)
+            return parsed.astimezone(dt.UTC)
+        return value
+    except SelectError:
+        raise
+    except (ValueError, InvalidOperation, TypeError):
+        raise SelectError(f"{name} is a {kind} field; {raw} is not a {kind}") from None
+
+
+def parse_select(text: str, naming: dict[str, str] | None = None) -> SelectStatement:
+    """Parse a select statement (see the module docstring); SelectError on any mistake.
+
+    ``naming`` maps alternative column names (``NamingScheme=SharePoint``) to dotted names;
+    when given, those names are accepted in the select list and WHERE/ORDER BY.
+    """
+    if not isinstance(text, str) or not text.strip():
+        raise SelectError("the select statement is empty; expected SELECT ... FROM <folder>")
+    if len(text) > MAX_LENGTH:
+        raise SelectError(f"the select statement is longer than {MAX_LENGTH} characters")
+    if "\x00" in text:
+        raise SelectError("the select statement contains a NUL character")
+    p = _Parser(text)
+    p.expect("SELECT")
+    top: int | None = None
+    if p.keyword("TOP"):
+        tok = p.next("a number after TOP")
+        if tok.kind != "word" or not tok.text.isdigit() or not 0 < int(tok.text) <= MAX_TOP:
+            raise SelectError(f"TOP needs a whole number from 1 to {MAX_TOP}, not {tok.text!r}")
+        top = int(tok.text)
+    # select list: raw items, resolved once the item type is known
+    items: list[tuple[str, str | None, _Tok]] = []
+    while True:
+        tok = p.next("a field name or *")
+        if tok.kind == "word" and tok.upper == "FROM":
+            after = p.peek()
+            # the message field From: "SELECT Subject, From FROM Inbox" (or quote it: [From])
+            is_field = bool(items) and after is not None and (
+                (after.kind == "punct" and after.text == ",") or after.upper == "FROM")
+            if not is_field:
+                raise SelectError("the select list is empty; write * or field names before "
+                                  "FROM")
+        if tok.kind not in ("word", "dquoted", "bracket"):
+            raise SelectError(f"expected a field name, found {tok.text!r} at position "
+                              f"{tok.pos + 1}")
+        name = _unquote(tok)
+        alias = None
+        if p.keyword("AS"):
+            at = p.next("an alias after AS")
+            if at.kind not in ("word", "dquoted", "bracket") or at.upper in _CLAUSE_WORDS:
+                raise SelectError(f"expected an alias after AS, found {at.text!r}")
+            alias = _unquote(at)
+        items.append((name, alias, tok))
+        nxt = p.peek()
+        if nxt is not None and nxt.kind == "punct" and nxt.text == ",":
+            p.i += 1
+            continue
+        break
+    p.expect("FROM")
+    scope_tok = p.next("a folder after FROM")
+    if scope_tok.kind not in ("word", "string", "dquoted", "bracket"):
+        raise SelectError(f"expected a folder after FROM, found {scope_tok.text!r}")
+    scope, implied = _parse_scope(_unquote(scope_tok))
+    type_name = implied
+    if p.keyword("AS"):
+        tt = p.next("an item type after AS")
+        try:
+            explicit = item_type(_unquote(tt))
+        except CatalogError as exc:
+            raise SelectError(str(exc)) from None
+        type_name = explicit.name
+    try:
+        itype = item_type(type_name or "Message")
+    except CatalogError as exc:  # pragma: no cover - implied names are catalog names
+        raise SelectError(str(exc)) from None
+
+    naming_low = {k.lower(): v for k, v in (naming or {}).items()}
+
+    def resolve(name: str) -> FieldDef:
+        found = itype.field(name) or (
+            itype.field(naming_low[name.lower()]) if name.lower() in naming_low else None)
+        if found is None:
+            raise SelectError(f"unknown field {name!r} for {itype.name} items"
+                              + suggestion(name, itype.names() + list(naming or {})))
+        return found
+
+    fields: list[FieldDef] = []
+    extended: list[ExtendedProperty] = []
+    star = False
+    for name, alias, tok in items:
+        if name == "*" and tok.kind == "word":
+            if alias:
+                raise SelectError("* cannot have an alias")
+            star = True
+            for f in itype.default_fields():
+                if f not in fields:
+                    fields.append(f)
+            continue
+        if name.lower().startswith(("ext.", "extendedproperty:")):
+            extended.append(_parse_extended(name, alias))
+            continue
+        if alias:
+            raise SelectError(f"AS is only for extended properties; {name!r} keeps its name")
+        f = resolve(name)
+        if f not in fields:
+            fields.append(f)
+    columns_low: dict[str, str] = {f.name.lower(): f.name for f in fields}
+    for e in extended:
+        if e.column.lower() in columns_low:
+            raise SelectError(f"column {e.column!r} is selected twice; give one an alias "
+                              "with AS")
+        columns_low[e.column.lower()] = e.column
+
+    def resolve_any(name: str) -> FieldDef | ExtendedProperty:
+        for e in extended:
+            if e.column.lower() == name.lower():
+                return e
+        return resolve(name)
+
+    where: list[Condition] = []
+    if p.keyword("WHERE"):
+        while True:
+            ftok = p.next("a field name in WHERE")
+            if ftok.kind not in ("word", "dquoted", "bracket"):
+                raise SelectError(f"expected a field name in WHERE, found {ftok.text!r}")
+            target = resolve_any(_unquote(ftok))
+            tname = target.name if isinstance(target, FieldDef) else target.column
+            if isinstance(target, FieldDef) and not target.filterable:
+                raise SelectError(f"{tname} cannot be used in WHERE")
+            where.append(_condition(p, target, tname))
+            if not p.keyword("AND"):
+                break
+        nxt = p.peek()
+        if nxt is not None and nxt.upper == "OR":
+            raise SelectError("OR is not supported in WHERE; combine conditions with AND")
+    order_by = None
+    descending = False
+    if p.keyword("ORDER", "BY"):
+        otok = p.next("a field name after ORDER BY")
+        if otok.kind not in ("word", "dquoted", "bracket"):
+            raise SelectError(f"expected a field name after ORDER BY, found {otok.text!r}")
+        target = resolve_any(_unquote(otok))
+        if isinstance(target, FieldDef):
+            if not target.filterable:
+                raise SelectError(f"cannot ORDER BY {target.name}")
+            order_by = target.name
+        else:
+            order_by = target.column
+        if p.keyword("DESC"):
+            descending = True
+        else:
+            p.keyword("ASC")
+    if p.peek() is not None:
+        raise SelectError(f"unexpected {p.where_am_i()}")
+    return SelectStatement(text=text, item_type=itype, fields=tuple(fields),
+                           extended=tuple(extended), scope=scope, top=top, where=tuple(where),
+                           order_by=order_by, descending=descending, star=star)
+
+
+def _literal(p: _Parser) -> tuple[Any, str]:
+    tok = p.next("a value")
+    if tok.kind == "string":
+        return _unquote(tok), tok.text
+    if tok.kind == "word":
+        up = tok.upper
+        if up in ("TRUE", "FALSE"):
+            return up == "TRUE", tok.text
+        if up == "NULL":
+            return None, tok.text
+        if _NUMBER_RE.match(tok.text):
+            return tok.text, tok.text
+    raise SelectError(f"expected a value ('text', a number, TRUE, FALSE), found {tok.text!r} "
+                      f"at position {tok.pos + 1}")
+
+
+def _condition(p: _Parser, target: FieldDef | ExtendedProperty, name: str) -> Condition:
+    if p.keyword("IS", "NOT", "NULL"):
+        return Condition(name, "IS NOT NULL")
+    if p.keyword("IS", "NULL"):
+        return Condition(name, "IS NULL")
+    tok = p.next("an operator")
+    if tok.kind == "op":
+        op = "<>" if tok.text == "!=" else tok.text
+        value, raw = _literal(p)
+        if value is None:
+            raise SelectError(f"write {name} IS NULL / IS NOT NULL instead of comparing with "
+                              "NULL")
+        if target.type == "json":
+            raise SelectError(f"{name} holds a list; use CONTAINS to test a member")
+        return Condition(name, op, _convert(value, target, raw))
+    up = tok.upper
+    if up in ("CONTAINS", "STARTSWITH"):
+        value, raw = _literal(p)
+        if not isinstance(value, str):
+            raise SelectError(f"{up} needs a quoted text value")
+        if target.type not in ("string", "json"):
+            raise SelectError(f"{up} works on text fields; {name} is a {target.type}")
+        return Condition(name, up, value)
+    if up == "IN":
+        open_ = p.next("(")
+        if open_.text != "(":
+            raise SelectError("IN needs a list: IN ('a', 'b')")
+        values = []
+        while True:
+            value, raw = _literal(p)
+            values.append(_convert(value, target, raw))
+            sep = p.next(", or )")
+            if sep.text == ")":
+                break
+            if sep.text != ",":
+                raise SelectError(f"expected , or ) in the IN list, found {sep.text!r}")
+        return Condition(name, "IN", tuple(values))
+    raise SelectError(f"unknown operator {tok.text!r} after {name}; operators are "
+                      + ", ".join(OPERATORS))
+
+
+def _cmp_value(value: Any) -> Any:
+    if isinstance(value, dt.datetime) and value.tzinfo is None:
+        return value.replace(tzinfo=dt.UTC)
+    return value
+
+
+def condition_holds(cond: Condition, value: Any) -> bool:
+    """Whether a canonical value satisfies one condition (client-side filtering of change-feed
+    results, which the server cannot restrict). Text comparisons ignore case, as Exchange's do;
+    a json list satisfies CONTAINS when a member equals the text (case-insensitive)."""
+    op = cond.op
+    if op == "IS NULL":
+        return value is None or value == "" or value == []
+    if op == "IS NOT NULL":
+        return not (value is None or value == "" or value == [])
+    if value is None:
+        return op == "<>"
+    if isinstance(value, str) and value.startswith("[") and op in ("CONTAINS", "STARTSWITH"):
+        try:
+            members = json.loads(value)
+        except ValueError:
+            members = None
+        if isinstance(members, list):
+            needle = str(cond.value).lower()
+            if op == "CONTAINS":
+                return any(needle == str(m).lower() or needle in str(m).lower() for m in members)
+            return any(str(m).lower().startswith(needle) for m in members)
+    if isinstance(value, list):
+        needle = str(cond.value).lower()
+        if op == "CONTAINS":
+            return any(needle in str(m).lower() for m in value)
+        if op == "STARTSWITH":
+            return any(str(m).lower().startswith(needle) for m in value)
+    if op == "CONTAINS":
+        return str(cond.value).lower() in str(value).lower()
+    if op == "STARTSWITH":
+        return str(value).lower().startswith(str(cond.value).lower())
+    left = _cmp_value(value)
+    targets = cond.value if op == "IN" else (cond.value,)
+    results = []
+    for target in targets:
+        right = _cmp_value(target)
+        if isinstance(left, str) and isinstance(right, str):
+            a, b = left.lower(), right.lower()
+        else:
+            a, b = left, right
+        try:
+            c = (a > b) - (a < b)
+        except TypeError:
+            return False
+        results.append(c)
+    if op == "IN":
+        return any(c == 0 for c in results)
+    c = results[0]
+    return {"=": c == 0, "<>": c != 0, "<": c < 0, "<=": c <= 0, ">": c > 0,
+            ">=": c >= 0}[op]
+
+
+def statement_matches(stmt: SelectStatement, values: dict[str, Any]) -> bool:
+    """Whether a record (canonical values by column) satisfies every WHERE condition."""
+    return all(condition_holds(c, values.get(c.field)) for c in stmt.where)
