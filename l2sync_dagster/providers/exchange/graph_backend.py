@@ -1,0 +1,661 @@
+"""The Microsoft Graph backend of the ``exchange`` provider (Exchange Online, ``Backend=graph``).
+
+Same connection strings and select statements as the EWS backend, so a connection moves from
+on-premises to Online by changing the connection string only::
+
+    Backend=graph;TenantId=...;ClientId=...;ClientSecret=env:GRAPH_SECRET;Email=sales@contoso.com
+
+``URL`` (or ``GraphURL`` when the connection-string parser accepts it) is the Graph endpoint,
+default ``https://graph.microsoft.com/v1.0``; ``Authority`` and ``CABundle`` as for every Graph
+provider (:mod:`l2sync_dagster.providers.graph`).
+
+Item types and scopes:
+
+- ``Contact``: the default Contacts folder or contact folders by path (``Contacts/Customers``,
+  ``Contacts/**`` for the folder and its subfolders); contact delta per folder.
+- ``CalendarItem``: the default calendar; reads are a ``calendarView`` delta over a time
+  window: ``WHERE Start >= '...' AND Start < '...'`` (or End), a partition window, else the
+  last 365 and next 730 days. Occurrences of a series are reported as their series master
+  (with ``Recurrence``); times come in UTC (``Prefer: outlook.timezone="UTC"``).
+- ``Task``: a Microsoft To Do list: ``Tasks`` is the default list, ``Tasks/<list name>`` another.
+- ``Message``: mail folders (``Inbox``, ``SentItems``, ``Inbox/Projects/**``...); read, update
+  (e.g. ``IsRead``, ``Categories``) and delete; new messages cannot be created this way.
+  ``Body.Plaintext`` is read with ``Prefer: outlook.body-content-type="text"``.
+- Extended properties of the select list are single- (or multi-) value extended properties.
+- ``ContactGroup`` and ``Note`` have no Graph API: a clear error.
+
+Field names and values follow ``fields.py``; the Graph mapping is ``graph_fields.py``. A field
+Graph does not have reads as null and refuses a value. ``_version`` is the item's
+``@odata.etag`` (sent as ``If-Match`` on update and delete), ``_modified`` its
+``lastModifiedDateTime``. The cursor is JSON of the delta link per folder; a 410 from an
+expired delta link turns the read into a complete one.
+"""
+
+import datetime as dt
+import hashlib
+import json
+import logging
+from collections.abc import Sequence
+from typing import Any
+from urllib.parse import quote
+
+import pandas as pd
+
+from l2sync_dagster.providers.base import (
+    KEY_INDEX,
+    Change,
+    Outcome,
+    ProviderError,
+    ReadResult,
+)
+from l2sync_dagster.providers.exchange.backend import (
+    ExchangeBackend,
+    Record,
+    Window,
+    records_frame,
+)
+from l2sync_dagster.providers.exchange.connection import ExchangeSettings
+from l2sync_dagster.providers.exchange.graph_fields import (
+    GRAPH_FIELDS,
+    GraphField,
+    dtz_body,
+    event_start,
+    extended_id,
+    extended_value_read,
+    extended_value_write,
+    recurrence_to_graph,
+)
+from l2sync_dagster.providers.exchange.graph_folders import Folder, FolderResolver
+from l2sync_dagster.providers.exchange.graph_where import matches, top
+from l2sync_dagster.providers.exchange.select import SelectStatement
+from l2sync_dagster.providers.graph.batch import BatchRequest, BatchResult
+from l2sync_dagster.providers.graph.client import DEFAULT_GRAPH_URL, GraphClient, GraphError
+from l2sync_dagster.providers.graph.delta import DeltaResult
+from l2sync_dagster.providers.graph.throttle import RetryPolicy
+from l2sync_dagster.providers.graph.values import format_datetime, parse_datetime
+from l2sync_dagster.providers.msauth import MicrosoftAuth, scope_for
+
+log = logging.getLogger("l2sync.providers.exchange.graph")
+
+PREFER_UTC = 'outlook.timezone="UTC"'
+PREFER_TEXT = 'outlook.body-content-type="text"'
+DEFAULT_PAST = dt.timedelta(days=365)
+DEFAULT_FUTURE = dt.timedelta(days=730)
+EVENT_TIME_FIELDS = ("Start", "End", "IsAllDayEvent", "StartTimeZone", "EndTimeZone",
+                     "Recurrence")
+
+
+class GraphBackend(ExchangeBackend):
+    """Exchange Online through Microsoft Graph (see the module docstring)."""
+
+    name = "graph"
+
+    def __init__(self, settings: ExchangeSettings) -> None:
+        super().__init__(settings)
+        self._client: GraphClient | None = None
+        self._folders: dict[str, list[Folder]] = {}
+
+    # -- plumbing ----------------------------------------------------------------------------
+
+    @property
+    def graph_url(self) -> str:
+        """The Graph endpoint: GraphURL, else URL, else Microsoft's."""
+        cs = self.settings.cs
+        url = (cs.get("GraphURL") if "GraphURL" in cs else None) or self.settings.url
+        return (url or DEFAULT_GRAPH_URL).rstrip("/")
+
+    @property
+    def client(self) -> GraphClient:
+        """The Graph client (created on first use; no I/O before)."""
+        if self._client is None:
+            url = self.graph_url
+            auth = MicrosoftAuth.from_connection_string(self.settings.cs, scope=scope_for(url),
+                                                        base_dir=self.settings.base_dir)
+            retry = RetryPolicy(max_retry_after_s=max(self.settings.max_retry_wait_s, 1.0))
+            self._client = GraphClient(url, auth, retry=retry)
+        return self._client
+
+    @property
+    def user(self) -> str:
+        """The mailbox path (``/users/<email>``)."""
+        return f"/users/{quote(self.settings.email)}"
+
+    def stats(self) -> dict[str, Any]:
+        """HTTP requests sent to Graph and seconds spent waiting for throttling."""
+        return self.client.stats() if self._client else {"requests": 0, "throttle_wait_s": 0.0}
+
+    def close(self) -> None:
+        """Close the HTTP connections."""
+        if self._client is not None:
+            self._client.close()
+
+    def max_batch_size(self) -> int:
+        """Changes per apply() call (sent as $batch requests of 20)."""
+        return max(self.settings.batch_size, 20)
+
+    def _fields(self, stmt: SelectStatement) -> dict[str, GraphField]:
+        mapping = GRAPH_FIELDS.get(stmt.item_type.name)
+        if mapping is None:
+            raise ProviderError(f"exchange (Graph): {stmt.item_type.name} items have no "
+                                "Microsoft Graph API; use Backend=ews for them")
+        return mapping
+
+    def _get(self, path: str, **kw: Any) -> Any:
+        return self.client.get(path, mailbox=self.settings.email, **kw)
+
+    def _mailbox_error(self, exc: GraphError) -> ProviderError:
+        if exc.status == 404 and exc.code in {"ErrorInvalidUser", "ResourceNotFound",
+                                               "MailboxNotEnabledForRESTAPI", "Request_"
+                                               "ResourceNotFound"}:
+            return ProviderError(f"exchange (Graph): mailbox {self.settings.email} not found "
+                                 f"({exc.code}: {exc.graph_message})")
+        if exc.status in {401, 403}:
+            return ProviderError(f"exchange (Graph): not authorized for mailbox "
+                                 f"{self.settings.email} ({exc.code}: {exc.graph_message}); "
+                                 "the app needs Contacts/Calendars/Tasks/Mail permissions")
+        return exc
+
+    # -- scope resolution --------------------------------------------------------------------
+
+    def folders(self, stmt: SelectStatement) -> list[Folder]:
+        """The collections the statement's scope covers (cached per statement)."""
+        key = stmt.scope.text + "|" + stmt.item_type.name
+        if key not in self._folders:
+            self._fields(stmt)
+            try:
+                resolver = FolderResolver(self.client, self.settings.email)
+                self._folders[key] = resolver.resolve(stmt)
+            except GraphError as exc:
+                raise self._mailbox_error(exc) from exc
+        return self._folders[key]
+
+    # -- verify ------------------------------------------------------------------------------
+
+    def verify(self, stmt: SelectStatement) -> str:
+        """Open the mailbox and the scope's folder(s); ProviderError saying what failed."""
+        try:
+            folders = self.folders(stmt)
+            first = folders[0]
+            params: dict[str, Any] = {"$top": 1}
+            if stmt.item_type.name == "CalendarItem":
+                start, end = self._calendar_window(stmt, None)
+                params.update(startDateTime=format_datetime(start),
+                              endDateTime=format_datetime(end))
+            self._get(first.list_path, params=params)
+        except GraphError as exc:
+            raise self._mailbox_error(exc) from exc
+        missing = [f.name for f in stmt.fields if f.name not in self._fields(stmt)]
+        note = (f"; not available through Graph (read as empty): {', '.join(missing)}"
+                if missing else "")
+        return (f"Graph mailbox {self.settings.email}: {len(folders)} folder(s) for "
+                f"{stmt.scope.text} via {self.graph_url}{note}")
+
+    # -- reads -------------------------------------------------------------------------------
+
+    def _select(self, stmt: SelectStatement) -> list[str]:
+        mapping = self._fields(stmt)
+        props = {"id", "lastModifiedDateTime"}
+        for f in stmt.fields:
+            spec = mapping.get(f.name)
+            if spec is not None:
+                props.update(spec.select)
+        for cond in stmt.where:
+            spec = mapping.get(cond.field)
+            if spec is not None:
+                props.update(spec.select)
+        if stmt.item_type.name == "CalendarItem":
+            props.update({"type", "seriesMasterId", "isAllDay", "originalStartTimeZone"})
+        if stmt.item_type.name == "Contact":
+            props.add("parentFolderId")
+        return sorted(props)
+
+    def _headers(self, stmt: SelectStatement, *, text_body: bool) -> dict[str, str]:
+        prefer = [f"odata.maxpagesize={self.settings.page_size}"]
+        if stmt.item_type.name in {"CalendarItem", "Task", "Message"}:
+            prefer.append(PREFER_UTC)
+        if text_body:
+            prefer.append(PREFER_TEXT)
+        return {"Prefer": ", ".join(prefer)}
+
+    def _body_modes(self, stmt: SelectStatement) -> tuple[bool, bool]:
+        """(read the delta with a text body, fetch text bodies separately)."""
+        names = {f.name for f in stmt.fields}
+        if stmt.item_type.name == "Contact":
+            return False, False
+        wants_text = "Body.Plaintext" in names
+        wants_html = "Body" in names
+        return wants_text and not wants_html, wants_text and wants_html
+
+    def _calendar_window(self, stmt: SelectStatement,
+                         window: Window | None) -> tuple[dt.datetime, dt.datetime]:
+        now = dt.datetime.now(dt.UTC).replace(microsecond=0)
+        start, end = now - DEFAULT_PAST, now + DEFAULT_FUTURE
+        for cond in stmt.where:
+            if cond.field in {"Start", "End"} and isinstance(cond.value, dt.datetime | dt.date):
+                value = cond.value
+                if not isinstance(value, dt.datetime):
+                    value = dt.datetime(value.year, value.month, value.day, tzinfo=dt.UTC)
+                if value.tzinfo is None:
+                    value = value.replace(tzinfo=dt.UTC)
+                if cond.op in {">", ">="}:
+                    start = value
+                elif cond.op in {"<", "<="}:
+                    end = value
+        if window is not None:
+            lo, hi = window
+            if lo is not None:
+                start = parse_datetime(format_datetime(lo)) or start
+            if hi is not None:
+                end = parse_datetime(format_datetime(hi)) or end
+        return start, end
+
+    def _signature(self, stmt: SelectStatement) -> str:
+        text = json.dumps([stmt.item_type.name, stmt.scope.text, self._select(stmt),
+                           [e.column for e in stmt.extended], self._body_modes(stmt)])
+        return hashlib.sha1(text.encode()).hexdigest()[:16]
+
+    def read(self, stmt: SelectStatement, cursor: str | None = None,
+             window: Window | None = None, window_field: str | None = None) -> ReadResult:
+        """Every item of the scope (plus a cursor), or the changes since ``cursor``."""
+        folders = self.folders(stmt)
+        links: dict[str, str] = {}
+        if cursor and window is None:
+            try:
+                state = json.loads(cursor)
+                if state.get("sig") == self._signature(stmt):
+                    links = dict(state.get("links") or {})
+                else:
+                    log.info("select statement changed since the cursor; reading everything")
+            except (ValueError, AttributeError):
+                log.warning("ignoring a cursor that is not a Graph delta state")
+        delta_text, separate_text = self._body_modes(stmt)
+        headers = self._headers(stmt, text_body=delta_text)
+        params = self._delta_params(stmt, window)
+        items: list[tuple[Folder, dict[str, Any]]] = []
+        removed: list[str] = []
+        complete = True
+        new_links: dict[str, str] = {}
+        for folder in folders:
+            if window is not None:
+                listed = self._list_window(stmt, folder, window, window_field, headers)
+                items.extend((folder, it) for it in listed)
+                complete = False
+                continue
+            try:
+                result = self.client.delta(folder.delta, params=params, headers=headers,
+                                           mailbox=self.settings.email,
+                                           delta_link=links.get(folder.id))
+            except GraphError as exc:
+                raise self._mailbox_error(exc) from exc
+            if not result.full:
+                complete = False
+            removed.extend(result.removed)
+            new_links[folder.id] = result.delta_link or ""
+            items.extend((folder, it) for it in self._expand_series(stmt, folder, result))
+        self._load_extended(stmt, items)
+        if separate_text:
+            self._load_text_bodies(stmt, items)
+        records, out_of_scope = self._records(stmt, items)
+        if complete:
+            records = top(stmt, records)
+            deleted: list[str] = []
+        else:
+            deleted = list(dict.fromkeys(removed + out_of_scope))
+        frame = records_frame(stmt, records)
+        if window is not None:
+            return ReadResult(frame, complete=False, cursor=cursor)
+        new_cursor = json.dumps({"sig": self._signature(stmt), "links": new_links})
+        present = None
+        if not complete and removed and stmt.item_type.name == "CalendarItem":
+            # calendarView delta reports a deleted series as its occurrences: list what is
+            # still there so that the series master's deletion is seen too
+            present = self._calendar_keys(stmt, folders[0])
+            deleted = [k for k in deleted if k not in set(present)]
+        return ReadResult(frame, complete=complete, deleted=deleted, cursor=new_cursor,
+                          present_keys=present)
+
+    def _calendar_keys(self, stmt: SelectStatement, folder: Folder) -> pd.Index:
+        """Keys of every event (single, series master) in the calendar window."""
+        start, end = self._calendar_window(stmt, None)
+        params = {"startDateTime": format_datetime(start), "endDateTime": format_datetime(end),
+                  "$select": "id,type,seriesMasterId", "$top": 1000}
+        keys: dict[str, None] = {}
+        for item in self.client.items(folder.list_path, params=params,
+                                      mailbox=self.settings.email):
+            master = item.get("seriesMasterId")
+            if item.get("type") in {"occurrence", "exception"} and master:
+                keys[str(master)] = None
+            else:
+                keys[str(item["id"])] = None
+        return pd.Index(list(keys), name=KEY_INDEX, dtype=object)
+
+    def _delta_params(self, stmt: SelectStatement, window: Window | None) -> dict[str, Any]:
+        if stmt.item_type.name == "CalendarItem":
+            start, end = self._calendar_window(stmt, window)
+            return {"startDateTime": format_datetime(start), "endDateTime": format_datetime(end)}
+        if stmt.item_type.name == "Task":
+            return {}
+        return {"$select": ",".join(self._select(stmt))}
+
+    def _list_window(self, stmt: SelectStatement, folder: Folder, window: Window,
+                     window_field: str | None, headers: dict[str, str]) -> list[dict[str, Any]]:
+        if stmt.item_type.name == "CalendarItem" and window_field in {None, "Start", "End"}:
+            start, end = self._calendar_window(stmt, window)
+            params = {"startDateTime": format_datetime(start),
+                      "endDateTime": format_datetime(end)}
+            return list(self.client.items(folder.list_path, params=params, headers=headers,
+                                          mailbox=self.settings.email))
+        found = list(self.client.items(folder.list_path, headers=headers,
+                                       mailbox=self.settings.email))
+        spec = self._fields(stmt).get(window_field or "")
+        if spec is None:
+            raise ProviderError(f"exchange (Graph): cannot window on {window_field!r}")
+        lo, hi = window
+        lo_dt = parse_datetime(format_datetime(lo)) if lo is not None else None
+        hi_dt = parse_datetime(format_datetime(hi)) if hi is not None else None
+        out = []
+        for item in found:
+            value = spec.read(item)
+            if isinstance(value, dt.date) and not isinstance(value, dt.datetime):
+                value = dt.datetime(value.year, value.month, value.day, tzinfo=dt.UTC)
+            if value is None or (lo_dt and value < lo_dt) or (hi_dt and value >= hi_dt):
+                continue
+            out.append(item)
+        return out
+
+    def _expand_series(self, stmt: SelectStatement, folder: Folder,
+                       result: DeltaResult) -> list[dict[str, Any]]:
+        """Calendar: occurrences and exceptions are reported as their series master."""
+        if stmt.item_type.name != "CalendarItem":
+            return result.items
+        out: dict[str, dict[str, Any]] = {}
+        masters: set[str] = set()
+        for item in result.items:
+            kind = item.get("type")
+            if kind in {"occurrence", "exception"} and item.get("seriesMasterId"):
+                masters.add(str(item["seriesMasterId"]))
+            else:
+                out[str(item["id"])] = item
+        missing = [m for m in masters if m not in out]
+        if missing:
+            reqs = [BatchRequest(f"m{i}", "GET", f"{folder.items}/{m}",
+                                 headers={"Prefer": PREFER_UTC})
+                    for i, m in enumerate(missing)]
+            for res in self.client.batch(reqs, mailbox=self.settings.email):
+                if res.ok and isinstance(res.body, dict):
+                    out[str(res.body["id"])] = res.body
+                elif res.status != 404:
+                    raise ProviderError(f"exchange (Graph): reading a series master failed: "
+                                        f"{res.error()}")
+        return list(out.values())
+
+    def _extended_expand(self, stmt: SelectStatement) -> str:
+        singles = [extended_id(e) for e in stmt.extended if not e.is_array]
+        multis = [extended_id(e) for e in stmt.extended if e.is_array]
+        parts = []
+        for name, ids in (("singleValueExtendedProperties", singles),
+                          ("multiValueExtendedProperties", multis)):
+            if ids:
+                filt = " or ".join(f"id eq '{i}'" for i in ids)
+                parts.append(f"{name}($filter={filt})")
+        return ",".join(parts)
+
+    def _load_extended(self, stmt: SelectStatement,
+                       items: list[tuple[Folder, dict[str, Any]]]) -> None:
+        """Fetch the declared extended properties of the items (20 per $batch)."""
+        if not stmt.extended or not items:
+            return
+        expand = self._extended_expand(stmt)
+        reqs = [BatchRequest(f"x{i}", "GET",
+                             f"{folder.items}/{item['id']}?$select=id&$expand={expand}")
+                for i, (folder, item) in enumerate(items)]
+        for res, (_, item) in zip(self.client.batch(reqs, mailbox=self.settings.email), items,
+                                  strict=True):
+            if res.ok and isinstance(res.body, dict):
+                item["singleValueExtendedProperties"] = res.body.get(
+                    "singleValueExtendedProperties") or []
+                item["multiValueExtendedProperties"] = res.body.get(
+                    "multiValueExtendedProperties") or []
+            elif res.status != 404:
+                raise ProviderError(f"exchange (Graph): reading extended properties failed: "
+                                    f"{res.error()}")
+
+    def _load_text_bodies(self, stmt: SelectStatement,
+                          items: list[tuple[Folder, dict[str, Any]]]) -> None:
+        reqs = [BatchRequest(f"t{i}", "GET", f"{folder.items}/{item['id']}?$select=body",
+                             headers={"Prefer": PREFER_TEXT})
+                for i, (folder, item) in enumerate(items)]
+        for res, (_, item) in zip(self.client.batch(reqs, mailbox=self.settings.email), items,
+                                  strict=True):
+            if res.ok and isinstance(res.body, dict):
+                item["@l2sync.textBody"] = res.body.get("body")
+
+    def _records(self, stmt: SelectStatement, items: list[tuple[Folder, dict[str, Any]]]
+                 ) -> tuple[list[Record], list[str]]:
+        mapping = self._fields(stmt)
+        records: list[Record] = []
+        out_of_scope: list[str] = []
+        for folder, item in items:
+            values: dict[str, Any] = {}
+            for f in stmt.fields:
+                if f.name == "FolderPath":
+                    values[f.name] = folder.path or None
+                    continue
+                if f.name == "ItemClass":
+                    values[f.name] = stmt.item_type.item_class
+                    continue
+                spec = mapping.get(f.name)
+                try:
+                    values[f.name] = spec.read(item) if spec else None
+                except (TypeError, ValueError, KeyError) as exc:
+                    log.warning("cannot read %s of an item: %s", f.name, exc)
+                    values[f.name] = None
+            ext = {p.get("id", "").lower(): p.get("value")
+                   for p in (item.get("singleValueExtendedProperties") or [])
+                   + (item.get("multiValueExtendedProperties") or [])}
+            for e in stmt.extended:
+                try:
+                    values[e.column] = extended_value_read(e, ext.get(extended_id(e).lower()))
+                except (TypeError, ValueError):
+                    values[e.column] = None
+            key = str(item["id"])
+            if not matches(stmt, mapping, item, values):
+                out_of_scope.append(key)
+                continue
+            records.append(Record(key, item.get("@odata.etag") or item.get("changeKey"),
+                                  parse_datetime(item.get("lastModifiedDateTime")), values))
+        return records, out_of_scope
+
+    # -- probe -------------------------------------------------------------------------------
+
+    def probe(self, stmt: SelectStatement, cursor: str | None = None) -> str:
+        """One page of one item per folder from the stored delta links (nothing stored)."""
+        folders = self.folders(stmt)
+        links: dict[str, str] = {}
+        if cursor:
+            try:
+                links = dict(json.loads(cursor).get("links") or {})
+            except (ValueError, AttributeError):
+                links = {}
+        parts: list[Any] = []
+        for folder in folders:
+            link = links.get(folder.id)
+            if link:
+                try:
+                    page = self._get(link, headers={"Prefer": "odata.maxpagesize=1"})
+                except GraphError as exc:
+                    if exc.status != 410:
+                        raise
+                    parts.append(["resync", folder.id])
+                    continue
+                entries = page.get("value", [])
+                if not entries:
+                    parts.append(["same", link])
+                else:
+                    e = entries[0]
+                    parts.append(["changed", e.get("id"), e.get("@odata.etag"),
+                                  "@removed" in e, bool(page.get("@odata.nextLink"))])
+            else:
+                params: dict[str, Any] = {"$top": 1, "$select": "id,lastModifiedDateTime",
+                                          "$orderby": "lastModifiedDateTime desc"}
+                if stmt.item_type.name == "CalendarItem":
+                    start, end = self._calendar_window(stmt, None)
+                    params = {"$top": 1, "startDateTime": format_datetime(start),
+                              "endDateTime": format_datetime(end)}
+                if stmt.item_type.name == "Task":
+                    params = {"$top": 1}
+                page = self._get(folder.list_path, params=params)
+                first = (page.get("value") or [{}])[0]
+                parts.append(["top", first.get("id"), first.get("lastModifiedDateTime")])
+        return "graph:" + hashlib.sha256(json.dumps(parts).encode()).hexdigest()[:24]
+
+    # -- writes ------------------------------------------------------------------------------
+
+    def apply(self, stmt: SelectStatement, changes: Sequence[Change]) -> list[Outcome]:
+        """Inserts, updates and deletes through $batch; one Outcome per change."""
+        folders = self.folders(stmt)
+        target = folders[0]
+        mapping = self._fields(stmt)
+        kind = stmt.item_type.name
+        # an item of a multi-folder scope is addressed through the mailbox-wide collection
+        items = target.items if len(folders) == 1 else {
+            "Contact": f"{self.user}/contacts", "Message": f"{self.user}/messages"}.get(
+                kind, target.items)
+        current = self._current(stmt, items, changes)
+        outcomes: dict[int, Outcome] = {}
+        reqs: list[BatchRequest] = []
+        index: dict[str, int] = {}
+        for i, ch in enumerate(changes):
+            rid = f"w{i}"
+            try:
+                if ch.op == "delete":
+                    req = BatchRequest(rid, "DELETE", f"{items}/{ch.key}",
+                                       headers=self._if_match(ch))
+                else:
+                    if kind == "Message" and ch.op == "insert":
+                        raise ValueError("new messages cannot be created through Graph "
+                                         "(read, update and delete only)")
+                    body = self._body(stmt, mapping, ch, current.get(ch.key or "", {}))
+                    if ch.op == "insert":
+                        req = BatchRequest(rid, "POST", target.create, body=body)
+                    else:
+                        req = BatchRequest(rid, "PATCH", f"{items}/{ch.key}",
+                                           body=body, headers=self._if_match(ch))
+            except (ValueError, TypeError, KeyError) as exc:
+                outcomes[i] = Outcome(ch.ref, False, key=ch.key, error=str(exc))
+                continue
+            reqs.append(req)
+            index[rid] = i
+        results = self.client.batch(reqs, mailbox=self.settings.email) if reqs else []
+        for res in results:
+            i = index[res.id]
+            outcomes[i] = self._outcome(changes[i], res)
+        return [outcomes[i] for i in range(len(changes))]
+
+    @staticmethod
+    def _if_match(ch: Change) -> dict[str, str]:
+        return {"If-Match": ch.version} if ch.version else {}
+
+    @staticmethod
+    def _outcome(ch: Change, res: BatchResult) -> Outcome:
+        body = res.body if isinstance(res.body, dict) else {}
+        if ch.op == "delete" and (res.ok or res.status == 404):
+            return Outcome(ch.ref, True, key=ch.key)
+        if res.ok:
+            key = str(body.get("id")) if ch.op == "insert" else ch.key
+            return Outcome(ch.ref, True, key=key, version=body.get("@odata.etag"))
+        message = res.error()
+        if res.status == 412:
+            message = f"the item was changed by someone else since it was read; {message}"
+        return Outcome(ch.ref, False, key=ch.key, error=message)
+
+    def _current(self, stmt: SelectStatement, items: str,
+                 changes: Sequence[Change]) -> dict[str, dict[str, Any]]:
+        """Items whose update touches list/complex fields: their current values."""
+        mapping = self._fields(stmt)
+        keys = []
+        props: set[str] = {"id"}
+        for ch in changes:
+            if ch.op != "update" or not ch.key:
+                continue
+            needs = [n for n in ch.values if (mapping.get(n) and mapping[n].needs_current)
+                     or (stmt.item_type.name == "CalendarItem" and n in EVENT_TIME_FIELDS)]
+            if needs:
+                keys.append(ch.key)
+                for n in needs:
+                    props.update(mapping[n].select if n in mapping else ())
+                if stmt.item_type.name == "CalendarItem":
+                    props.update({"start", "end", "isAllDay", "originalStartTimeZone",
+                                  "originalEndTimeZone", "recurrence"})
+        if not keys:
+            return {}
+        select = ",".join(sorted(props))
+        reqs = [BatchRequest(f"c{i}", "GET", f"{items}/{k}?$select={select}",
+                             headers={"Prefer": PREFER_UTC})
+                for i, k in enumerate(keys)]
+        out = {}
+        for k, res in zip(keys, self.client.batch(reqs, mailbox=self.settings.email),
+                          strict=True):
+            if res.ok and isinstance(res.body, dict):
+                out[k] = res.body
+        return out
+
+    def _body(self, stmt: SelectStatement, mapping: dict[str, GraphField], ch: Change,
+              current: dict[str, Any]) -> dict[str, Any]:
+        body: dict[str, Any] = {}
+        event_values: dict[str, Any] = {}
+        for name, value in ch.values.items():
+            ext = stmt.extended_by_column(name)
+            if ext is not None:
+                key = ("multiValueExtendedProperties" if ext.is_array
+                       else "singleValueExtendedProperties")
+                converted = extended_value_write(ext, value)
+                if converted is None and ch.op == "insert":
+                    continue
+                body.setdefault(key, []).append({"id": extended_id(ext), "value": converted})
+                continue
+            if stmt.item_type.name == "CalendarItem" and name in EVENT_TIME_FIELDS:
+                event_values[name] = value
+                continue
+            spec = mapping.get(name)
+            if spec is None or spec.write is None:
+                if value is None:
+                    continue
+                raise ValueError(f"{name} cannot be written through Graph"
+                                 + ("" if spec else " (Graph has no such property)"))
+            spec.write(body, value, current)
+        if event_values:
+            self._event_times(body, event_values, current, ch.op == "insert")
+        if ch.op == "insert":
+            body = {k: v for k, v in body.items() if v is not None}
+        return body
+
+    @staticmethod
+    def _event_times(body: dict[str, Any], values: dict[str, Any], current: dict[str, Any],
+                     insert: bool) -> None:
+        """Start/End/IsAllDayEvent/time zones/Recurrence, which depend on each other."""
+        all_day = values.get("IsAllDayEvent")
+        if all_day is None and "IsAllDayEvent" not in values:
+            all_day = bool(current.get("isAllDay"))
+        all_day = bool(all_day) and str(all_day).lower() not in {"false", "0"}
+        zone = values.get("StartTimeZone") or current.get("originalStartTimeZone")
+        end_zone = values.get("EndTimeZone") or current.get("originalEndTimeZone") or zone
+        if "IsAllDayEvent" in values:
+            body["isAllDay"] = all_day
+
+        def existing(which: str) -> Any:
+            raw = current.get(which)
+            if isinstance(raw, dict) and raw.get("dateTime"):
+                return event_start(current, which)
+            return None
+
+        touched = {"Start", "End", "IsAllDayEvent", "StartTimeZone", "EndTimeZone"} & set(values)
+        if touched:
+            start = values["Start"] if "Start" in values else existing("start")
+            end = values["End"] if "End" in values else existing("end")
+            if start is not None:
+                body["start"] = dtz_body(start, zone, all_day)
+            if end is not None:
+                body["end"] = dtz_body(end, end_zone if not all_day else zone, all_day)
+        if "Recurrence" in values:
+            body["recurrence"] = recurrence_to_graph(values["Recurrence"], zone)

@@ -1,0 +1,162 @@
+"""Where the Graph backend's items live: the select statement's scope resolved to Graph
+collections (contact folders, the calendar, a To Do list, mail folders).
+
+Contacts: the default folder is ``contactFolders/contacts`` (Exchange Online's well-known
+name), else ``/contacts``; subfolders by display name through ``/contactFolders`` and
+``childFolders``. Mail: well-known folder names, subfolders through ``childFolders``. Tasks:
+``Tasks`` is the To Do list whose ``wellknownListName`` is ``defaultList``, ``Tasks/<name>``
+another list. Calendar: the default calendar (``calendarView`` for reads, ``/events`` for
+writes). Wildcards (``*``, ``?``) and ``/**`` recursion as in the EWS backend.
+"""
+
+import fnmatch
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import quote
+
+from l2sync_dagster.providers.base import ProviderError
+from l2sync_dagster.providers.exchange.select import SelectStatement
+from l2sync_dagster.providers.graph.client import GraphClient, GraphError
+
+#: mail folders Graph knows by well-known name
+MAIL_FOLDERS = {"inbox": "inbox", "sentitems": "sentitems", "drafts": "drafts",
+                "deleteditems": "deleteditems", "junkemail": "junkemail", "outbox": "outbox",
+                "msgfolderroot": "msgfolderroot"}
+
+
+@dataclass(frozen=True)
+class Folder:
+    """One collection of the scope: where to read (delta), create, and address its items."""
+
+    id: str
+    path: str  # relative to the scope's root ("" for the root)
+    delta: str  # path of the delta query
+    create: str  # POST target for new items
+    items: str  # prefix of an item's path: f"{items}/{item_id}"
+    list_path: str  # a plain (non-delta) listing, for windows and probes
+
+
+class FolderResolver:
+    """Resolves a scope to :class:`Folder` objects for one mailbox."""
+
+    def __init__(self, client: GraphClient, email: str) -> None:
+        self.client = client
+        self.email = email
+        self.user = f"/users/{quote(email)}"
+
+    def resolve(self, stmt: SelectStatement) -> list[Folder]:
+        """The folders (collections) of the statement's scope."""
+        kind = stmt.item_type.name
+        scope = stmt.scope
+        u = self.user
+        if kind == "CalendarItem":
+            if scope.segments:
+                raise ProviderError("exchange (Graph): calendar scopes other than the default "
+                                    "Calendar are not supported by the Graph backend")
+            return [Folder("calendar", "", f"{u}/calendarView/delta", f"{u}/events",
+                           f"{u}/events", f"{u}/calendarView")]
+        if kind == "Task":
+            return [self._todo_list(stmt)]
+        if kind == "Contact":
+            return self._walk(stmt, self._default_contacts(), f"{u}/contactFolders",
+                              "contactFolders")
+        # messages
+        root_name = MAIL_FOLDERS.get(scope.root.lower())
+        if root_name is None:
+            raise ProviderError(f"exchange (Graph): {scope.root} is not a mail folder")
+        root = self._mail_folder(root_name, "")
+        return self._walk(stmt, root, f"{u}/mailFolders", "mailFolders")
+
+    def _default_contacts(self) -> Folder:
+        """The default Contacts folder: by its well-known name ``contacts`` when the server
+        knows it (Exchange Online does), else through ``/contacts`` (same folder)."""
+        u = self.user
+        try:
+            folder = self.client.get(f"{u}/contactFolders/contacts", params={"$select": "id"},
+                                     mailbox=self.email)
+        except GraphError as exc:
+            if exc.status not in {400, 404}:
+                raise
+            return Folder("contacts", "", f"{u}/contacts/delta", f"{u}/contacts",
+                          f"{u}/contacts", f"{u}/contacts")
+        root = self._contact_folder(str(folder["id"]), "")
+        return Folder("contacts", "", root.delta, f"{u}/contacts", f"{u}/contacts",
+                      root.list_path)
+
+    def _mail_folder(self, folder_id: str, path: str) -> Folder:
+        u = self.user
+        base = f"{u}/mailFolders/{folder_id}"
+        return Folder(folder_id, path, f"{base}/messages/delta", f"{base}/messages",
+                      f"{u}/messages", f"{base}/messages")
+
+    def _contact_folder(self, folder_id: str, path: str) -> Folder:
+        u = self.user
+        base = f"{u}/contactFolders/{folder_id}"
+        return Folder(folder_id, path, f"{base}/contacts/delta", f"{base}/contacts",
+                      f"{u}/contacts", f"{base}/contacts")
+
+    def _children(self, collection: str, folder: Folder) -> list[dict[str, Any]]:
+        if collection == "contactFolders" and folder.id == "contacts":
+            path = f"{self.user}/contactFolders"  # the folders under the default one
+        else:
+            path = f"{self.user}/{collection}/{folder.id}/childFolders"
+        return list(self.client.items(path, params={"$select": "id,displayName"},
+                                      mailbox=self.email))
+
+    def _walk(self, stmt: SelectStatement, root: Folder, base: str,
+              collection: str) -> list[Folder]:
+        make = self._contact_folder if collection == "contactFolders" else self._mail_folder
+        current = [root]
+        for segment in stmt.scope.segments:
+            found: list[Folder] = []
+            for folder in current:
+                children = self._children(collection, folder)
+                for child in children:
+                    name = str(child.get("displayName", ""))
+                    if fnmatch.fnmatchcase(name.lower(), segment.lower()):
+                        path = f"{folder.path}/{name}".lstrip("/")
+                        found.append(make(str(child["id"]), path))
+                if not found and not stmt.scope.has_wildcards:
+                    names = sorted(str(c.get("displayName")) for c in children)
+                    raise ProviderError(f"exchange (Graph): folder {segment!r} not found in "
+                                        f"{folder.path or stmt.scope.root} of "
+                                        f"{self.email}; folders there: "
+                                        f"{', '.join(names) or 'none'}")
+            current = found
+        if stmt.scope.recursive:
+            out: list[Folder] = []
+            queue = list(current)
+            while queue:
+                folder = queue.pop(0)
+                out.append(folder)
+                for child in self._children(collection, folder):
+                    path = f"{folder.path}/{child.get('displayName')}".lstrip("/")
+                    queue.append(make(str(child["id"]), path))
+            current = out
+        if not current:
+            raise ProviderError(f"exchange (Graph): no folder matches {stmt.scope.text!r} in "
+                                f"{self.email}")
+        return current
+
+    def _todo_list(self, stmt: SelectStatement) -> Folder:
+        lists = list(self.client.items(f"{self.user}/todo/lists",
+                                       mailbox=self.email))
+        segments = stmt.scope.segments
+        if stmt.scope.recursive or len(segments) > 1:
+            raise ProviderError("exchange (Graph): To Do lists have no subfolders; use Tasks "
+                                "or Tasks/<list name>")
+        if segments:
+            found = [x for x in lists
+                     if fnmatch.fnmatchcase(str(x.get("displayName", "")).lower(),
+                                            segments[0].lower())]
+        else:
+            found = [x for x in lists if x.get("wellknownListName") == "defaultList"]
+        if len(found) != 1:
+            names = sorted(str(x.get("displayName")) for x in lists)
+            what = segments[0] if segments else "the default task list"
+            raise ProviderError(f"exchange (Graph): To Do list {what!r} not found (or not "
+                                f"unique) in {self.email}; lists: {', '.join(names)}")
+        lst = found[0]
+        base = f"{self.user}/todo/lists/{lst['id']}/tasks"
+        path = "" if not segments else str(lst.get("displayName"))
+        return Folder(str(lst["id"]), path, f"{base}/delta", base, base, base)

@@ -1,0 +1,320 @@
+"""Microsoft Entra ID (Azure AD) authentication through msal, shared by every Microsoft provider.
+
+Connection-string keys (Layer2 style): ``TenantId``, ``ClientId`` with ``ClientSecret=env:VAR``
+or ``CertificatePath`` (a PEM file holding the certificate and its private key; optional
+``CertificateThumbprint``, otherwise computed), or ``User`` with ``Password=env:VAR`` for
+``Authentication=Microsoft_Modern`` / ``microsoft_modern_crm`` (the resource-owner password
+flow of a public client). ``Authority`` overrides ``https://login.microsoftonline.com/<TenantId>``
+and ``CABundle`` names a PEM file of certificate authorities to trust.
+
+``CABundle`` is honoured even when ``REQUESTS_CA_BUNDLE`` / ``CURL_CA_BUNDLE`` are set: requests
+normally lets those variables replace ``Session.verify`` (``merge_environment_settings``), so the
+session used here keeps its own ``verify`` whatever the environment says.
+"""
+
+import threading
+import warnings
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import msal
+import requests
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+
+from l2sync_dagster.providers.base import ProviderError
+from l2sync_dagster.spec.connection_string import ConnectionString, ConnectionStringError
+
+DEFAULT_AUTHORITY_HOST = "https://login.microsoftonline.com"
+#: Authentication values that mean "user name and password" (Layer2's names)
+PASSWORD_AUTHENTICATIONS = frozenset({"microsoft_modern", "microsoft_modern_crm", "password"})
+#: Authentication values that mean "the app registration itself"
+APP_AUTHENTICATIONS = frozenset({"clientcredentials", "client_credentials", "app", "certificate",
+                                 "clientsecret", "client_secret"})
+TIMEOUT_S = 60
+
+
+class PinnedVerifySession(requests.Session):
+    """A requests session whose ``verify`` the environment cannot override.
+
+    requests' ``merge_environment_settings`` replaces a request's ``verify=None`` by
+    ``REQUESTS_CA_BUNDLE`` before it merges the session's ``verify``, so a session-level CA
+    bundle silently loses to the variable. Here a request without its own ``verify`` uses the
+    session's. Proxies and netrc still come from the environment as usual.
+    """
+
+    def merge_environment_settings(self, url: Any, proxies: Any, stream: Any, verify: Any,
+                                   cert: Any) -> dict[str, Any]:
+        """As in requests, except that ``verify=None`` means the session's ``verify``."""
+        if verify is None:
+            verify = self.verify
+        return super().merge_environment_settings(url, proxies, stream, verify, cert)
+
+
+def make_session(ca_bundle: str | None) -> requests.Session:
+    """A session trusting ``ca_bundle`` (when given) regardless of ``REQUESTS_CA_BUNDLE``."""
+    session = PinnedVerifySession()
+    if ca_bundle:
+        session.verify = ca_bundle
+    return session
+
+
+def scope_for(url: str) -> str:
+    """The ``.default`` scope of the resource at ``url`` (``scheme://host[:port]/.default``)."""
+    parts = urlsplit(url)
+    if not parts.scheme or not parts.netloc:
+        raise ConnectionStringError(f"not an absolute URL: {url!r}")
+    return f"{parts.scheme}://{parts.netloc}/.default"
+
+
+def _load_certificate(path: Path, thumbprint: str | None) -> dict[str, str]:
+    """msal's client_credential for a PEM file holding the certificate and its private key."""
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise ConnectionStringError(f"CertificatePath: cannot read {path}: {exc.strerror}") from exc
+    try:
+        cert = x509.load_pem_x509_certificate(data)
+        key = serialization.load_pem_private_key(data, password=None)
+    except (ValueError, TypeError) as exc:
+        raise ConnectionStringError(
+            f"CertificatePath: {path} must be a PEM file with the certificate and an unencrypted "
+            f"private key ({exc})"
+        ) from exc
+    key_pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                serialization.NoEncryption()).decode()
+    cert_pem = cert.public_bytes(serialization.Encoding.PEM).decode()
+    credential = {"private_key": key_pem, "public_certificate": cert_pem}
+    if thumbprint:
+        # an explicit thumbprint is the SHA-1 one the portal shows; check it matches the file
+        computed = cert.fingerprint(hashes.SHA1()).hex()
+        if thumbprint.replace(":", "").lower() != computed:
+            raise ConnectionStringError(
+                f"CertificateThumbprint does not match the certificate in {path} "
+                f"(its SHA-1 thumbprint is {computed.upper()})"
+            )
+        credential = {"private_key": key_pem, "thumbprint": computed.upper()}
+    return credential
+
+
+def _skip_user_realm_discovery(authority: str) -> None:
+    """Let ROPC go straight to the token endpoint of a non-Microsoft authority.
+
+    msal builds the user-realm URL from the authority's host name *without its port*
+    (``https://{instance}/common/userrealm/...``), so for ``https://127.0.0.1:8443/tenant`` it
+    would ask port 443. msal keeps a class-level set of hosts known to have no user-realm
+    endpoint (it adds a host there after a 404); registering the host up front uses that
+    mechanism. Federated (ADFS/WS-Trust) realms exist only behind Microsoft's hosts.
+    """
+    host = (urlsplit(authority).hostname or "").lower()
+    if host:
+        msal.authority.Authority._domains_without_user_realm_discovery.add(host)
+
+
+class MicrosoftAuth:
+    """Access tokens for one resource (``scope``) from Entra ID, cached and refreshed by msal."""
+
+    KEYS: frozenset[str] = frozenset({
+        "TenantId", "ClientId", "ClientSecret", "CertificatePath", "CertificateThumbprint",
+        "User", "Password", "Authentication", "Authority", "CABundle",
+    })
+
+    def __init__(self, *, scope: str, authority: str, client_id: str,
+                 client_credential: Any = None, user: str | None = None,
+                 password: Any = None, ca_bundle: str | None = None) -> None:
+        self.scope = scope
+        self.authority = authority
+        self.client_id = client_id
+        self.user = user
+        self.ca_bundle = ca_bundle
+        self._credential = client_credential
+        self._password = password  # a SecretValue
+        self._lock = threading.Lock()
+        self._app: msal.ClientApplication | None = None
+        self._http = make_session(ca_bundle)
+
+    @property
+    def mode(self) -> str:
+        """``"password"`` (a user signs in) or ``"app"`` (client credentials)."""
+        return "password" if self.user else "app"
+
+    @classmethod
+    def from_connection_string(cls, cs: ConnectionString, *, scope: str,
+                               base_dir: Path | None = None) -> "MicrosoftAuth":
+        """Build from the keys in :attr:`KEYS` (other keys are the caller's business)."""
+        authentication = (cs.get("Authentication") or "").strip().lower()
+        user = cs.get("User")
+        tenant = cs.get("TenantId")
+        client_id = cs.get("ClientId")
+        authority = cs.get("Authority")
+        ca_bundle = cs.get("CABundle")
+        if ca_bundle:
+            ca_path = Path(ca_bundle)
+            if not ca_path.is_absolute() and base_dir is not None:
+                ca_path = base_dir / ca_path
+            if not ca_path.is_file():
+                raise ConnectionStringError(f"CABundle: no such file {ca_path}")
+            ca_bundle = str(ca_path)
+        if authentication == "oauth":
+            authentication = ""  # the exchange provider's OAuth: decided by the keys given
+        if authentication and authentication not in PASSWORD_AUTHENTICATIONS | APP_AUTHENTICATIONS:
+            raise ConnectionStringError(
+                f"Authentication={cs.get('Authentication')} is not supported; use "
+                "Microsoft_Modern (User and Password) or ClientCredentials (ClientId with "
+                "ClientSecret or CertificatePath)"
+            )
+        use_password = authentication in PASSWORD_AUTHENTICATIONS or (
+            not authentication and user and "clientsecret" not in cs
+            and "certificatepath" not in cs)
+        if not client_id:
+            raise ConnectionStringError("missing required key ClientId (the app registration)")
+        if authority:
+            parts = urlsplit(authority)
+            if parts.scheme != "https" or not parts.netloc:
+                raise ConnectionStringError(f"Authority must be an https URL, not {authority!r}")
+            if parts.path.strip("/") == "":
+                if not tenant:
+                    raise ConnectionStringError(
+                        "missing required key TenantId (Authority names no tenant)")
+                authority = f"{parts.scheme}://{parts.netloc}/{tenant}"
+            authority = authority.rstrip("/")
+        else:
+            if not tenant:
+                raise ConnectionStringError("missing required key TenantId")
+            authority = f"{DEFAULT_AUTHORITY_HOST}/{tenant}"
+        if use_password:
+            if not user:
+                raise ConnectionStringError("missing required key User")
+            password = cs.secret("Password")
+            if password is None:
+                raise ConnectionStringError("missing required key Password (Password=env:VAR)")
+            return cls(scope=scope, authority=authority, client_id=client_id, user=user,
+                       password=password, ca_bundle=ca_bundle)
+        secret = cs.secret("ClientSecret")
+        cert_path = cs.get("CertificatePath")
+        if secret is not None and cert_path:
+            raise ConnectionStringError("give either ClientSecret or CertificatePath, not both")
+        if secret is not None:
+            credential: Any = secret
+        elif cert_path:
+            path = Path(cert_path)
+            if not path.is_absolute() and base_dir is not None:
+                path = base_dir / path
+            credential = _load_certificate(path, cs.get("CertificateThumbprint"))
+        else:
+            raise ConnectionStringError(
+                "missing required key ClientSecret (ClientSecret=env:VAR) or CertificatePath, "
+                "or User and Password with Authentication=Microsoft_Modern"
+            )
+        return cls(scope=scope, authority=authority, client_id=client_id,
+                   client_credential=credential, ca_bundle=ca_bundle)
+
+    # -- msal -------------------------------------------------------------------------------
+
+    def _instance_discovery(self) -> bool:
+        host = (urlsplit(self.authority).hostname or "").lower()
+        return host in msal.authority.WELL_KNOWN_AUTHORITY_HOSTS
+
+    def _application(self) -> msal.ClientApplication:
+        if self._app is not None:
+            return self._app
+        common: dict[str, Any] = {
+            "authority": self.authority,
+            "http_client": self._http,
+            "timeout": TIMEOUT_S,
+            "instance_discovery": self._instance_discovery(),
+        }
+        try:
+            if self.user:
+                if not common["instance_discovery"]:
+                    _skip_user_realm_discovery(self.authority)
+                self._app = msal.PublicClientApplication(self.client_id, **common)
+            else:
+                credential = self._credential
+                if hasattr(credential, "reveal"):
+                    credential = credential.reveal()
+                self._app = msal.ConfidentialClientApplication(
+                    self.client_id, client_credential=credential, **common)
+        except requests.RequestException as exc:
+            raise ProviderError(
+                f"cannot reach the authority {self.authority}: {type(exc).__name__}",
+                transient=True) from exc
+        except ValueError as exc:
+            raise ProviderError(f"authority {self.authority} refused: {exc}") from exc
+        return self._app
+
+    def token(self) -> str:
+        """An access token for :attr:`scope`; msal's cache, renewed when it has expired."""
+        with self._lock:
+            return self._token(force_refresh=False)
+
+    def refresh(self) -> str:
+        """A new access token even if the cached one has not expired (after a 401)."""
+        with self._lock:
+            return self._token(force_refresh=True)
+
+    def _token(self, force_refresh: bool) -> str:
+        app = self._application()
+        scopes = [self.scope]
+        try:
+            if self.user:
+                result = None
+                accounts = app.get_accounts(username=self.user)
+                if accounts:
+                    result = app.acquire_token_silent(scopes, account=accounts[0],
+                                                      force_refresh=force_refresh)
+                if not result or "access_token" not in result:
+                    with warnings.catch_warnings():
+                        # msal deprecates ROPC for public clients; Layer2's Microsoft_Modern is it
+                        warnings.simplefilter("ignore", DeprecationWarning)
+                        result = app.acquire_token_by_username_password(
+                            self.user, self._password.reveal(), scopes)
+            else:
+                if force_refresh:
+                    cache = app.token_cache
+                    for at in list(cache.search(msal.TokenCache.CredentialType.ACCESS_TOKEN)):
+                        cache.remove_at(at)
+                result = app.acquire_token_for_client(scopes)
+        except requests.RequestException as exc:
+            raise ProviderError(
+                f"token request to {self.authority} failed: {type(exc).__name__}: "
+                f"{self._scrub(str(exc))}", transient=True) from exc
+        except ValueError as exc:
+            raise ProviderError(f"token request to {self.authority} failed: "
+                                f"{self._scrub(str(exc))}") from exc
+        if not result or "access_token" not in result:
+            raise ProviderError(self._describe_failure(result or {}))
+        return str(result["access_token"])
+
+    def _describe_failure(self, result: dict[str, Any]) -> str:
+        error = result.get("error", "unknown_error")
+        codes = result.get("error_codes") or []
+        code_text = ", ".join(f"AADSTS{c}" for c in codes)
+        description = (result.get("error_description") or "").strip()
+        who = f"user {self.user}" if self.user else f"client {self.client_id}"
+        head = f"sign-in of {who} at {self.authority} failed: {error}"
+        if code_text and code_text not in description:
+            head += f" ({code_text})"
+        if description:
+            head += f": {description.splitlines()[0]}"
+        transient = error in {"temporarily_unavailable", "server_error"}
+        if transient:
+            head += " (temporary; retry later)"
+        return self._scrub(head)
+
+    def _scrub(self, text: str) -> str:
+        """Never let a secret through, whatever the server or a library echoes."""
+        for secret in (self._password, self._credential):
+            value = secret.reveal() if hasattr(secret, "reveal") else None
+            if value and len(value) >= 3:
+                text = text.replace(value, "***")
+        return text
+
+    def session(self) -> requests.Session:
+        """A requests session that trusts ``CABundle`` (not overridable by the environment)."""
+        return make_session(self.ca_bundle)
+
+    def __repr__(self) -> str:
+        return (f"MicrosoftAuth(authority={self.authority!r}, client_id={self.client_id!r}, "
+                f"mode={self.mode!r}, scope={self.scope!r})")
