@@ -228,7 +228,7 @@ def test_insert_into_side_without_generated_key_gets_a_guid():
     plan, pending = reconcile("t", side({"a": {"name": "Ann"}}), side({}, key="rid"),
                               empty_archive(m), m, SyncPolicy())
     (w,) = plan.writes
-    assert w.op == "insert" and len(w.key) == 32 and w.values["rid"] == w.key
+    assert w.op == "insert" and len(w.key) == 36 and w.values["rid"] == w.key
     assert pending[0].target_key == w.key and pending[0].expected_hash != 0
 
 

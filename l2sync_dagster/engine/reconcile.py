@@ -420,7 +420,8 @@ class _Planner:
         if kp is not None and values.get(kp.name) is not None:
             key = str(values[kp.name])
         elif not inp.key_generated:
-            key = uuid.uuid4().hex if inp.key_field else None
+            # A GUID with dashes: Dataverse and OData key literals require that form.
+            key = str(uuid.uuid4()) if inp.key_field else None
             if inp.key_field:
                 native[inp.key_field] = key
         if inp.writable:

@@ -1,0 +1,944 @@
+"""The ``odata`` provider: any OData v4 service (and the base of the ``dataverse`` provider).
+
+Connection string::
+
+    URL=https://services.example.com/odata/People;Authentication=Basic;User=sync;
+    Password=env:ODATA_PASSWORD;Modified=LastModified
+
+Keys:
+
+- ``URL`` (required): the service root followed by the entity set.
+- ``Authentication``: ``None`` (default), ``Basic`` (``User``, ``Password``), ``Bearer``
+  (``Token=env:VAR``) or ``OAuth`` (Microsoft Entra ID client credentials or user/password:
+  ``TenantId``, ``ClientId``, ``ClientSecret``/``CertificatePath`` or ``User``/``Password``,
+  ``Authority``; ``Scope`` defaults to ``<scheme>://<host>/.default``). ``CABundle``: a PEM
+  file of certificate authorities to trust.
+- ``Key``: the key property (default: the entity type's key in ``$metadata``).
+- ``Modified``: a last-modified property; incremental reads filter ``Modified ge <watermark>``
+  (without it every read is a complete read).
+- ``KeyGeneration``: ``server`` (default; the service makes the key of a new record) or
+  ``client`` (the sync makes the key, a GUID for ``Edm.Guid`` keys, and sends it with the
+  POST: an insert whose answer was lost is then recognised on the re-run).
+- ``Batch``: ``auto`` (default: multipart ``$batch``, JSON ``$batch`` when the service refuses
+  multipart, single requests when it has no ``$batch``), ``multipart``, ``json`` or ``none``.
+- ``BatchSize`` (default 100, at most 1000), ``Concurrency`` (batches in flight, default 4),
+  ``MaxPageSize`` (``Prefer: odata.maxpagesize``, default 5000).
+
+The query is a select statement, raw OData query options or empty (the whole entity set); see
+:mod:`l2sync_dagster.providers.odata.select`.
+"""
+
+import datetime as dt
+import hashlib
+import json
+import logging
+import math
+import re
+import threading
+import uuid
+from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from decimal import Decimal
+from pathlib import Path
+from typing import Any, ClassVar
+from urllib.parse import quote, urlsplit
+
+import numpy as np
+import pandas as pd
+import requests
+
+from l2sync_dagster.providers.base import (
+    KEY_INDEX,
+    MODIFIED,
+    VERSION,
+    Change,
+    EntityDescription,
+    FieldInfo,
+    Outcome,
+    ProviderError,
+    Query,
+    ReadResult,
+)
+from l2sync_dagster.providers.odata.batch import BatchItem, BatchReply
+from l2sync_dagster.providers.odata.client import ODataClient, ODataHTTPError, error_text
+from l2sync_dagster.providers.odata.metadata import Metadata, MetadataError, parse_metadata
+from l2sync_dagster.providers.odata.select import (
+    FieldResolver,
+    ODataQuery,
+    QueryError,
+    literal,
+    translate,
+)
+from l2sync_dagster.spec.connection_string import ConnectionString, ConnectionStringError
+
+log = logging.getLogger("l2sync.providers.odata")
+
+DEFAULT_BATCH_SIZE = 100
+MAX_BATCH_SIZE = 1000
+DEFAULT_CONCURRENCY = 4
+DEFAULT_PAGE_SIZE = 5000
+BATCH_FORMATS = ("auto", "multipart", "json", "none")
+AUTH_KEYS = ("TenantId", "ClientId", "ClientSecret", "CertificatePath", "CertificateThumbprint",
+             "User", "Password", "Authentication", "Authority", "CABundle")
+_SEGMENT_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_.]*$")
+_KEY_IN_URL_RE = re.compile(r"\(([^()]*)\)\s*$")
+
+
+@dataclass
+class Field:
+    """One column of the RecordFrame and where it comes from.
+
+    ``prop`` is the service property read; ``annotation`` reads ``prop@annotation`` instead
+    (a formatted value); ``nav``/``target_set`` bind a lookup on write.
+    """
+
+    name: str
+    prop: str
+    ftype: str
+    read_only: bool = False
+    nullable: bool = True
+    annotation: str | None = None
+    nav: str | None = None
+    target_set: str | None = None
+
+    @property
+    def engine_type(self) -> str:
+        """The type the engine sees (a GUID is a string)."""
+        return "string" if self.ftype == "guid" else self.ftype
+
+
+@dataclass
+class Entity:
+    """A resolved query: the entity set, its fields, the translated options."""
+
+    entity_set: str
+    key: Field
+    fields: dict[str, Field]
+    query: ODataQuery
+    modified: Field | None = None
+    props: list[str] = field(default_factory=list)
+    description: EntityDescription | None = None
+    notes: dict[str, Any] = field(default_factory=dict)
+
+    def field_of(self, name: str) -> Field | None:
+        """A field by frame name, exact first, then case-insensitively."""
+        f = self.fields.get(name)
+        if f is not None:
+            return f
+        low = name.lower()
+        return next((f for n, f in self.fields.items() if n.lower() == low), None)
+
+
+class ODataProvider:
+    """Reads and writes one entity set of an OData v4 service."""
+
+    name: ClassVar[str] = "odata"
+    KEYS: ClassVar[tuple[str, ...]] = (
+        "URL", "Authentication", "User", "Password", "Token", "TenantId", "ClientId",
+        "ClientSecret", "CertificatePath", "CertificateThumbprint", "Authority", "Scope",
+        "CABundle", "Key", "Modified", "KeyGeneration", "Batch", "BatchSize", "Concurrency",
+        "MaxPageSize",
+    )
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        session: requests.Session | None = None,
+        auth: Callable[[dict[str, str], bool], None] | None = None,
+        key: str | None = None,
+        modified: str | None = None,
+        key_generation: str = "server",
+        batch: str = "auto",
+        batch_size: int = DEFAULT_BATCH_SIZE,
+        concurrency: int = DEFAULT_CONCURRENCY,
+        page_size: int = DEFAULT_PAGE_SIZE,
+    ) -> None:
+        """An OData provider for ``url`` (service root + entity set)."""
+        self.url = url.rstrip("/")
+        root, entity_set = split_url(self.url)
+        self.service_root = root
+        self.entity_set = entity_set
+        self.client = ODataClient(root, session or requests.Session(), auth, label=self.name)
+        self.key_name = key
+        self.modified_name = modified
+        self.key_generation = key_generation
+        self.batch_format = batch
+        self.batch_size = batch_size
+        self.concurrency = concurrency
+        self.page_size = page_size
+        self._metadata: Metadata | None = None
+        self._entities: dict[Query, Entity] = {}
+        self._lock = threading.Lock()
+        self.notes: dict[str, Any] = {}
+        #: ask for the written record in the answer (201/200 with body, so the new ETag comes
+        #: without another read); False: the service answers 204 and OData-EntityId/ETag
+        self.prefer_representation = True
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.url!r})"
+
+    # --- connection string -------------------------------------------------------------------
+    @classmethod
+    def from_connection_string(
+        cls, text: str | ConnectionString, *, base_dir: Path | None = None
+    ) -> "ODataProvider":
+        """Parse the connection string (see the module docstring for the keys)."""
+        cs = text if isinstance(text, ConnectionString) else ConnectionString(text,
+                                                                              label=cls.name)
+        cs.check_keys(cls.KEYS, required=("URL",))
+        url = _check_url(cs.require("URL"), cls.name)
+        mode = (cs.get("Authentication") or "").strip().lower()
+        if not mode:
+            mode = "basic" if "user" in cs and "clientid" not in cs else (
+                "oauth" if "clientid" in cs else ("bearer" if "token" in cs else "none"))
+        ca = _ca_bundle(cs.get("CABundle"), base_dir)
+        session: requests.Session
+        auth: Callable[[dict[str, str], bool], None] | None = None
+        from l2sync_dagster.providers.msauth import make_session
+
+        session = make_session(ca)
+        if mode == "none":
+            _refuse(cs, ("User", "Password", "Token", "ClientId", "ClientSecret"), mode)
+        elif mode == "basic":
+            _refuse(cs, ("Token", "ClientId", "ClientSecret", "TenantId"), mode)
+            user = cs.get("User")
+            password = cs.secret("Password")
+            if not user:
+                raise ConnectionStringError(f"{cls.name}: missing required key User "
+                                            "(Authentication=Basic)")
+            if password is None:
+                raise ConnectionStringError(f"{cls.name}: missing required key Password "
+                                            "(Password=env:VAR)")
+            session.auth = (user, password.reveal())
+        elif mode == "bearer":
+            _refuse(cs, ("User", "Password", "ClientId", "ClientSecret"), mode)
+            token = cs.secret("Token")
+            if token is None:
+                raise ConnectionStringError(f"{cls.name}: missing required key Token "
+                                            "(Token=env:VAR) for Authentication=Bearer")
+
+            def bearer(headers: dict[str, str], _refresh: bool) -> None:
+                headers["Authorization"] = f"Bearer {token.reveal()}"
+
+            auth = bearer
+        elif mode in ("oauth", "microsoft_modern", "microsoft_modern_crm", "clientcredentials"):
+            scope = cs.get("Scope") or _default_scope(url)
+            ms = _microsoft_auth(cs, scope, base_dir, oauth_alias=mode == "oauth")
+            session = ms.session()
+            auth = bearer_auth(ms)
+        else:
+            raise ConnectionStringError(
+                f"{cls.name}: Authentication={cs.get('Authentication')} is not supported; use "
+                "None, Basic, Bearer or OAuth")
+        return cls(url, session=session, auth=auth, **_common_options(cs, cls.name))
+
+    # --- metadata and entity -----------------------------------------------------------------
+    def metadata(self) -> Metadata:
+        """The service's ``$metadata`` (read once)."""
+        if self._metadata is None:
+            resp = self.client.check(
+                self.client.send("GET", self._metadata_link(),
+                                 headers={"Accept": "application/xml"}), "read $metadata")
+            try:
+                self._metadata = parse_metadata(resp.content)
+            except MetadataError as exc:
+                raise ProviderError(f"{self.name}: {self.service_root}/$metadata: {exc}"
+                                    ) from None
+        return self._metadata
+
+    def _metadata_link(self) -> str:
+        return "$metadata"
+
+    def _base_fields(self, entity_set: str) -> tuple[dict[str, Field], str, str | None]:
+        """(fields by frame name, key property, modified property) of an entity set."""
+        md = self.metadata()
+        try:
+            _, et = md.entity_set(entity_set)
+        except MetadataError as exc:
+            raise ProviderError(f"{self.name}: {exc}; check URL=") from None
+        fields: dict[str, Field] = {}
+        for p in et.properties.values():
+            if p.ftype == "json":
+                continue
+            fields[p.name] = Field(p.name, p.name, p.ftype, p.computed, p.nullable)
+        key = self.key_name or (et.key[0] if len(et.key) == 1 else None)
+        if key is None:
+            raise ProviderError(f"{self.name}: entity set {entity_set} has a composite key "
+                                f"({', '.join(et.key)}); name one unique property in Key=")
+        key_field = _find(fields, key)
+        if key_field is None:
+            raise ProviderError(f"{self.name}: Key={key} is not a property of {entity_set}")
+        return fields, key_field.name, self.modified_name
+
+    def entity(self, query: Query) -> Entity:
+        """The resolved entity of ``query`` (cached)."""
+        with self._lock:
+            ent = self._entities.get(query)
+        if ent is not None:
+            return ent
+        fields, key_name, modified = self._base_fields(self.entity_set)
+        key_name = query.key or key_name
+        kf = _find(fields, key_name)
+        if kf is None:
+            raise ProviderError(f"{self.name}: key {key_name!r} is not a field of "
+                                f"{self.entity_set}")
+        kf.read_only = self.key_generation != "client"
+        modified = query.modified or modified
+        mf = None
+        if modified:
+            mf = _find(fields, modified)
+            if mf is None:
+                raise ProviderError(f"{self.name}: modified field {modified!r} is not a field "
+                                    f"of {self.entity_set}")
+        types = {f.prop: f.ftype for f in fields.values() if f.annotation is None}
+        aliases = {f.name: f.prop for f in fields.values() if f.name != f.prop}
+        try:
+            q = translate(query.text, FieldResolver(types, aliases))
+        except QueryError as exc:
+            self._check_entity_set(query.text)
+            raise ProviderError(f"{self.name}: query: {exc}") from None
+        self._check_entity_set(query.text)
+        props = list(q.select)
+        if props:
+            chosen = {n: f for n, f in fields.items() if f.prop in props or f is kf}
+            for extra in (kf, mf):
+                if extra is not None and extra.prop not in props:
+                    props.append(extra.prop)
+            fields = chosen
+        ent = Entity(self.entity_set, kf, fields, q, mf, props)
+        ent.description = EntityDescription(
+            fields=tuple(FieldInfo(f.name, f.engine_type, True, f.read_only, f.nullable)
+                         for f in fields.values()),
+            key=kf.name, key_generated=self.key_generation != "client",
+            writable=True, modified=mf.name if mf else None)
+        with self._lock:
+            self._entities[query] = ent
+        return ent
+
+    def _check_entity_set(self, text: str | None) -> None:
+        """The query's FROM must name the URL's entity set."""
+        try:
+            q = translate(text)
+        except QueryError:
+            return
+        if q.entity_set and q.entity_set.lower() != self.entity_set.lower():
+            raise ProviderError(f"{self.name}: the query reads {q.entity_set!r} but URL= names "
+                                f"the entity set {self.entity_set!r}; make them the same")
+
+    # --- contract ----------------------------------------------------------------------------
+    def verify(self, query: Query) -> str:
+        """Read ``$metadata`` and one record: proves credentials, URL and query."""
+        ent = self.entity(query)
+        q = ent.query
+        link = self._collection_link(ent, q.and_filter(None), top=1)
+        self.client.get_json(link, f"read {ent.entity_set}", self._read_headers(False, 1))
+        return f"{self.name}: {self.service_root} entity set {ent.entity_set} is readable"
+
+    def describe(self, query: Query) -> EntityDescription:
+        """Fields from ``$metadata``: types, read-only (computed) fields and the key."""
+        ent = self.entity(query)
+        assert ent.description is not None
+        return ent.description
+
+    def max_batch_size(self) -> int:
+        """Changes per ``apply`` call: enough for every batch in flight to be full."""
+        return self.batch_size * self.concurrency
+
+    def close(self) -> None:
+        """Close the HTTP session."""
+        self.client.session.close()
+
+    def stats(self) -> dict[str, Any]:
+        """Requests sent and seconds waited for throttling (for run metadata)."""
+        out = self.client.stats()
+        out.update(self.notes)
+        return out
+
+    # --- reading -----------------------------------------------------------------------------
+    def _read_headers(self, track: bool, page_size: int | None = None) -> dict[str, str]:
+        prefer = [f"odata.maxpagesize={page_size or self.page_size}"]
+        if track:
+            prefer.append("odata.track-changes")
+        return {"Prefer": ",".join(prefer)}
+
+    def _collection_link(self, ent: Entity, q: ODataQuery, *, top: int | None = None,
+                         select: Sequence[str] | None = None) -> str:
+        props = list(select) if select is not None else ent.props
+        q2 = ODataQuery(select=tuple(props), filter=q.filter,
+                        top=top if top is not None else q.top, orderby=q.orderby,
+                        expand=q.expand, extra=q.extra)
+        qs = q2.query_string()
+        return f"{quote(ent.entity_set)}{'?' + qs if qs else ''}"
+
+    def _window_filter(self, ent: Entity, query: Query, window: tuple[Any, Any] | None
+                       ) -> str | None:
+        if window is None:
+            return None
+        name = query.window_field or (ent.modified.name if ent.modified else None)
+        if not name:
+            raise ProviderError(f"{self.name}: a window read needs a window field")
+        f = ent.field_of(name)
+        if f is None or f.annotation is not None:
+            raise ProviderError(f"{self.name}: window field {name!r} is not a field of "
+                                f"{ent.entity_set}")
+        start, end = window
+        try:
+            parts = []
+            if start is not None:
+                parts.append(f"{f.prop} ge {literal(start, f.ftype)}")
+            if end is not None:
+                parts.append(f"{f.prop} lt {literal(end, f.ftype)}")
+        except QueryError as exc:
+            raise ProviderError(f"{self.name}: window: {exc}") from None
+        return " and ".join(parts) or None
+
+    def read(self, query: Query, cursor: str | None = None,
+             window: tuple[Any, Any] | None = None) -> ReadResult:
+        """A complete read, or (with a watermark cursor) the records modified since then."""
+        ent = self.entity(query)
+        q = ent.query.and_filter(self._window_filter(ent, query, window))
+        mark = _watermark(cursor)
+        if mark is not None and ent.modified is not None and q.top is None:
+            mf = ent.modified
+            inc = q.and_filter(f"{mf.prop} ge {literal(mark, mf.ftype)}")
+            frame = self._fetch(ent, self._collection_link(ent, inc), False)[0]
+            keys = self._fetch(ent, self._collection_link(ent, q, select=[ent.key.prop]),
+                               False, keys_only=True)[0]
+            new_mark = _max_modified(frame, mark)
+            return ReadResult(frame, complete=False, cursor=_cursor(new_mark),
+                              present_keys=keys.index)
+        frame = self._fetch(ent, self._collection_link(ent, q), False)[0]
+        new_mark = _max_modified(frame, None) if ent.modified else None
+        return ReadResult(frame, complete=True, cursor=_cursor(new_mark))
+
+    def _fetch(self, ent: Entity, link: str, track: bool, *, keys_only: bool = False
+               ) -> tuple[pd.DataFrame, list[str], str | None]:
+        """(frame, deleted keys, delta link) of every page of ``link``."""
+        rows: list[dict[str, Any]] = []
+        deleted: list[str] = []
+        delta = None
+        for page in self.client.pages(link, f"read {ent.entity_set}",
+                                      self._read_headers(track)):
+            for row in page.rows:
+                if _is_deleted(row):
+                    deleted.append(self._deleted_key(row, ent))
+                else:
+                    rows.append(row)
+            delta = page.delta_link or delta
+        return self._frame(ent, rows, keys_only), deleted, delta
+
+    def _deleted_key(self, row: dict[str, Any], ent: Entity) -> str:
+        value = row.get("id") or row.get("@id") or row.get("@odata.id") or ""
+        m = _KEY_IN_URL_RE.search(str(value))
+        text = m.group(1) if m else str(value)
+        return _key_text(text.strip("'"), ent.key.ftype)
+
+    def _frame(self, ent: Entity, rows: list[dict[str, Any]], keys_only: bool = False
+               ) -> pd.DataFrame:
+        """A RecordFrame from JSON rows, built column by column."""
+        kf = ent.key
+        keys = []
+        for r in rows:
+            v = r.get(kf.prop)
+            if v is None:
+                raise ProviderError(f"{self.name}: a record of {ent.entity_set} has no key "
+                                    f"{kf.prop}")
+            keys.append(_key_text(v, kf.ftype))
+        index = pd.Index(keys, name=KEY_INDEX, dtype=object)
+        if index.has_duplicates:
+            dup = index[index.duplicated()][0]
+            raise ProviderError(f"{self.name}: key {dup!r} was read twice from "
+                                f"{ent.entity_set}; is {kf.prop} unique?")
+        if keys_only:
+            return pd.DataFrame(index=index)
+        data: dict[str, Any] = {}
+        for name, f in ent.fields.items():
+            src = f"{f.prop}@{f.annotation}" if f.annotation else f.prop
+            values = [r.get(src) for r in rows]
+            data[name] = _column(values, f.ftype)
+        if ent.modified is not None:
+            data[MODIFIED] = pd.to_datetime(
+                pd.Series([r.get(ent.modified.prop) for r in rows], dtype=object),
+                utc=True, errors="coerce", format="ISO8601").array
+        data[VERSION] = pd.array([r.get("@odata.etag") for r in rows], dtype=object)
+        frame = pd.DataFrame(data, index=index)
+        return frame
+
+    def probe(self, query: Query, cursor: str | None = None) -> str:
+        """A fingerprint of the entity: the newest record by the modified field (with the
+        number of keys when there is no modified field). Deletes change it only through the
+        key listing, which is read when there is no modified field."""
+        ent = self.entity(query)
+        if ent.modified is not None:
+            mf = ent.modified
+            q = ODataQuery(select=(ent.key.prop, mf.prop), filter=ent.query.filter,
+                           orderby=(f"{mf.prop} desc",), top=1)
+            data = self.client.get_json(f"{quote(ent.entity_set)}?{q.query_string()}",
+                                        f"probe {ent.entity_set}", self._read_headers(False, 1))
+            rows = data.get("value") or []
+            newest = rows[0] if rows else {}
+            return _digest([newest.get(mf.prop), newest.get(ent.key.prop),
+                            newest.get("@odata.etag")])
+        keys = self._fetch(ent, self._collection_link(ent, ent.query, select=[ent.key.prop]),
+                           False, keys_only=True)[0]
+        return _digest(sorted(keys.index))
+
+    # --- writing -----------------------------------------------------------------------------
+    def apply(self, query: Query, changes: Sequence[Change]) -> list[Outcome]:
+        """Write in batches (several in flight); one outcome per change, in order."""
+        ent = self.entity(query)
+        prepared: list[tuple[Change, BatchItem | Outcome, str | None]] = []
+        for ch in changes:
+            try:
+                item, key = self._item(ent, ch)
+                prepared.append((ch, item, key))
+            except (ProviderError, QueryError, ValueError, TypeError) as exc:
+                prepared.append((ch, Outcome(ch.ref, False, ch.key, None, str(exc)), ch.key))
+        todo = [(i, p) for i, p in enumerate(prepared) if isinstance(p[1], BatchItem)]
+        outcomes: list[Outcome | None] = [p[1] if isinstance(p[1], Outcome) else None
+                                          for p in prepared]
+        chunks = [todo[i:i + self.batch_size] for i in range(0, len(todo), self.batch_size)]
+
+        def run(chunk: list[tuple[int, tuple[Change, Any, str | None]]]) -> None:
+            items = [p[1] for _, p in chunk]
+            replies = self._send_items(items)
+            for (i, (ch, _item, key)), reply in zip(chunk, replies, strict=True):
+                outcomes[i] = self._outcome(ent, ch, key, reply)
+
+        if chunks and self.batch_format == "auto" and "batch_format" not in self.notes:
+            run(chunks.pop(0))  # learn which $batch format the service takes, once
+        if len(chunks) <= 1 or self.concurrency <= 1:
+            for c in chunks:
+                run(c)
+        else:
+            with ThreadPoolExecutor(max_workers=min(self.concurrency, len(chunks))) as pool:
+                # list(): re-raise the first error (a lost connection) after all finished
+                futures = [pool.submit(run, c) for c in chunks]
+                errors = [f.exception() for f in futures]
+                for e in errors:
+                    if e is not None:
+                        raise e
+        return [o for o in outcomes if o is not None]
+
+    def _item(self, ent: Entity, ch: Change) -> tuple[BatchItem, str | None]:
+        """The request for one change and the key it writes."""
+        prefer = {"Prefer": "return=representation"} if self.prefer_representation else {}
+        if ch.op == "insert":
+            body = self._body(ent, ch.values, creating=True)
+            key = None
+            if self.key_generation == "client":
+                key = self._client_key(ent, ch.key)
+                body[ent.key.prop] = _json_key(key, ent.key.ftype)
+            else:
+                body.pop(ent.key.prop, None)
+            return BatchItem("POST", quote(ent.entity_set), dict(prefer), body), key
+        if not ch.key:
+            raise ProviderError(f"{ch.op} without a key")
+        url = f"{quote(ent.entity_set)}({_url_key(ch.key, ent.key.ftype)})"
+        headers = {"If-Match": ch.version or "*"}
+        if ch.op == "update":
+            body = self._body(ent, ch.values, creating=False)
+            body.pop(ent.key.prop, None)
+            return BatchItem("PATCH", url, {**headers, **prefer}, body), ch.key
+        if ch.op == "delete":
+            if not ch.version:
+                headers = {}
+            return BatchItem("DELETE", url, headers), ch.key
+        raise ProviderError(f"unknown operation {ch.op!r}")
+
+    def _client_key(self, ent: Entity, planned: str | None) -> str:
+        if ent.key.ftype == "guid":
+            if planned:
+                try:
+                    return str(uuid.UUID(planned))
+                except ValueError:
+                    raise ProviderError(f"key {planned!r} is not a GUID") from None
+            return str(uuid.uuid4())
+        if planned is None:
+            return str(uuid.uuid4()) if ent.key.ftype == "string" else ""
+        return planned
+
+    def _body(self, ent: Entity, values: dict[str, Any], *, creating: bool) -> dict[str, Any]:
+        body: dict[str, Any] = {}
+        for name, value in values.items():
+            f = ent.field_of(name)
+            if f is None:
+                raise ProviderError(f"{name!r} is not a field of {ent.entity_set}")
+            if f is ent.key:
+                continue
+            if f.read_only or f.annotation:
+                raise ProviderError(f"{f.name} is read-only in {ent.entity_set}")
+            if f.nav:
+                self._bind(body, f, value)
+                continue
+            body[f.prop] = json_value(value, f.ftype, f.name)
+        return body
+
+    def _bind(self, body: dict[str, Any], f: Field, value: Any) -> None:
+        """Set a lookup through ``nav@odata.bind`` (or clear it)."""
+        value = None if _is_null(value) else value
+        if value is None:
+            body[f"{f.nav}@odata.bind"] = None
+            return
+        try:
+            guid = str(uuid.UUID(str(value)))
+        except ValueError:
+            raise ProviderError(f"{f.name}: {value!r} is not a GUID") from None
+        body[f"{f.nav}@odata.bind"] = f"/{f.target_set}({guid})"
+
+    def _send_items(self, items: list[BatchItem]) -> list[BatchReply]:
+        """Send requests as one atomic change set; if the change set fails, send them again
+        as independent requests so that each gets its own outcome."""
+        fmt = self._batch_mode()
+        if fmt != "none" and len(items) > 1:
+            group = f"g{uuid.uuid4().hex[:8]}"
+            grouped = [BatchItem(i.method, i.url, i.headers, i.body, group) for i in items]
+            try:
+                replies = self.client.batch(grouped, fmt)
+            except ODataHTTPError as exc:
+                if self.batch_format == "auto" and exc.status in (400, 404, 405, 415, 501):
+                    self._downgrade_batch(fmt, exc)
+                    return self._send_items(items)
+                raise
+            failed = [n for n, r in enumerate(replies) if r.status >= 300]
+            if not failed:
+                return replies
+            # a failed change set is rolled back and every request in it answers an error; a
+            # request that still answered success was applied and is not sent again
+            loose = [BatchItem(items[n].method, items[n].url, items[n].headers,
+                               items[n].body, None) for n in failed]
+            again = self.client.batch(loose, fmt, {"Prefer": "odata.continue-on-error"})
+            for n, reply in zip(failed, again, strict=True):
+                replies[n] = reply
+            return replies
+        return [self._send_one(i) for i in items]
+
+    def _send_one(self, item: BatchItem) -> BatchReply:
+        resp = self.client.send(item.method, item.url, headers=item.headers,
+                                json_body=item.body, retry_dropped=False)
+        body: Any = None
+        if resp.content:
+            try:
+                body = resp.json()
+            except ValueError:
+                body = resp.text
+        return BatchReply(resp.status_code, dict(resp.headers), body)
+
+    def _batch_mode(self) -> str:
+        if self.batch_format != "auto":
+            return self.batch_format
+        return self.notes.get("batch_format", "multipart")
+
+    def _downgrade_batch(self, failed: str, exc: ODataHTTPError) -> None:
+        nxt = "json" if failed == "multipart" and exc.status in (400, 415) else "none"
+        if failed == "json":
+            nxt = "none"
+        log.info("%s: $batch in %s refused (HTTP %s); using %s", self.name, failed,
+                 exc.status, nxt)
+        self.notes["batch_format"] = nxt
+
+    def _outcome(self, ent: Entity, ch: Change, key: str | None, reply: BatchReply) -> Outcome:
+        status = reply.status
+        body = reply.body if isinstance(reply.body, dict) else {}
+        if status < 300:
+            version = body.get("@odata.etag") or reply.header("ETag")
+            if ch.op == "insert":
+                new_key = body.get(ent.key.prop)
+                if new_key is None:
+                    loc = reply.header("OData-EntityId") or reply.header("Location") or ""
+                    m = _KEY_IN_URL_RE.search(loc)
+                    new_key = m.group(1).strip("'") if m else key
+                if new_key is None or new_key == "":
+                    return Outcome(ch.ref, False, None, None,
+                                   "created, but the service returned no key (no body, no "
+                                   "OData-EntityId header)")
+                return Outcome(ch.ref, True, _key_text(new_key, ent.key.ftype), version)
+            if ch.op == "delete":
+                return Outcome(ch.ref, True, ch.key, None)
+            return Outcome(ch.ref, True, ch.key, version)
+        code, msg = error_text(reply.body if reply.body is not None else "")
+        if ch.op == "delete" and status == 404:
+            return Outcome(ch.ref, True, ch.key, None)
+        if ch.op == "insert" and key and self._is_duplicate(status, code, msg):
+            # the record with our client-made key exists: an earlier attempt created it
+            return Outcome(ch.ref, True, _key_text(key, ent.key.ftype), None)
+        if status == 412 and ch.op in ("update", "delete"):
+            return Outcome(ch.ref, False, ch.key, None,
+                           f"conflict: {ent.entity_set}({ch.key}) was changed since it was "
+                           f"read (ETag mismatch, HTTP 412): {msg}")
+        if status == 404 and ch.op == "update":
+            return Outcome(ch.ref, False, ch.key, None,
+                           f"{ent.entity_set}({ch.key}) does not exist (HTTP 404)")
+        return Outcome(ch.ref, False, ch.key, None,
+                       f"HTTP {status}{f' {code}' if code else ''}: {msg}")
+
+    def _is_duplicate(self, status: int, code: str | None, msg: str) -> bool:
+        low = msg.lower()
+        return status in (409, 412) and ("already exists" in low or "duplicate" in low)
+
+
+# --- helpers ---------------------------------------------------------------------------------
+def split_url(url: str) -> tuple[str, str]:
+    """(service root, entity set) of ``<service root>/<entity set>``."""
+    parts = urlsplit(url)
+    path = parts.path.rstrip("/")
+    root_path, _, entity_set = path.rpartition("/")
+    if not entity_set or not _SEGMENT_RE.match(entity_set):
+        raise ConnectionStringError(
+            f"URL must end with the entity set (<service root>/<entity set>), not {url!r}")
+    return f"{parts.scheme}://{parts.netloc}{root_path}", entity_set
+
+
+def _check_url(url: str, label: str) -> str:
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        raise ConnectionStringError(f"{label}: URL must be an http(s) URL, not {url!r}")
+    if parts.query or parts.fragment:
+        raise ConnectionStringError(f"{label}: URL must not contain a query (?...); put query "
+                                    "options in the connection's query")
+    split_url(url)
+    return url
+
+
+def _default_scope(url: str) -> str:
+    parts = urlsplit(url)
+    return f"{parts.scheme}://{parts.netloc}/.default"
+
+
+def _ca_bundle(value: str | None, base_dir: Path | None) -> str | None:
+    if not value:
+        return None
+    path = Path(value)
+    if not path.is_absolute() and base_dir is not None:
+        path = base_dir / path
+    if not path.is_file():
+        raise ConnectionStringError(f"CABundle: no such file {path}")
+    return str(path)
+
+
+def _refuse(cs: ConnectionString, keys: Iterable[str], mode: str) -> None:
+    for k in keys:
+        if k in cs:
+            raise ConnectionStringError(f"key {k} is not used with Authentication={mode}")
+
+
+def _microsoft_auth(cs: ConnectionString, scope: str, base_dir: Path | None,
+                    oauth_alias: bool = False) -> Any:
+    """MicrosoftAuth from the authentication keys of ``cs`` only."""
+    from l2sync_dagster.providers.msauth import MicrosoftAuth
+
+    parts = []
+    for k in MicrosoftAuth.KEYS:
+        raw = cs.raw(k)
+        if raw is None:
+            continue
+        if k.lower() == "authentication" and oauth_alias:
+            continue
+        parts.append(f'{k}="{raw.replace(chr(34), chr(34) * 2)}"')
+    sub = ConnectionString(";".join(parts), label=cs._label)  # noqa: SLF001
+    return MicrosoftAuth.from_connection_string(sub, scope=scope, base_dir=base_dir)
+
+
+def bearer_auth(ms: Any) -> Callable[[dict[str, str], bool], None]:
+    """A header hook adding ``Authorization: Bearer`` from MicrosoftAuth (refreshed on 401)."""
+
+    def add(headers: dict[str, str], refresh: bool) -> None:
+        token = ms.refresh() if refresh and hasattr(ms, "refresh") else ms.token()
+        headers["Authorization"] = f"Bearer {token}"
+
+    return add
+
+
+def _int_option(cs: ConnectionString, key: str, default: int, low: int, high: int,
+                label: str) -> int:
+    raw = cs.get(key)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        value = low - 1
+    if not low <= value <= high:
+        raise ConnectionStringError(f"{label}: {key} must be a whole number from {low} to "
+                                    f"{high}, not {raw!r}")
+    return value
+
+
+def _common_options(cs: ConnectionString, label: str) -> dict[str, Any]:
+    kg = (cs.get("KeyGeneration") or "server").strip().lower()
+    if kg not in ("server", "client"):
+        raise ConnectionStringError(f"{label}: KeyGeneration must be server or client, "
+                                    f"not {kg!r}")
+    batch = (cs.get("Batch") or "auto").strip().lower()
+    if batch not in BATCH_FORMATS:
+        raise ConnectionStringError(f"{label}: Batch must be one of {', '.join(BATCH_FORMATS)}, "
+                                    f"not {batch!r}")
+    return {
+        "key": cs.get("Key") or None,
+        "modified": cs.get("Modified") or None,
+        "key_generation": kg,
+        "batch": batch,
+        "batch_size": _int_option(cs, "BatchSize", DEFAULT_BATCH_SIZE, 1, MAX_BATCH_SIZE, label),
+        "concurrency": _int_option(cs, "Concurrency", DEFAULT_CONCURRENCY, 1, 52, label),
+        "page_size": _int_option(cs, "MaxPageSize", DEFAULT_PAGE_SIZE, 1, 5000, label),
+    }
+
+
+def _find(fields: dict[str, Field], name: str) -> Field | None:
+    if name in fields:
+        return fields[name]
+    low = name.lower()
+    for f in fields.values():
+        if f.name.lower() == low or f.prop.lower() == low:
+            return f
+    return None
+
+
+def _is_deleted(row: dict[str, Any]) -> bool:
+    ctx = str(row.get("@odata.context") or "")
+    return ctx.endswith("$deletedEntity") or "@removed" in row or "@odata.removed" in row
+
+
+def _key_text(value: Any, ftype: str) -> str:
+    if ftype == "guid":
+        try:
+            return str(uuid.UUID(str(value)))
+        except ValueError:
+            return str(value)
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    return str(value)
+
+
+def _url_key(key: str, ftype: str) -> str:
+    """The key as it goes inside ``Set(...)``, escaped."""
+    if ftype == "guid":
+        try:
+            return str(uuid.UUID(key))
+        except ValueError:
+            raise ProviderError(f"key {key!r} is not a GUID") from None
+    if ftype == "integer":
+        if not re.fullmatch(r"-?\d+", key):
+            raise ProviderError(f"key {key!r} is not a whole number")
+        return key
+    return quote(literal(key, "string"), safe="'")
+
+
+def _json_key(key: str, ftype: str) -> Any:
+    if ftype == "integer":
+        return int(key)
+    return key
+
+
+def _is_null(value: Any) -> bool:
+    if value is None or value is pd.NA or value is pd.NaT:
+        return True
+    return isinstance(value, float) and math.isnan(value)
+
+
+def json_value(value: Any, ftype: str, name: str = "") -> Any:
+    """A Python value as the JSON an OData service takes for a property of ``ftype``."""
+    if _is_null(value):
+        return None
+    if isinstance(value, np.generic):
+        value = value.item()
+    if ftype == "datetime":
+        ts = pd.Timestamp(value)
+        ts = ts.tz_localize("UTC") if ts.tzinfo is None else ts.tz_convert("UTC")
+        text = ts.strftime("%Y-%m-%dT%H:%M:%S")
+        if ts.microsecond:
+            text += f".{ts.microsecond:06d}".rstrip("0")
+        return text + "Z"
+    if ftype == "date":
+        if isinstance(value, dt.datetime):
+            return value.date().isoformat()
+        if isinstance(value, dt.date):
+            return value.isoformat()
+        return dt.date.fromisoformat(str(value)[:10]).isoformat()
+    if ftype == "integer":
+        if isinstance(value, bool):
+            return int(value)
+        if isinstance(value, float | Decimal) and value != int(value):
+            raise ProviderError(f"{name}: {value!r} is not a whole number")
+        return int(value)
+    if ftype in ("float", "decimal"):
+        if isinstance(value, str):
+            value = Decimal(value)
+        if isinstance(value, Decimal):
+            return int(value) if value == value.to_integral_value() else float(value)
+        return value
+    if ftype == "boolean":
+        if isinstance(value, str):
+            low = value.strip().lower()
+            if low in ("true", "1", "yes"):
+                return True
+            if low in ("false", "0", "no"):
+                return False
+            raise ProviderError(f"{name}: {value!r} is not true or false")
+        return bool(value)
+    if ftype == "guid":
+        return str(uuid.UUID(str(value)))
+    if isinstance(value, dict | list):
+        return json.dumps(value, ensure_ascii=False)
+    return str(value)
+
+
+def _column(values: list[Any], ftype: str) -> Any:
+    """One frame column from JSON values."""
+    try:
+        if ftype == "integer":
+            return pd.array(values, dtype="Int64")
+        if ftype == "boolean":
+            return pd.array(values, dtype="boolean")
+        if ftype == "float":
+            return np.array([np.nan if v is None else float(v) for v in values],
+                            dtype=np.float64)
+        if ftype == "decimal":
+            return np.fromiter((None if v is None else Decimal(str(v)) for v in values),
+                               dtype=object, count=len(values))
+        if ftype == "datetime":
+            return pd.to_datetime(pd.Series(values, dtype=object), utc=True,
+                                  format="ISO8601").array
+        if ftype == "date":
+            return np.fromiter((None if v is None else dt.date.fromisoformat(v[:10])
+                                for v in values), dtype=object, count=len(values))
+        if ftype == "guid":
+            return pd.array([None if v is None else str(v).lower() for v in values],
+                            dtype=object)
+    except (TypeError, ValueError, OverflowError):
+        pass
+    return np.fromiter(values, dtype=object, count=len(values))
+
+
+def _watermark(cursor: str | None) -> str | None:
+    if not cursor:
+        return None
+    try:
+        data = json.loads(cursor)
+    except ValueError:
+        return None
+    return data.get("watermark") if isinstance(data, dict) else None
+
+
+def _cursor(mark: str | None) -> str | None:
+    return json.dumps({"watermark": mark}) if mark else None
+
+
+def _max_modified(frame: pd.DataFrame, previous: str | None) -> str | None:
+    if MODIFIED not in frame.columns or frame.empty:
+        return previous
+    newest = frame[MODIFIED].max()
+    if pd.isna(newest):
+        return previous
+    if previous and pd.Timestamp(previous) > newest:
+        return previous
+    text = newest.strftime("%Y-%m-%dT%H:%M:%S")
+    if newest.microsecond:
+        text += f".{newest.microsecond:06d}".rstrip("0")
+    return text + "Z"
+
+
+def _digest(parts: Any) -> str:
+    return hashlib.sha256(json.dumps(parts, default=str).encode()).hexdigest()[:32]
