@@ -40,11 +40,14 @@ test: setup postgres browser lint
 ui: setup
 	mkdir -p .dagster_home
 	cp dagster.yaml .dagster_home/dagster.yaml
-	DAGSTER_HOME=$(CURDIR)/.dagster_home $(BIN)/dagster dev -h 127.0.0.1 -p 3000 -f definitions.py
+	DAGSTER_HOME=$(CURDIR)/.dagster_home $(BIN)/python -m l2sync_dagster.demo.ui
 
 bench: setup
 	$(BIN)/python bench/reconcile_bench.py
 	$(BIN)/python bench/sql_sync_bench.py
+	$(BIN)/python bench/exchange_ews_bench.py --contacts 10000 --latency-ms 20
+	$(BIN)/python bench/graph_bench.py --count 10000 --latency-ms 20
+	$(BIN)/python bench/dataverse_bench.py --accounts 20000 --latency-ms 20
 
 clean:
 	rm -rf $(VENV) .l2sync data .dagster_home

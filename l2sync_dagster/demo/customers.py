@@ -1,4 +1,4 @@
-"""The demo behind ``make demo``: a CSV file and a SQLite CRM synced both ways, edited on both
+"""The offline part of ``make demo``: a CSV file and a SQLite CRM synced both ways, edited on both
 sides, synced again (with the conflicts it resolved), and synced a third time (nothing to do).
 
 It needs no server and no credentials; it resets its own data and state each time it runs.
@@ -6,7 +6,6 @@ It needs no server and no credentials; it resets its own data and state each tim
 
 import csv
 import sqlite3
-import sys
 from pathlib import Path
 
 from l2sync_dagster.cli import main as l2sync
@@ -100,7 +99,3 @@ def run_demo(connections: Path) -> int:
             print("  ", row)
     print("\nstatus:")
     return l2sync([*args, "status", "customers_demo"])
-
-
-if __name__ == "__main__":
-    sys.exit(run_demo(Path(sys.argv[1]) if len(sys.argv) > 1 else Path("connections")))

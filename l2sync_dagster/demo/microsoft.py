@@ -1,0 +1,249 @@
+"""The Microsoft 365 scenarios of ``make demo``, against sandbox servers started in this process.
+
+1. Exchange (EWS) contacts of sales@sandbox.test <-> a SQLite table, both ways: first sync
+   pairs by e-mail, then edits in Outlook and in the database, then nothing to do.
+2. Exchange Online contacts (Graph) -> the SharePoint list "Contacts", then one new contact
+   picked up by the delta query.
+3. Dynamics 365 accounts -> the SharePoint list "Customers" one way, then the same connection
+   switched to both ways with a conflict policy, with edits on both sides.
+
+Every scenario resets its state first, so the demo can be run again and again.
+"""
+
+import os
+import shutil
+import sqlite3
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+
+from l2sync_dagster.cli import _counts_table, _print_conflicts
+from l2sync_dagster.cli import main as l2sync
+from l2sync_dagster.providers.graph.client import GraphClient
+from l2sync_dagster.sandbox.control import SandboxControl
+from l2sync_dagster.sandbox.environment import sandbox_environment
+from l2sync_dagster.sandbox.server import RunningSandbox, start_sandbox
+from l2sync_dagster.spec.connection_string import ConnectionString
+from l2sync_dagster.spec.loader import find_connection
+from l2sync_dagster.spec.model import ConnectionSpec
+from l2sync_dagster.state.store import StateStore, default_state_url
+from l2sync_dagster.sync.runner import Sync
+
+SALES = "sales@sandbox.test"
+SITE = "sites/sandbox.sharepoint.com:/sites/sales:"
+EXCHANGE_DB_ROWS = [
+    # Anna is already in the mailbox (matched by e-mail), with another phone number
+    ("Anna", "Berg", "Example AG", "Engineer", "anna.berg@example.test", "+41 44 999 0000",
+     "Zurich", "1960-01-10", '["Customer"]', "CRM-00000"),
+    ("Zoe", "Keller", "Keller GmbH", "CEO", "zoe.keller@example.test", "+49 30 1234 5678",
+     "Berlin", "1985-04-02", '["Customer"]', "CRM-09001"),
+]
+
+
+#: connections in connections/ that need the sandbox
+SANDBOX_CONNECTIONS = ("exchange_contacts_demo", "graph_contacts_to_sharepoint",
+                       "dynamics_accounts_to_sharepoint")
+
+
+def sandbox_state_dir(project: Path) -> Path:
+    """Where the demo keeps the sandbox's data between runs (``make demo`` -> ``make ui``)."""
+    return project / ".l2sync" / "sandbox"
+
+
+@contextmanager
+def running_sandbox(state_dir: Path | None = None) -> Iterator[RunningSandbox]:
+    """Every sandbox service on free loopback ports, with the demo connections' variables set;
+    with ``state_dir`` the data is loaded from and saved to it."""
+    sbx = start_sandbox(state_dir=state_dir)
+    env = sandbox_environment(sbx.urls, sbx.ca_path)
+    saved = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)
+    try:
+        yield sbx
+    finally:
+        sbx.stop()
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
+def fresh_state(spec: ConnectionSpec) -> None:
+    """Forget everything the state store knows about ``spec`` (the sandbox starts anew)."""
+    store = StateStore(default_state_url(Path(spec.project_dir)))
+    try:
+        store.reset(spec.name, history=True)
+        store.force_unlock(spec.name)
+    finally:
+        store.close()
+
+
+def _run(connections: Path, name: str) -> int:
+    return l2sync(["--connections", str(connections), "run", name])
+
+
+def _title(text: str) -> None:
+    print(f"\n=== {text}")
+
+
+def seed_exchange_db(project: Path) -> Path:
+    """A fresh ``data/demo/exchange.db`` with the demo's two contacts; returns its path."""
+    db_path = project / "data" / "demo" / "exchange.db"
+    db_path.parent.mkdir(parents=True, exist_ok=True)
+    db_path.unlink(missing_ok=True)
+    with sqlite3.connect(db_path) as db:
+        db.execute(
+            "CREATE TABLE contacts (id INTEGER PRIMARY KEY AUTOINCREMENT, first_name TEXT, "
+            "last_name TEXT, company TEXT, job_title TEXT, email TEXT, phone TEXT, city TEXT, "
+            "birthday DATE, categories TEXT, crm_id TEXT, updated_at TIMESTAMP)")
+        db.executemany(
+            "INSERT INTO contacts (first_name, last_name, company, job_title, email, phone, city, "
+            "birthday, categories, crm_id, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, "
+            "'2026-01-01 00:00:00')", EXCHANGE_DB_ROWS)
+    return db_path
+
+
+def exchange_contacts(connections: Path, sbx: RunningSandbox) -> int:
+    """Exchange contacts <-> SQLite, both ways, over EWS."""
+    spec = find_connection("exchange_contacts_demo", connections)
+    db_path = seed_exchange_db(Path(spec.project_dir))
+    fresh_state(spec)
+    ews = SandboxControl("ews", sbx.urls["ews"])
+    _title("Exchange <-> SQLite 1. first sync: pairs Anna by e-mail, copies the rest both ways")
+    if code := _run(connections, spec.name):
+        return code
+    _title("Exchange <-> SQLite 2. Ben's job title changed in Outlook, Clara's city and a "
+           "deleted row in the database")
+    contacts = ews.call("GET", f"items?mailbox={SALES}&folder=contacts")["items"]
+    ben = next(c for c in contacts if c["fields"].get("GivenName") == "Ben")
+    ews.call("PATCH", f"items/{ben['id']}", {"fields": {"JobTitle": "Head of Purchasing"}})
+    with sqlite3.connect(db_path) as db:
+        now = "strftime('%Y-%m-%d %H:%M:%f', 'now')"
+        db.execute(f"UPDATE contacts SET city = 'Geneva', updated_at = {now} "
+                   "WHERE first_name = 'Clara'")
+        db.execute("DELETE FROM contacts WHERE first_name = 'David'")
+    if code := _run(connections, spec.name):
+        return code
+    _title("Exchange <-> SQLite 3. nothing changed since: nothing to do")
+    if code := _run(connections, spec.name):
+        return code
+    with sqlite3.connect(db_path) as db:
+        rows = db.execute("SELECT first_name, last_name, job_title, city, phone FROM contacts "
+                          "ORDER BY last_name, first_name").fetchall()
+    print(f"SQLite table contacts now holds {len(rows)} contacts, e.g.:")
+    for row in rows[:5]:
+        print("  ", row)
+    names = {c["fields"].get("GivenName") for c in
+             ews.call("GET", f"items?mailbox={SALES}&folder=contacts")["items"]}
+    print(f"Zoe in the mailbox: {'Zoe' in names}; David in the mailbox: {'David' in names}")
+    return 0
+
+
+def _graph(spec: ConnectionSpec, side: str = "right") -> GraphClient:
+    entity = spec.right if side == "right" else spec.left
+    return GraphClient.from_connection_string(ConnectionString(entity.connection_string))
+
+
+def _list_items(graph: GraphClient, title: str) -> list[dict[str, Any]]:
+    return list(graph.items(f"{SITE}/lists/{title}/items", params={"expand": "fields"}))
+
+
+def graph_contacts(connections: Path, sbx: RunningSandbox) -> int:
+    """Exchange Online contacts -> SharePoint list, both over Microsoft Graph."""
+    spec = find_connection("graph_contacts_to_sharepoint", connections)
+    fresh_state(spec)
+    _title("Exchange Online -> SharePoint 1. first sync: every contact becomes a list item")
+    if code := _run(connections, spec.name):
+        return code
+    graph = _graph(spec)
+    try:
+        graph.request("POST", f"users/{SALES}/contacts", body={
+            "givenName": "Margaret", "surname": "Hamilton", "companyName": "Hamilton Ltd",
+            "emailAddresses": [{"address": "margaret.hamilton@example.test"}],
+            "businessPhones": ["+1 617 555 0100"], "businessAddress": {"city": "Boston"}})
+        _title("Exchange Online -> SharePoint 2. a contact added in Outlook: the delta query "
+               "brings just that one")
+        if code := _run(connections, spec.name):
+            return code
+        items = _list_items(graph, "Contacts")
+        print(f"SharePoint list Contacts now holds {len(items)} items: "
+              + ", ".join(sorted(i["fields"].get("Title", "") for i in items)))
+    finally:
+        graph.close()
+    return 0
+
+
+def _bidirectional(spec: ConnectionSpec) -> ConnectionSpec:
+    data = spec.model_dump()
+    data.update(direction="bidirectional", conflicts={"policy": "merge", "fallback": "left_wins"})
+    return ConnectionSpec.model_validate(data)
+
+
+def dynamics_accounts(connections: Path, sbx: RunningSandbox) -> int:
+    """Dynamics 365 accounts -> SharePoint Customers one way, then both ways."""
+    spec = find_connection("dynamics_accounts_to_sharepoint", connections)
+    fresh_state(spec)
+    _title("Dynamics -> SharePoint 1. one way: every account becomes a list item")
+    if code := _run(connections, spec.name):
+        return code
+    both = _bidirectional(spec)
+    dataverse = SandboxControl("dataverse", sbx.urls["dataverse"], sbx.ca_path)
+    graph = _graph(spec)
+    try:
+        accounts = dataverse.call("GET", "rows/accounts")["value"]
+        first, second = sorted(accounts, key=lambda a: a["name"])[:2]
+        items = {i["fields"].get("Title"): i for i in _list_items(graph, "Customers")}
+        _title("Dynamics <-> SharePoint 2. the same connection switched to "
+               "`direction: bidirectional`, `conflicts: {policy: merge, fallback: left_wins}`;\n"
+               f"    {first['name']}: phone edited in the list, city edited in Dynamics "
+               "(merged);\n"
+               f"    {second['name']}: city edited on both sides (conflict: Dynamics wins)")
+        for name, fields in ((first["name"], {"Phone": "+1 555 0100"}),
+                             (second["name"], {"City": "Lisbon"})):
+            graph.request("PATCH", f"{SITE}/lists/Customers/items/{items[name]['id']}/fields",
+                          body=fields)
+        dataverse.call("PATCH", f"rows/accounts/{first['accountid']}",
+                       {"address1_city": "Porto"})
+        dataverse.call("PATCH", f"rows/accounts/{second['accountid']}",
+                       {"address1_city": "Madrid"})
+        sync = Sync(both)
+        try:
+            report = sync.run()
+        finally:
+            sync.close()
+        out = Console()
+        out.print(_counts_table(report.counts()))
+        if report.prepared:
+            _print_conflicts(out, report.prepared.plan)
+        now = {a["accountid"]: a for a in dataverse.call("GET", "rows/accounts")["value"]}
+        items = {i["fields"].get("Title"): i for i in _list_items(graph, "Customers")}
+        for acc in (first, second):
+            row, item = now[acc["accountid"]], items[acc["name"]]["fields"]
+            print(f"   {acc['name']}: Dynamics phone={row.get('telephone1')} "
+                  f"city={row.get('address1_city')} | list Phone={item.get('Phone')} "
+                  f"City={item.get('City')}")
+        print(f"Dynamics now holds {len(now)} accounts (the list's own customers were copied "
+              f"in); the list holds {len(items)} items")
+        return 0 if report.status == "succeeded" else 3
+    finally:
+        graph.close()
+
+
+def run_microsoft_demos(connections: Path) -> int:
+    """Start the sandbox, run the three Microsoft 365 scenarios, stop the sandbox."""
+    print("\n### Microsoft 365 scenarios against the sandbox servers (l2sync sandbox)")
+    project = Path(find_connection(SANDBOX_CONNECTIONS[0], connections).project_dir)
+    state_dir = sandbox_state_dir(project)
+    shutil.rmtree(state_dir, ignore_errors=True)  # the demo starts from the demo data
+    with running_sandbox(state_dir) as sbx:
+        for name, url in sbx.urls.items():
+            print(f"{name:10} {url}")
+        for scenario in (exchange_contacts, graph_contacts, dynamics_accounts):
+            code = scenario(connections, sbx)
+            if code != 0:
+                return code
+    return 0
