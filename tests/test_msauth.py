@@ -1,15 +1,12 @@
 """MicrosoftAuth with the real msal and requests against the sandbox token service."""
 
-import datetime as dt
 import shutil
 from pathlib import Path
 
 import pytest
 import requests
-from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import rsa
-from cryptography.x509.oid import NameOID
+from msal_helpers import pem, self_signed_certificate
 from sandbox_process import SandboxProcess
 
 from l2sync_dagster.providers.base import ProviderError
@@ -90,21 +87,13 @@ def test_wrong_password_is_clear(sandbox: SandboxProcess,
 
 
 def _certificate(tmp_path: Path) -> tuple[Path, str, str]:
-    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "l2sync test")])
-    now = dt.datetime.now(dt.UTC)
-    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name)
-            .public_key(key.public_key()).serial_number(x509.random_serial_number())
-            .not_valid_before(now - dt.timedelta(minutes=5))
-            .not_valid_after(now + dt.timedelta(days=1))
-            .sign(key, hashes.SHA256()))
-    cert_pem = cert.public_bytes(serialization.Encoding.PEM).decode()
+    cert, key = self_signed_certificate("l2sync test")
     key_pem = key.private_bytes(serialization.Encoding.PEM,
                                 serialization.PrivateFormat.TraditionalOpenSSL,
                                 serialization.NoEncryption()).decode()
     path = tmp_path / "app.pem"
-    path.write_text(key_pem + cert_pem)
-    return path, cert_pem, cert.fingerprint(hashes.SHA1()).hex()
+    path.write_text(key_pem + pem(cert))
+    return path, pem(cert), cert.fingerprint(hashes.SHA1()).hex()
 
 
 def test_certificate_credential(sandbox: SandboxProcess, tmp_path: Path) -> None:

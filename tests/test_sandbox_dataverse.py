@@ -4,12 +4,13 @@ import json
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import quote, urlsplit
+from urllib.parse import quote
 
 import msal
 import pytest
 import requests
 from lxml import etree
+from msal_helpers import SandboxSession
 from sandbox_process import SandboxProcess
 
 from l2sync_dagster.sandbox import identities
@@ -17,23 +18,6 @@ from l2sync_dagster.sandbox.control import SandboxControl
 
 API = "/api/data/v9.2"
 FORMATTED = "OData.Community.Display.V1.FormattedValue"
-
-
-class _MsalSession(requests.Session):
-    """requests session for msal against the sandbox authority (see test_sandbox_token.py)."""
-
-    def __init__(self, authority: str, ca_path: str) -> None:
-        super().__init__()
-        self.verify = ca_path
-        self.trust_env = False
-        self._authority = urlsplit(authority)
-
-    def request(self, method: str | bytes, url: str | bytes,  # type: ignore[override]
-                *args: Any, **kwargs: Any) -> requests.Response:
-        parts = urlsplit(str(url))
-        if parts.port is None and parts.hostname == self._authority.hostname:
-            url = parts._replace(netloc=self._authority.netloc).geturl()
-        return super().request(method, url, *args, **kwargs)
 
 
 @dataclass
@@ -65,7 +49,7 @@ def _app_token(sbx: SandboxProcess, resource: str) -> str:
     authority = f"{sbx.urls['token']}/{identities.TENANT}"
     app = msal.ConfidentialClientApplication(
         identities.CLIENT_ID, client_credential=identities.CLIENT_SECRET, authority=authority,
-        instance_discovery=False, http_client=_MsalSession(authority, str(sbx.ca_path)))
+        instance_discovery=False, http_client=SandboxSession(authority, str(sbx.ca_path)))
     result = app.acquire_token_for_client([f"{resource}/.default"])
     assert "access_token" in result, result
     return result["access_token"]
@@ -75,7 +59,7 @@ def _user_token(sbx: SandboxProcess, resource: str) -> str:
     authority = f"{sbx.urls['token']}/{identities.TENANT}"
     app = msal.PublicClientApplication(
         identities.CLIENT_ID, authority=authority, instance_discovery=False,
-        http_client=_MsalSession(authority, str(sbx.ca_path)))
+        http_client=SandboxSession(authority, str(sbx.ca_path)))
     result = app.acquire_token_by_username_password(
         identities.SERVICE_USER, identities.USERS[identities.SERVICE_USER],
         [f"{resource}/.default"])

@@ -10,8 +10,8 @@ from typing import Any
 import msal
 import pytest
 import requests
+from msal_helpers import sandbox_session
 from sandbox_process import SandboxProcess
-from test_sandbox_token import sandbox_session
 
 from l2sync_dagster.sandbox import identities
 from l2sync_dagster.sandbox.control import SandboxControl

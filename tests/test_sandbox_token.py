@@ -1,17 +1,13 @@
 """The Entra-style token service, driven by the real msal library over HTTPS."""
 
-import datetime as dt
 from collections.abc import Iterator
-from typing import Any
 from urllib.parse import urlsplit
 
 import msal
 import pytest
 import requests
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import rsa
-from cryptography.x509.oid import NameOID
+from cryptography.hazmat.primitives import serialization
+from msal_helpers import authority, pem, sandbox_session, self_signed_certificate
 from sandbox_process import SandboxProcess
 
 from l2sync_dagster.sandbox import identities
@@ -28,41 +24,11 @@ def token(sandbox: SandboxProcess) -> Iterator[SandboxProcess]:
     sandbox.control("token").reset()
 
 
-def _authority(sbx: SandboxProcess) -> str:
-    return f"{sbx.urls['token']}/{identities.TENANT}"
+_authority = authority
 
 
 def _scope(sbx: SandboxProcess) -> list[str]:
     return [f"{sbx.urls.get('graph', 'https://graph.microsoft.com')}/.default"]
-
-
-class SandboxSession(requests.Session):
-    """What a client needs to run msal against the sandbox authority ``https://host:PORT/..``:
-
-    - msal builds the user realm URL from the authority's host name WITHOUT its port
-      (``msal/authority.py`` ``user_realm_discovery``), so a port-less URL on the authority host
-      is sent to the authority's port;
-    - ``trust_env`` off: requests lets REQUESTS_CA_BUNDLE override ``session.verify`` (so
-      msal's own ``verify=`` is ignored wherever that variable is set).
-    """
-
-    def __init__(self, authority: str, ca_path: str) -> None:
-        super().__init__()
-        self.verify = ca_path
-        self.trust_env = False
-        self._authority = urlsplit(authority)
-
-    def request(self, method: str | bytes, url: str | bytes,  # type: ignore[override]
-                *args: Any, **kwargs: Any) -> requests.Response:
-        parts = urlsplit(str(url))
-        if parts.port is None and parts.hostname == self._authority.hostname:
-            url = parts._replace(netloc=self._authority.netloc).geturl()
-        return super().request(method, url, *args, **kwargs)
-
-
-def sandbox_session(sbx: SandboxProcess) -> requests.Session:
-    """A requests session msal can use against the sandbox token service."""
-    return SandboxSession(_authority(sbx), str(sbx.ca_path))
 
 
 def _confidential(sbx: SandboxProcess, credential: object,
@@ -79,17 +45,10 @@ def _public(sbx: SandboxProcess) -> msal.PublicClientApplication:
 
 def _certificate() -> tuple[str, str]:
     """A fresh self-signed certificate and its private key, both PEM."""
-    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "l2sync-sandbox-test")])
-    now = dt.datetime.now(dt.UTC)
-    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name)
-            .public_key(key.public_key()).serial_number(x509.random_serial_number())
-            .not_valid_before(now - dt.timedelta(minutes=5))
-            .not_valid_after(now + dt.timedelta(days=1))
-            .sign(key, hashes.SHA256()))
+    cert, key = self_signed_certificate()
     key_pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
                                 serialization.NoEncryption()).decode()
-    return cert.public_bytes(serialization.Encoding.PEM).decode(), key_pem
+    return pem(cert), key_pem
 
 
 def test_discovery_document(token: SandboxProcess) -> None:

@@ -8,7 +8,6 @@ connection; a write whose answer was lost is not retried here (the caller cannot
 was applied) but raised as a transient :class:`ProviderError`.
 """
 
-import email.utils
 import json
 import logging
 import random
@@ -22,6 +21,7 @@ from urllib.parse import urljoin, urlsplit
 import requests
 
 from l2sync_dagster.providers.base import ProviderError
+from l2sync_dagster.providers.graph.throttle import parse_retry_after
 from l2sync_dagster.providers.odata.batch import (
     BatchFormatError,
     BatchItem,
@@ -190,7 +190,7 @@ class ODataClient:
                 refreshed = True
                 continue
             if resp.status_code in RETRY_STATUSES and attempt < self.max_retries:
-                delay = retry_after(resp.headers.get("Retry-After"))
+                delay = parse_retry_after(resp.headers.get("Retry-After"))
                 if delay is None:
                     delay = backoff * (1 + random.random() * 0.2)
                     backoff = min(backoff * 2, 30.0)
@@ -260,7 +260,7 @@ class ODataClient:
             for i, reply in zip(pending, got, strict=True):
                 if reply.status == 429:
                     again.append(i)
-                    delay = max(delay, retry_after(reply.header("Retry-After")) or 1.0)
+                    delay = max(delay, parse_retry_after(reply.header("Retry-After")) or 1.0)
                 else:
                     replies[i] = reply
             if not again:
@@ -291,22 +291,6 @@ class ODataClient:
                 resp.headers.get("Content-Type", ""), resp.content))
         except (BatchFormatError, ValueError) as exc:
             raise ProviderError(f"{self.label}: cannot read the $batch answer: {exc}") from None
-
-
-def retry_after(value: str | None) -> float | None:
-    """Seconds to wait from a ``Retry-After`` header (seconds or an HTTP date)."""
-    if not value:
-        return None
-    value = value.strip()
-    try:
-        return max(float(value), 0.0)
-    except ValueError:
-        pass
-    try:
-        when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    return max(when.timestamp() - time.time(), 0.0)
 
 
 def _short(url: str) -> str:
