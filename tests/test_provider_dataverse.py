@@ -452,3 +452,11 @@ def test_materialize_through_dagster(dv, tmp_path, monkeypatch):
     assert mats["dv/apply_right"]["inserted"] == 20 and mats["dv/apply_left"]["inserted"] == 2
     assert all(c.passed for c in result.get_asset_check_evaluations())
     assert sum(r["name"].startswith("Company") for r in dv.rows()) == 2
+
+
+def test_web_link_opens_the_record_form_in_dynamics(dv):
+    p = dv.open()
+    key = dv.rows()[0]["accountid"]
+    assert p.web_link(key) is None  # the table's logical name comes with $metadata
+    p.read(Query("SELECT name FROM accounts"))
+    assert p.web_link(key) == f"{dv.base}/main.aspx?pagetype=entityrecord&etn=account&id={key}"

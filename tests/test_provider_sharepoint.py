@@ -320,3 +320,10 @@ def test_crash_mid_batch_then_rerun_without_duplicates(
     titles = list(sp.read(Q).frame["Title"])
     assert len(titles) == len(set(titles)) == 5 + 61
     assert _written(Sync(spec, store).run()) == 0
+
+
+def test_web_link_is_the_items_display_form(sp: SharePointProvider) -> None:
+    assert sp.web_link("3") is None  # no list resolved yet
+    key = sp.read(Q).frame.index[0]
+    assert sp.web_link(key) == (
+        f"https://sandbox.sharepoint.com/sites/sales/Lists/Customers/DispForm.aspx?ID={key}")

@@ -31,6 +31,7 @@ import json
 import logging
 from pathlib import Path
 from typing import Any, ClassVar
+from urllib.parse import quote, urlsplit
 
 from l2sync_dagster.providers.base import ProviderError, Query, ReadResult
 from l2sync_dagster.providers.msauth import scope_for
@@ -179,6 +180,18 @@ class DataverseProvider(ODataProvider):
             raise ProviderError(f"{self.name}: {ent.entity_set}: the service answered "
                                 "track-changes without a delta link")
         return ReadResult(frame, complete=True, cursor=_delta_cursor(delta))
+
+    def web_link(self, key: str) -> str | None:
+        """The record's form in the Dynamics 365 web app (``main.aspx?pagetype=entityrecord``).
+
+        Only once ``$metadata`` has been read (every run reads it before it plans)."""
+        if self._metadata is None:
+            return None
+        _, et = self._metadata.entity_set(self.entity_set)
+        logical = et.name.rsplit(".", 1)[-1]
+        parts = urlsplit(self.service_root)
+        return (f"{parts.scheme}://{parts.netloc}/main.aspx?pagetype=entityrecord"
+                f"&etn={quote(logical)}&id={quote(str(key))}")
 
     def probe(self, query: Query, cursor: str | None = None) -> str:
         """With a delta-link cursor: the first change since it (one row, one request);

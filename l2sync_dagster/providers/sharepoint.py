@@ -384,6 +384,17 @@ class SharePointProvider:
             versions.append(item.get("eTag") or item.get("@odata.etag"))
         return build_frame(rows, types, keys, modified, versions)
 
+    def web_link(self, key: str) -> str | None:
+        """The item's display form (``<list URL>/DispForm.aspx?ID=<id>``) once the list is
+        resolved; None while none or several lists are."""
+        refs = {ref.list_id: ref for ref in self._lists.values()}
+        if len(refs) != 1:
+            return None
+        ref = next(iter(refs.values()))
+        if not ref.web_url:
+            return None
+        return f"{ref.web_url.rstrip('/')}/DispForm.aspx?ID={quote(str(key))}"
+
     # -- sensors -----------------------------------------------------------------------------
 
     def probe(self, query: Query, cursor: str | None = None) -> str:
