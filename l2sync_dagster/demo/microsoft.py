@@ -13,6 +13,7 @@ Every scenario resets its state first, so the demo can be run again and again.
 import os
 import shutil
 import sqlite3
+import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -246,4 +247,10 @@ def run_microsoft_demos(connections: Path) -> int:
             code = scenario(connections, sbx)
             if code != 0:
                 return code
+        # the sandbox checks its own answers against Microsoft's schemas: a bad one is a bug
+        bad = {name: svc.stats.invalid_responses for name, svc in sbx.services.items()
+               if svc.stats.invalid_responses}
+        if bad:
+            print(f"the sandbox produced invalid responses: {bad}", file=sys.stderr)
+            return 4
     return 0
