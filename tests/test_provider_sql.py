@@ -294,6 +294,24 @@ def test_inserts_return_generated_keys_in_order(db: Db) -> None:
     p.close()
 
 
+def test_sqlite_rowid_key_inserts_in_batches(tmp_path: Path,
+                                             caplog: pytest.LogCaptureFixture) -> None:
+    """`id INTEGER PRIMARY KEY AUTOINCREMENT` as people write it (no NOT NULL): one transaction
+    per batch with the generated keys returned in order, never the row-by-row fallback."""
+    engine = sa.create_engine(f"sqlite:///{tmp_path / 'crm.db'}")
+    with engine.begin() as conn:
+        conn.exec_driver_sql("CREATE TABLE contacts (id INTEGER PRIMARY KEY AUTOINCREMENT, "
+                             "name TEXT)")
+    p = SqlProvider.from_connection_string("URL=sqlite:///crm.db;BatchSize=4", base_dir=tmp_path)
+    caplog.set_level("INFO", logger="l2sync.providers.sql")
+    out = p.apply(Query("contacts"), [Change("insert", f"r{i}", values={"name": f"n{i}"})
+                                      for i in range(10)])
+    assert [o.key for o in out] == [str(i) for i in range(1, 11)]
+    assert "record by record" not in caplog.text
+    p.close()
+    engine.dispose()
+
+
 def test_insert_with_explicit_key(db: Db) -> None:
     table = db.people()
     coded = db.create(

@@ -385,6 +385,11 @@ class SqlProvider:
     def _table_entity(self, conn: Connection, query: Query, text: str) -> _Entity:
         schema, name = self._find_table(conn, text)
         table = sa.Table(name, sa.MetaData(), schema=schema, autoload_with=conn)
+        for col in table.primary_key.columns:
+            # SQLite reflects `id INTEGER PRIMARY KEY` as nullable; SQLAlchemy then refuses the
+            # batched INSERT ... RETURNING (no "sentinel"), and every batch fell back to one
+            # transaction per row. A primary key is never NULL.
+            col.nullable = False
         label = f"{schema}.{name}" if schema else name
         columns = {c.name: c for c in table.columns}
         types: dict[str, str] = {}
