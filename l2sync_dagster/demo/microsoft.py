@@ -243,6 +243,9 @@ def run_microsoft_demos(connections: Path) -> int:
     with running_sandbox(state_dir) as sbx:
         for name, url in sbx.urls.items():
             print(f"{name:10} {url}")
+        for service in sbx.services.values():
+            if note := service.notice():
+                print(note)
         for scenario in (exchange_contacts, graph_contacts, dynamics_accounts):
             code = scenario(connections, sbx)
             if code != 0:

@@ -48,6 +48,9 @@ def main(connections: Path = Path("connections"), port: int = 3000) -> int:
     with running_sandbox(state_dir) as sbx:
         for name, url in sbx.urls.items():
             print(f"sandbox {name:10} {url}", flush=True)
+        for service in sbx.services.values():
+            if note := service.notice():
+                print(f"sandbox {note}", flush=True)
         child = subprocess.Popen(
             [sys.executable, "-m", "dagster", "dev", "-h", "127.0.0.1", "-p", str(port),
              "-f", str(project / "definitions.py")], env=dict(os.environ), cwd=project,
