@@ -72,7 +72,7 @@ def test_paging_follows_next_link(client: GraphClient) -> None:
     assert client.stats()["requests"] == 5
 
 
-def test_batch_chunks_of_20_with_per_request_results(client: GraphClient,
+def test_batch_chunks_of_20_with_per_request_results(graph_schema: None, client: GraphClient,
                                                      sandbox: SandboxProcess) -> None:
     folder = _folder(client, "Batch")
     base = f"/users/{MAILBOX}/contactFolders/{folder}/contacts"

@@ -129,7 +129,8 @@ def test_sync_folder_items_across_calls(sandbox: SandboxProcess, ews: SandboxCon
         list(folder.sync_items(sync_state="bm90IGEgc3RhdGU="))
 
 
-def test_sync_pages_are_capped_at_512(sandbox: SandboxProcess, ews: SandboxControl) -> None:
+def test_sync_pages_are_capped_at_512(ews_schema: None, sandbox: SandboxProcess,
+                                      ews: SandboxControl) -> None:
     seed(ews, 600)
     body = _soap(
         '<m:SyncFolderItems><m:ItemShape><t:BaseShape>IdOnly</t:BaseShape></m:ItemShape>'
@@ -191,7 +192,7 @@ def test_dropped_connection(sandbox: SandboxProcess, ews: SandboxControl) -> Non
     assert time.monotonic() - started >= 0.4
 
 
-def test_invalid_request_gets_schema_validation_fault(sandbox: SandboxProcess,
+def test_invalid_request_gets_schema_validation_fault(ews_schema: None, sandbox: SandboxProcess,
                                                       ews: SandboxControl) -> None:
     bad = _soap('<m:GetFolder><m:FolderShape><t:BaseShape>Everything</t:BaseShape>'
                 '</m:FolderShape><m:FolderIds><t:DistinguishedFolderId Id="inbox"/>'
@@ -299,7 +300,7 @@ def test_serves_without_schema_files(monkeypatch: pytest.MonkeyPatch, tmp_path: 
         close_connections()
 
 
-def test_an_invalid_response_is_recorded(monkeypatch: pytest.MonkeyPatch,
+def test_an_invalid_response_is_recorded(ews_schema: None, monkeypatch: pytest.MonkeyPatch,
                                          tmp_path: object) -> None:
     """Own sandbox: data seeded past the schema makes GetItem's answer invalid, and the
     service records it (the session fixture fails on any such record)."""

@@ -119,7 +119,7 @@ def _error(resp: requests.Response, status: int, code: str) -> str:
 
 
 # ---------------------------------------------------------------------- auth
-def test_csdl_is_loaded(sandbox: SandboxProcess) -> None:
+def test_csdl_is_loaded(graph_schema: None, sandbox: SandboxProcess) -> None:
     assert any(n.startswith("graph: validating against") for n in sandbox.notices), \
         sandbox.notices
 
@@ -173,7 +173,7 @@ def test_contact_crud_with_etags(graph: Graph) -> None:
     assert ops["contacts.delete"] == 1 and ops["contacts.get"] == 2
 
 
-def test_csdl_rejects_unknown_and_mistyped_properties(graph: Graph) -> None:
+def test_csdl_rejects_unknown_and_mistyped_properties(graph_schema: None, graph: Graph) -> None:
     before = graph.control.stats()["rejected_requests"]
     unknown = graph.call("POST", f"/users/{SYNC}/contacts", json={"givenName": "A", "foo": 1})
     assert "'foo' does not exist on type 'microsoft.graph.contact'" in \
@@ -342,7 +342,7 @@ def test_events_time_zones_all_day_and_recurrence(graph: Graph) -> None:
     assert len(changes) == 4 and all(c["@removed"] == {"reason": "deleted"} for c in changes)
 
 
-def test_todo_lists_tasks_and_delta(graph: Graph) -> None:
+def test_todo_lists_tasks_and_delta(graph_schema: None, graph: Graph) -> None:
     lists = graph.ok("GET", f"/users/{SYNC}/todo/lists")["value"]
     assert [x["displayName"] for x in lists] == ["Follow-ups"]
     tasks_path = f"/users/{SYNC}/todo/lists/{lists[0]['id']}/tasks"
@@ -380,7 +380,7 @@ def test_messages_folders_text_body_and_delta(graph: Graph) -> None:
 
 
 # ---------------------------------------------------------------------- $batch and throttling
-def test_batch_limits_dependencies_and_counters(graph: Graph) -> None:
+def test_batch_limits_dependencies_and_counters(graph_schema: None, graph: Graph) -> None:
     too_many = {"requests": [{"id": str(i), "method": "GET", "url": "/users"}
                              for i in range(21)]}
     assert "at most 20" in _error(graph.call("POST", "/$batch", json=too_many), 400,

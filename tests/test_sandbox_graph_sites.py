@@ -63,7 +63,8 @@ def test_site_by_path_lists_and_columns(graph: Graph, customers: str) -> None:
     assert columns["ContentType"]["hidden"] and not columns["Title"]["readOnly"]
 
 
-def test_item_create_update_delete_and_field_checks(graph: Graph, customers: str) -> None:
+def test_item_create_update_delete_and_field_checks(graph_schema: None, graph: Graph,
+                                                    customers: str) -> None:
     created = graph.ok("POST", f"{customers}/items", 201, json={"fields": {
         "Title": "Contoso", "City": "Oslo", "Revenue": 1250.5, "Active": True,
         "Since": "2020-05-01T00:00:00Z", "Tier": "Gold", "OwnerLookupId": 8}})

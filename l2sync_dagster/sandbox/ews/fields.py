@@ -246,8 +246,17 @@ def check_writable(element: etree._Element) -> None:
                              f"Set action is invalid for property. ({local(child)})")
 
 
-#: element names typed xs:boolean (filled from the schema by the service)
-BOOLEANS: set[str] = set()
+#: element names typed xs:boolean: the item properties the sandbox serves, so that it answers
+#: true/false (as Exchange does, and as clients parse) even without the schema files; the
+#: service adds every other xs:boolean element from the schema when it has it.
+BOOLEANS: set[str] = {
+    "AllowNewTimeProposal", "HasAttachments", "HasBeenProcessed", "HasPicture",
+    "IsAllDayEvent", "IsAssignmentEditable", "IsAssociated", "IsCancelled", "IsComplete",
+    "IsDelegated", "IsDeliveryReceiptRequested", "IsDraft", "IsFromMe", "IsMeeting",
+    "IsOnlineMeeting", "IsOutOfDate", "IsRead", "IsReadReceiptRequested", "IsRecurring",
+    "IsResend", "IsResponseRequested", "IsSubmitted", "IsTeamTask", "IsUnmodified",
+    "MeetingRequestWasSent", "ReminderIsSet",
+}
 
 
 def normalise(element: etree._Element) -> etree._Element:
