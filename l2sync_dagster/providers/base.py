@@ -41,6 +41,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar, Literal, Protocol, runtime_checkable
 
+import numpy as np
 import pandas as pd
 
 from l2sync_dagster.spec.connection_string import ConnectionString
@@ -250,3 +251,21 @@ def web_link_of(provider: object, key: str | None) -> str | None:
         return None
     return str(link) if link else None
 
+
+
+def typed_column(values: Sequence[Any], ftype: str) -> Any:
+    """One RecordFrame column from Python values: nullable Int64/boolean, float64 with NaN for
+    None, UTC datetimes; anything else (or values that do not fit) as an object array."""
+    try:
+        if ftype == "integer":
+            return pd.array(values, dtype="Int64")
+        if ftype == "boolean":
+            return pd.array(values, dtype="boolean")
+        if ftype == "float":
+            return np.array([np.nan if v is None else v for v in values], dtype=np.float64)
+        if ftype == "datetime":
+            return pd.to_datetime(pd.Series(values, dtype=object), utc=True).array
+    except (TypeError, ValueError, OverflowError, pd.errors.OutOfBoundsDatetime):
+        pass
+    # fromiter keeps a list or dict value as one element (np.array would unpack it)
+    return np.fromiter(values, dtype=object, count=len(values))

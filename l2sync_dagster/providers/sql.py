@@ -38,6 +38,7 @@ from l2sync_dagster.providers.base import (
     ProviderError,
     Query,
     ReadResult,
+    typed_column,
 )
 from l2sync_dagster.spec.connection_string import ConnectionString, ConnectionStringError
 
@@ -1053,22 +1054,13 @@ def _build_frame(
 
 
 def _column(values: Sequence[Any], ftype: str) -> Any:
-    """One column as a pandas array; nullable integer/boolean dtypes keep exact values."""
-    try:
-        if ftype == "integer":
-            return pd.array(values, dtype="Int64")
-        if ftype == "boolean":
-            return pd.array(values, dtype="boolean")
-        if ftype == "float":
-            return np.array([np.nan if v is None else v for v in values], dtype=np.float64)
-        if ftype == "datetime":
-            return pd.to_datetime(pd.Series(values, dtype=object), utc=True).array
-        if ftype == "string":
+    """One column as a pandas array; strings as pandas' string array when they all are."""
+    if ftype == "string":
+        try:
             return pd.array(values)
-    except (TypeError, ValueError, OverflowError, pd.errors.OutOfBoundsDatetime):
-        pass
-    # fromiter keeps a list or dict value as one element (np.array would unpack it)
-    return np.fromiter(values, dtype=object, count=len(values))
+        except (TypeError, ValueError):
+            pass
+    return typed_column(values, ftype)
 
 
 def _utc_series(series: pd.Series) -> pd.Series:

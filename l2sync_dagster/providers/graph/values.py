@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from l2sync_dagster.providers.base import KEY_INDEX, MODIFIED, VERSION
+from l2sync_dagster.providers.base import KEY_INDEX, MODIFIED, VERSION, typed_column
 
 
 def parse_datetime(value: Any) -> dt.datetime | None:
@@ -148,22 +148,6 @@ def format_value(value: Any, type_: str) -> Any:
     return value
 
 
-def column(values: Sequence[Any], type_: str) -> Any:
-    """One RecordFrame column with a dtype that keeps values exact."""
-    try:
-        if type_ == "integer":
-            return pd.array(values, dtype="Int64")
-        if type_ == "boolean":
-            return pd.array(values, dtype="boolean")
-        if type_ == "float":
-            return np.array([np.nan if v is None else v for v in values], dtype=np.float64)
-        if type_ == "datetime":
-            return pd.to_datetime(pd.Series(values, dtype=object), utc=True).array
-    except (TypeError, ValueError, OverflowError, pd.errors.OutOfBoundsDatetime):
-        pass
-    return np.fromiter(values, dtype=object, count=len(values))
-
-
 def build_frame(rows: Sequence[dict[str, Any]], types: dict[str, str], keys: Sequence[str],
                 modified: Sequence[Any] | None = None,
                 versions: Sequence[Any] | None = None) -> pd.DataFrame:
@@ -171,7 +155,7 @@ def build_frame(rows: Sequence[dict[str, Any]], types: dict[str, str], keys: Seq
     plus ``_modified`` (UTC) and ``_version`` when given."""
     data: dict[str, Any] = {}
     for name, type_ in types.items():
-        data[name] = column([r.get(name) for r in rows], type_)
+        data[name] = typed_column([r.get(name) for r in rows], type_)
     frame = pd.DataFrame(data, columns=list(types))
     frame.index = pd.Index([str(k) for k in keys], name=KEY_INDEX, dtype=object)
     if modified is not None:
