@@ -61,6 +61,28 @@ def test_verify_unauthorized(ews, monkeypatch):
     assert "wrong" not in str(err.value)
 
 
+@pytest.mark.parametrize("user", ["sync@sandbox.test", "SANDBOX\\sync"])
+def test_ntlm_sign_in_the_default_on_premises(ews, sandbox, user):
+    """Authentication=NTLM (the default with User/Password): exchangelib's NTLM handshake
+    against the sandbox, then reads and a write on the signed-in connection."""
+    p = provider(ews, Authentication="NTLM", User=user)
+    assert "opened mailbox sales@sandbox.test" in p.verify(Query("SELECT * FROM Contacts"))
+    frame = p.read(Query("SELECT GivenName FROM Contacts")).frame
+    assert "Anna" in set(frame["GivenName"])
+    out = p.apply(Query("SELECT GivenName, Surname FROM Contacts"),
+                  [Change("insert", "n", None, {"GivenName": "Nora", "Surname": "Ntlm"})])
+    assert out[0].ok, out[0].error
+    assert "Nora" in {i["fields"].get("GivenName") for i in items(sandbox, "contacts")}
+
+
+def test_ntlm_wrong_password_is_unauthorized(ews, monkeypatch):
+    monkeypatch.setenv("EWS_WRONG_PW", "wrong")
+    p = provider(ews, Authentication="NTLM", Password="env:EWS_WRONG_PW")
+    with pytest.raises(ProviderError, match="unauthorized") as err:
+        p.verify(Query("SELECT * FROM Contacts"))
+    assert "wrong" not in str(err.value)
+
+
 def test_impersonation_opens_another_mailbox(ews):
     p = provider(ews, Email="alice@sandbox.test", Impersonation="true")
     assert "alice@sandbox.test" in p.verify(Query("SELECT * FROM Contacts"))

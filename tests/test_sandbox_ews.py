@@ -15,6 +15,7 @@ from exchangelib import (
     BASIC,
     DELEGATE,
     IMPERSONATION,
+    NTLM,
     OAUTH2,
     Account,
     Build,
@@ -117,11 +118,11 @@ def account(sandbox: SandboxProcess, mailbox: str = "sales@sandbox.test", *,
                    default_timezone=UTC)
 
 
-def test_version_discovery_and_basic_auth(sandbox: SandboxProcess,
-                                          ews: SandboxControl) -> None:
-    # neither auth type nor version given: exchangelib probes both
+def test_version_and_auth_discovery(sandbox: SandboxProcess, ews: SandboxControl) -> None:
+    # neither auth type nor version given: exchangelib probes both and, offered NTLM and
+    # Basic as on-premises Exchange offers them, picks NTLM
     acc = account(sandbox, "sync@sandbox.test", version=None, auth_type=None)
-    assert acc.protocol.auth_type == BASIC
+    assert acc.protocol.auth_type == NTLM
     assert acc.version.api_version == "Exchange2016"
     assert acc.version.build.major_version == 15
     assert ews.stats()["requests"]["ConvertId"] >= 1
@@ -131,7 +132,8 @@ def test_version_discovery_and_basic_auth(sandbox: SandboxProcess,
     with pytest.raises(UnauthorizedError):
         account(sandbox, "sync@sandbox.test", password="wrong").root  # noqa: B018
     unauth = requests.post(endpoint(sandbox), data=b"<x/>", timeout=10)
-    assert unauth.status_code == 401 and "Basic" in unauth.headers["WWW-Authenticate"]
+    offered = unauth.headers["WWW-Authenticate"]
+    assert unauth.status_code == 401 and "NTLM" in offered and "Basic" in offered
 
 
 def test_bearer_token_with_impersonation(sandbox: SandboxProcess, ews: SandboxControl,

@@ -109,8 +109,10 @@ class _Handler(BaseHTTPRequestHandler):
     def _handle(self) -> None:
         service = self.server.service
         body = self._body()
+        if not hasattr(self, "connection_state"):
+            self.connection_state: dict[str, object] = {}
         request = Request(self.command, self.path, CaseInsensitiveDict(self.headers.items()),
-                          body, self.server.base_url)
+                          body, self.server.base_url, self.connection_state)
         if request.path.startswith("/_sandbox/"):
             self._send(self.server.control(request))
             return

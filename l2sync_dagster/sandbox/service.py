@@ -56,6 +56,8 @@ class Request:
     headers: CaseInsensitiveDict
     body: bytes
     base_url: str
+    #: state kept for the lifetime of the TCP connection (connection-based auth like NTLM)
+    connection: dict[str, Any] = field(default_factory=dict)
 
     @property
     def path(self) -> str:

@@ -5,10 +5,11 @@ Endpoint: ``http://127.0.0.1:PORT/EWS/Exchange.asmx`` (plain HTTP, ``l2sync sand
 ``Exchange2016``, the only ``RequestServerVersion`` the schemas accept; any other version gets
 an ``ErrorInvalidServerVersion`` fault).
 
-Auth: ``Basic`` for the demo users (``sync@``/``alice@``/``sales@sandbox.test``, password
-``sandbox``) or ``Bearer`` tokens from the token service for audience
-``https://outlook.office365.com`` or this server's base URL; otherwise 401 with
-``WWW-Authenticate: Bearer, Basic realm=...``. Mailbox access follows
+Auth: ``NTLM`` (connection based, :mod:`l2sync_dagster.sandbox.ntlm`; ``user@sandbox.test``
+or ``SANDBOX\\user``) or ``Basic`` for the demo users (``sync@``/``alice@``/
+``sales@sandbox.test``, password ``sandbox``), or ``Bearer`` tokens from the token service for
+audience ``https://outlook.office365.com`` or this server's base URL; otherwise 401 with
+``WWW-Authenticate: NTLM, Bearer, Basic realm=...``. Mailbox access follows
 :mod:`l2sync_dagster.sandbox.identities`: ``ExchangeImpersonation`` by a principal without the
 role -> fault ``ErrorImpersonateUserDenied``; app tokens must impersonate; a mailbox the caller
 may not open -> ``ErrorAccessDenied``; unknown mailbox -> ``ErrorNonExistentMailbox``.

@@ -21,6 +21,7 @@ from l2sync_dagster.sandbox.ews.call import Call, EwsFault
 from l2sync_dagster.sandbox.ews.control import handle_control
 from l2sync_dagster.sandbox.ews.schema import EwsSchema, load
 from l2sync_dagster.sandbox.ews.store import Store
+from l2sync_dagster.sandbox.ntlm import ntlm_step
 from l2sync_dagster.sandbox.schemas import schema_dir_or_notice
 from l2sync_dagster.sandbox.service import Request, Response, SandboxContext, Service
 from l2sync_dagster.sandbox.tokens import Principal, check_basic
@@ -95,8 +96,11 @@ class EwsService(Service):
             return handle_control(self, request, subpath)
 
     # -- protocol ----------------------------------------------------------------------------
-    def _principal(self, request: Request) -> Principal | None:
-        auth = request.headers.get("authorization")
+    def _principal(self, request: Request) -> tuple[Principal | None, str | None]:
+        """Who sends the request, or ``(None, challenge)`` mid NTLM handshake."""
+        auth = request.headers.get("authorization") or ""
+        if auth[:5].lower() == "ntlm ":
+            return ntlm_step(request.connection, auth)
         principal = check_basic(auth)
         if principal is None and request.bearer:
             for audience in (self.ctx.urls.get("ews"), request.base_url, OUTLOOK):
@@ -104,16 +108,20 @@ class EwsService(Service):
                     principal = self.ctx.tokens.check(request.bearer, audience)
                     if principal is not None:
                         break
-        return principal
+        if principal is None and not auth:
+            # like IIS: a connection signed in with NTLM stays signed in
+            principal = request.connection.get("ntlm_principal")
+        return principal, None
 
     def handle(self, request: Request) -> Response:
         """Answer one HTTP request to the EWS endpoint."""
         if request.path.lower().rstrip("/") != ENDPOINT:
             return Response(404, b"Not Found", {"Content-Type": "text/plain"})
-        principal = self._principal(request)
+        principal, challenge = self._principal(request)
         if principal is None:
             host = request.base_url.split("://", 1)[-1].split(":")[0]
-            return Response(401, b"", {"WWW-Authenticate": f'Bearer, Basic realm="{host}"',
+            offer = challenge or f'NTLM, Bearer, Basic realm="{host}"'
+            return Response(401, b"", {"WWW-Authenticate": offer,
                                        "Content-Type": "text/plain"}, "Unauthorized")
         if request.method != "POST":
             return Response(200, b"<html><body>EWS sandbox</body></html>",
