@@ -36,17 +36,15 @@ from urllib.parse import quote, urlsplit
 from l2sync_dagster.providers.base import ProviderError, Query, ReadResult
 from l2sync_dagster.providers.msauth import scope_for
 from l2sync_dagster.providers.odata.client import ODataHTTPError
-from l2sync_dagster.providers.odata.provider import (
-    Field,
-    ODataProvider,
-    _check_url,
-    _common_options,
-    _digest,
-    _find,
-    _microsoft_auth,
+from l2sync_dagster.providers.odata.options import (
     bearer_auth,
+    check_url,
+    common_options,
+    microsoft_auth,
 )
+from l2sync_dagster.providers.odata.provider import Field, ODataProvider, find_field
 from l2sync_dagster.providers.odata.select import ODataQuery
+from l2sync_dagster.providers.odata.values import digest
 from l2sync_dagster.spec.connection_string import ConnectionString, ConnectionStringError
 
 log = logging.getLogger("l2sync.providers.dataverse")
@@ -77,16 +75,16 @@ class DataverseProvider(ODataProvider):
         cs = text if isinstance(text, ConnectionString) else ConnectionString(text,
                                                                               label=cls.name)
         cs.check_keys(cls.KEYS, required=("URL",))
-        url = _check_url(cs.require("URL"), cls.name)
+        url = check_url(cs.require("URL"), cls.name)
         if "/api/data/" not in url.lower():
             raise ConnectionStringError(
                 f"{cls.name}: URL must be the Web API URL of a table, like https://contoso."
                 "crm4.dynamics.com/api/data/v9.2/accounts")
-        opts = _common_options(cs, cls.name)
+        opts = common_options(cs, cls.name)
         if opts["batch"] == "json":
             raise ConnectionStringError(f"{cls.name}: Dataverse takes $batch as multipart only; "
                                         "use Batch=multipart or Batch=none")
-        ms = _microsoft_auth(cs, scope_for(url), base_dir)
+        ms = microsoft_auth(cs, scope_for(url), base_dir)
         opts["modified"] = "modifiedon"
         return cls(url, session=ms.session(), auth=bearer_auth(ms), **opts)
 
@@ -128,7 +126,7 @@ class DataverseProvider(ODataProvider):
                 out[f"{f.name}.label"] = Field(f"{f.name}.label", prop, "string", True, True,
                                                FORMATTED)
         mod = "modifiedon" if "modifiedon" in out else None
-        return out, _find(out, key).name, mod  # type: ignore[union-attr]
+        return out, find_field(out, key).name, mod  # type: ignore[union-attr]
 
     def _read_headers(self, track: bool, page_size: int | None = None) -> dict[str, str]:
         prefer = [f"odata.maxpagesize={page_size or self.page_size}",
@@ -205,9 +203,9 @@ class DataverseProvider(ODataProvider):
             except ODataHTTPError as exc:
                 if exc.code != EXPIRED_DELTA and exc.status != 410:
                     raise
-                return _digest(["expired", state["delta"]])
+                return digest(["expired", state["delta"]])
             first = page.rows[0] if page.rows else {}
-            return _digest([state["delta"], first.get("@odata.etag"), first.get("id"),
+            return digest([state["delta"], first.get("@odata.etag"), first.get("id"),
                             first.get(ent.key.prop)])
         return super().probe(query, None)
 

@@ -28,23 +28,17 @@ The query is a select statement, raw OData query options or empty (the whole ent
 :mod:`l2sync_dagster.providers.odata.select`.
 """
 
-import datetime as dt
-import hashlib
-import json
 import logging
-import math
 import re
 import threading
 import uuid
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from decimal import Decimal
 from pathlib import Path
 from typing import Any, ClassVar
-from urllib.parse import quote, urlsplit
+from urllib.parse import quote
 
-import numpy as np
 import pandas as pd
 import requests
 
@@ -63,6 +57,19 @@ from l2sync_dagster.providers.base import (
 from l2sync_dagster.providers.odata.batch import BatchItem, BatchReply
 from l2sync_dagster.providers.odata.client import ODataClient, ODataHTTPError, error_text
 from l2sync_dagster.providers.odata.metadata import Metadata, MetadataError, parse_metadata
+from l2sync_dagster.providers.odata.options import (
+    DEFAULT_BATCH_SIZE,
+    DEFAULT_CONCURRENCY,
+    DEFAULT_PAGE_SIZE,
+    bearer_auth,
+    ca_bundle,
+    check_url,
+    common_options,
+    default_scope,
+    microsoft_auth,
+    refuse,
+    split_url,
+)
 from l2sync_dagster.providers.odata.select import (
     FieldResolver,
     ODataQuery,
@@ -70,18 +77,23 @@ from l2sync_dagster.providers.odata.select import (
     literal,
     translate,
 )
+from l2sync_dagster.providers.odata.values import (
+    digest,
+    is_deleted,
+    is_null,
+    json_column,
+    json_key,
+    json_value,
+    key_text,
+    max_modified,
+    url_key,
+    watermark_cursor,
+    watermark_of,
+)
 from l2sync_dagster.spec.connection_string import ConnectionString, ConnectionStringError
 
 log = logging.getLogger("l2sync.providers.odata")
 
-DEFAULT_BATCH_SIZE = 100
-MAX_BATCH_SIZE = 1000
-DEFAULT_CONCURRENCY = 4
-DEFAULT_PAGE_SIZE = 5000
-BATCH_FORMATS = ("auto", "multipart", "json", "none")
-AUTH_KEYS = ("TenantId", "ClientId", "ClientSecret", "CertificatePath", "CertificateThumbprint",
-             "User", "Password", "Authentication", "Authority", "CABundle")
-_SEGMENT_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_.]*$")
 _KEY_IN_URL_RE = re.compile(r"\(([^()]*)\)\s*$")
 
 
@@ -188,21 +200,21 @@ class ODataProvider:
         cs = text if isinstance(text, ConnectionString) else ConnectionString(text,
                                                                               label=cls.name)
         cs.check_keys(cls.KEYS, required=("URL",))
-        url = _check_url(cs.require("URL"), cls.name)
+        url = check_url(cs.require("URL"), cls.name)
         mode = (cs.get("Authentication") or "").strip().lower()
         if not mode:
             mode = "basic" if "user" in cs and "clientid" not in cs else (
                 "oauth" if "clientid" in cs else ("bearer" if "token" in cs else "none"))
-        ca = _ca_bundle(cs.get("CABundle"), base_dir)
+        ca = ca_bundle(cs.get("CABundle"), base_dir)
         session: requests.Session
         auth: Callable[[dict[str, str], bool], None] | None = None
         from l2sync_dagster.providers.msauth import make_session
 
         session = make_session(ca)
         if mode == "none":
-            _refuse(cs, ("User", "Password", "Token", "ClientId", "ClientSecret"), mode)
+            refuse(cs, ("User", "Password", "Token", "ClientId", "ClientSecret"), mode)
         elif mode == "basic":
-            _refuse(cs, ("Token", "ClientId", "ClientSecret", "TenantId"), mode)
+            refuse(cs, ("Token", "ClientId", "ClientSecret", "TenantId"), mode)
             user = cs.get("User")
             password = cs.secret("Password")
             if not user:
@@ -213,7 +225,7 @@ class ODataProvider:
                                             "(Password=env:VAR)")
             session.auth = (user, password.reveal())
         elif mode == "bearer":
-            _refuse(cs, ("User", "Password", "ClientId", "ClientSecret"), mode)
+            refuse(cs, ("User", "Password", "ClientId", "ClientSecret"), mode)
             token = cs.secret("Token")
             if token is None:
                 raise ConnectionStringError(f"{cls.name}: missing required key Token "
@@ -224,15 +236,15 @@ class ODataProvider:
 
             auth = bearer
         elif mode in ("oauth", "microsoft_modern", "microsoft_modern_crm", "clientcredentials"):
-            scope = cs.get("Scope") or _default_scope(url)
-            ms = _microsoft_auth(cs, scope, base_dir, oauth_alias=mode == "oauth")
+            scope = cs.get("Scope") or default_scope(url)
+            ms = microsoft_auth(cs, scope, base_dir, oauth_alias=mode == "oauth")
             session = ms.session()
             auth = bearer_auth(ms)
         else:
             raise ConnectionStringError(
                 f"{cls.name}: Authentication={cs.get('Authentication')} is not supported; use "
                 "None, Basic, Bearer or OAuth")
-        return cls(url, session=session, auth=auth, **_common_options(cs, cls.name))
+        return cls(url, session=session, auth=auth, **common_options(cs, cls.name))
 
     # --- metadata and entity -----------------------------------------------------------------
     def metadata(self) -> Metadata:
@@ -267,7 +279,7 @@ class ODataProvider:
         if key is None:
             raise ProviderError(f"{self.name}: entity set {entity_set} has a composite key "
                                 f"({', '.join(et.key)}); name one unique property in Key=")
-        key_field = _find(fields, key)
+        key_field = find_field(fields, key)
         if key_field is None:
             raise ProviderError(f"{self.name}: Key={key} is not a property of {entity_set}")
         return fields, key_field.name, self.modified_name
@@ -280,7 +292,7 @@ class ODataProvider:
             return ent
         fields, key_name, modified = self._base_fields(self.entity_set)
         key_name = query.key or key_name
-        kf = _find(fields, key_name)
+        kf = find_field(fields, key_name)
         if kf is None:
             raise ProviderError(f"{self.name}: key {key_name!r} is not a field of "
                                 f"{self.entity_set}")
@@ -288,7 +300,7 @@ class ODataProvider:
         modified = query.modified or modified
         mf = None
         if modified:
-            mf = _find(fields, modified)
+            mf = find_field(fields, modified)
             if mf is None:
                 raise ProviderError(f"{self.name}: modified field {modified!r} is not a field "
                                     f"of {self.entity_set}")
@@ -399,19 +411,19 @@ class ODataProvider:
         """A complete read, or (with a watermark cursor) the records modified since then."""
         ent = self.entity(query)
         q = ent.query.and_filter(self._window_filter(ent, query, window))
-        mark = _watermark(cursor)
+        mark = watermark_of(cursor)
         if mark is not None and ent.modified is not None and q.top is None:
             mf = ent.modified
             inc = q.and_filter(f"{mf.prop} ge {literal(mark, mf.ftype)}")
             frame = self._fetch(ent, self._collection_link(ent, inc), False)[0]
             keys = self._fetch(ent, self._collection_link(ent, q, select=[ent.key.prop]),
                                False, keys_only=True)[0]
-            new_mark = _max_modified(frame, mark)
-            return ReadResult(frame, complete=False, cursor=_cursor(new_mark),
+            new_mark = max_modified(frame, mark)
+            return ReadResult(frame, complete=False, cursor=watermark_cursor(new_mark),
                               present_keys=keys.index)
         frame = self._fetch(ent, self._collection_link(ent, q), False)[0]
-        new_mark = _max_modified(frame, None) if ent.modified else None
-        return ReadResult(frame, complete=True, cursor=_cursor(new_mark))
+        new_mark = max_modified(frame, None) if ent.modified else None
+        return ReadResult(frame, complete=True, cursor=watermark_cursor(new_mark))
 
     def _fetch(self, ent: Entity, link: str, track: bool, *, keys_only: bool = False
                ) -> tuple[pd.DataFrame, list[str], str | None]:
@@ -422,7 +434,7 @@ class ODataProvider:
         for page in self.client.pages(link, f"read {ent.entity_set}",
                                       self._read_headers(track)):
             for row in page.rows:
-                if _is_deleted(row):
+                if is_deleted(row):
                     deleted.append(self._deleted_key(row, ent))
                 else:
                     rows.append(row)
@@ -433,7 +445,7 @@ class ODataProvider:
         value = row.get("id") or row.get("@id") or row.get("@odata.id") or ""
         m = _KEY_IN_URL_RE.search(str(value))
         text = m.group(1) if m else str(value)
-        return _key_text(text.strip("'"), ent.key.ftype)
+        return key_text(text.strip("'"), ent.key.ftype)
 
     def _frame(self, ent: Entity, rows: list[dict[str, Any]], keys_only: bool = False
                ) -> pd.DataFrame:
@@ -445,7 +457,7 @@ class ODataProvider:
             if v is None:
                 raise ProviderError(f"{self.name}: a record of {ent.entity_set} has no key "
                                     f"{kf.prop}")
-            keys.append(_key_text(v, kf.ftype))
+            keys.append(key_text(v, kf.ftype))
         index = pd.Index(keys, name=KEY_INDEX, dtype=object)
         if index.has_duplicates:
             dup = index[index.duplicated()][0]
@@ -457,7 +469,7 @@ class ODataProvider:
         for name, f in ent.fields.items():
             src = f"{f.prop}@{f.annotation}" if f.annotation else f.prop
             values = [r.get(src) for r in rows]
-            data[name] = _column(values, f.ftype)
+            data[name] = json_column(values, f.ftype)
         if ent.modified is not None:
             data[MODIFIED] = pd.to_datetime(
                 pd.Series([r.get(ent.modified.prop) for r in rows], dtype=object),
@@ -479,11 +491,11 @@ class ODataProvider:
                                         f"probe {ent.entity_set}", self._read_headers(False, 1))
             rows = data.get("value") or []
             newest = rows[0] if rows else {}
-            return _digest([newest.get(mf.prop), newest.get(ent.key.prop),
+            return digest([newest.get(mf.prop), newest.get(ent.key.prop),
                             newest.get("@odata.etag")])
         keys = self._fetch(ent, self._collection_link(ent, ent.query, select=[ent.key.prop]),
                            False, keys_only=True)[0]
-        return _digest(sorted(keys.index))
+        return digest(sorted(keys.index))
 
     # --- writing -----------------------------------------------------------------------------
     def apply(self, query: Query, changes: Sequence[Change]) -> list[Outcome]:
@@ -530,13 +542,13 @@ class ODataProvider:
             key = None
             if self.key_generation == "client":
                 key = self._client_key(ent, ch.key)
-                body[ent.key.prop] = _json_key(key, ent.key.ftype)
+                body[ent.key.prop] = json_key(key, ent.key.ftype)
             else:
                 body.pop(ent.key.prop, None)
             return BatchItem("POST", quote(ent.entity_set), dict(prefer), body), key
         if not ch.key:
             raise ProviderError(f"{ch.op} without a key")
-        url = f"{quote(ent.entity_set)}({_url_key(ch.key, ent.key.ftype)})"
+        url = f"{quote(ent.entity_set)}({url_key(ch.key, ent.key.ftype)})"
         headers = {"If-Match": ch.version or "*"}
         if ch.op == "update":
             body = self._body(ent, ch.values, creating=False)
@@ -578,7 +590,7 @@ class ODataProvider:
 
     def _bind(self, body: dict[str, Any], f: Field, value: Any) -> None:
         """Set a lookup through ``nav@odata.bind`` (or clear it)."""
-        value = None if _is_null(value) else value
+        value = None if is_null(value) else value
         if value is None:
             body[f"{f.nav}@odata.bind"] = None
             return
@@ -654,7 +666,7 @@ class ODataProvider:
                     return Outcome(ch.ref, False, None, None,
                                    "created, but the service returned no key (no body, no "
                                    "OData-EntityId header)")
-                return Outcome(ch.ref, True, _key_text(new_key, ent.key.ftype), version)
+                return Outcome(ch.ref, True, key_text(new_key, ent.key.ftype), version)
             if ch.op == "delete":
                 return Outcome(ch.ref, True, ch.key, None)
             return Outcome(ch.ref, True, ch.key, version)
@@ -663,7 +675,7 @@ class ODataProvider:
             return Outcome(ch.ref, True, ch.key, None)
         if ch.op == "insert" and key and self._is_duplicate(status, code, msg):
             # the record with our client-made key exists: an earlier attempt created it
-            return Outcome(ch.ref, True, _key_text(key, ent.key.ftype), None)
+            return Outcome(ch.ref, True, key_text(key, ent.key.ftype), None)
         if status == 412 and ch.op in ("update", "delete"):
             return Outcome(ch.ref, False, ch.key, None,
                            f"conflict: {ent.entity_set}({ch.key}) was changed since it was "
@@ -680,113 +692,9 @@ class ODataProvider:
 
 
 # --- helpers ---------------------------------------------------------------------------------
-def split_url(url: str) -> tuple[str, str]:
-    """(service root, entity set) of ``<service root>/<entity set>``."""
-    parts = urlsplit(url)
-    path = parts.path.rstrip("/")
-    root_path, _, entity_set = path.rpartition("/")
-    if not entity_set or not _SEGMENT_RE.match(entity_set):
-        raise ConnectionStringError(
-            f"URL must end with the entity set (<service root>/<entity set>), not {url!r}")
-    return f"{parts.scheme}://{parts.netloc}{root_path}", entity_set
 
 
-def _check_url(url: str, label: str) -> str:
-    parts = urlsplit(url)
-    if parts.scheme not in ("http", "https") or not parts.netloc:
-        raise ConnectionStringError(f"{label}: URL must be an http(s) URL, not {url!r}")
-    if parts.query or parts.fragment:
-        raise ConnectionStringError(f"{label}: URL must not contain a query (?...); put query "
-                                    "options in the connection's query")
-    split_url(url)
-    return url
-
-
-def _default_scope(url: str) -> str:
-    parts = urlsplit(url)
-    return f"{parts.scheme}://{parts.netloc}/.default"
-
-
-def _ca_bundle(value: str | None, base_dir: Path | None) -> str | None:
-    if not value:
-        return None
-    path = Path(value)
-    if not path.is_absolute() and base_dir is not None:
-        path = base_dir / path
-    if not path.is_file():
-        raise ConnectionStringError(f"CABundle: no such file {path}")
-    return str(path)
-
-
-def _refuse(cs: ConnectionString, keys: Iterable[str], mode: str) -> None:
-    for k in keys:
-        if k in cs:
-            raise ConnectionStringError(f"key {k} is not used with Authentication={mode}")
-
-
-def _microsoft_auth(cs: ConnectionString, scope: str, base_dir: Path | None,
-                    oauth_alias: bool = False) -> Any:
-    """MicrosoftAuth from the authentication keys of ``cs`` only."""
-    from l2sync_dagster.providers.msauth import MicrosoftAuth
-
-    parts = []
-    for k in MicrosoftAuth.KEYS:
-        raw = cs.raw(k)
-        if raw is None:
-            continue
-        if k.lower() == "authentication" and oauth_alias:
-            continue
-        parts.append(f'{k}="{raw.replace(chr(34), chr(34) * 2)}"')
-    sub = ConnectionString(";".join(parts), label=cs._label)  # noqa: SLF001
-    return MicrosoftAuth.from_connection_string(sub, scope=scope, base_dir=base_dir)
-
-
-def bearer_auth(ms: Any) -> Callable[[dict[str, str], bool], None]:
-    """A header hook adding ``Authorization: Bearer`` from MicrosoftAuth (refreshed on 401)."""
-
-    def add(headers: dict[str, str], refresh: bool) -> None:
-        token = ms.refresh() if refresh and hasattr(ms, "refresh") else ms.token()
-        headers["Authorization"] = f"Bearer {token}"
-
-    return add
-
-
-def _int_option(cs: ConnectionString, key: str, default: int, low: int, high: int,
-                label: str) -> int:
-    raw = cs.get(key)
-    if raw is None or raw == "":
-        return default
-    try:
-        value = int(raw)
-    except ValueError:
-        value = low - 1
-    if not low <= value <= high:
-        raise ConnectionStringError(f"{label}: {key} must be a whole number from {low} to "
-                                    f"{high}, not {raw!r}")
-    return value
-
-
-def _common_options(cs: ConnectionString, label: str) -> dict[str, Any]:
-    kg = (cs.get("KeyGeneration") or "server").strip().lower()
-    if kg not in ("server", "client"):
-        raise ConnectionStringError(f"{label}: KeyGeneration must be server or client, "
-                                    f"not {kg!r}")
-    batch = (cs.get("Batch") or "auto").strip().lower()
-    if batch not in BATCH_FORMATS:
-        raise ConnectionStringError(f"{label}: Batch must be one of {', '.join(BATCH_FORMATS)}, "
-                                    f"not {batch!r}")
-    return {
-        "key": cs.get("Key") or None,
-        "modified": cs.get("Modified") or None,
-        "key_generation": kg,
-        "batch": batch,
-        "batch_size": _int_option(cs, "BatchSize", DEFAULT_BATCH_SIZE, 1, MAX_BATCH_SIZE, label),
-        "concurrency": _int_option(cs, "Concurrency", DEFAULT_CONCURRENCY, 1, 52, label),
-        "page_size": _int_option(cs, "MaxPageSize", DEFAULT_PAGE_SIZE, 1, 5000, label),
-    }
-
-
-def _find(fields: dict[str, Field], name: str) -> Field | None:
+def find_field(fields: dict[str, Field], name: str) -> Field | None:
     if name in fields:
         return fields[name]
     low = name.lower()
@@ -796,149 +704,23 @@ def _find(fields: dict[str, Field], name: str) -> Field | None:
     return None
 
 
-def _is_deleted(row: dict[str, Any]) -> bool:
-    ctx = str(row.get("@odata.context") or "")
-    return ctx.endswith("$deletedEntity") or "@removed" in row or "@odata.removed" in row
 
 
-def _key_text(value: Any, ftype: str) -> str:
-    if ftype == "guid":
-        try:
-            return str(uuid.UUID(str(value)))
-        except ValueError:
-            return str(value)
-    if isinstance(value, float) and value.is_integer():
-        return str(int(value))
-    return str(value)
 
 
-def _url_key(key: str, ftype: str) -> str:
-    """The key as it goes inside ``Set(...)``, escaped."""
-    if ftype == "guid":
-        try:
-            return str(uuid.UUID(key))
-        except ValueError:
-            raise ProviderError(f"key {key!r} is not a GUID") from None
-    if ftype == "integer":
-        if not re.fullmatch(r"-?\d+", key):
-            raise ProviderError(f"key {key!r} is not a whole number")
-        return key
-    return quote(literal(key, "string"), safe="'")
 
 
-def _json_key(key: str, ftype: str) -> Any:
-    if ftype == "integer":
-        return int(key)
-    return key
 
 
-def _is_null(value: Any) -> bool:
-    if value is None or value is pd.NA or value is pd.NaT:
-        return True
-    return isinstance(value, float) and math.isnan(value)
 
 
-def json_value(value: Any, ftype: str, name: str = "") -> Any:
-    """A Python value as the JSON an OData service takes for a property of ``ftype``."""
-    if _is_null(value):
-        return None
-    if isinstance(value, np.generic):
-        value = value.item()
-    if ftype == "datetime":
-        ts = pd.Timestamp(value)
-        ts = ts.tz_localize("UTC") if ts.tzinfo is None else ts.tz_convert("UTC")
-        text = ts.strftime("%Y-%m-%dT%H:%M:%S")
-        if ts.microsecond:
-            text += f".{ts.microsecond:06d}".rstrip("0")
-        return text + "Z"
-    if ftype == "date":
-        if isinstance(value, dt.datetime):
-            return value.date().isoformat()
-        if isinstance(value, dt.date):
-            return value.isoformat()
-        return dt.date.fromisoformat(str(value)[:10]).isoformat()
-    if ftype == "integer":
-        if isinstance(value, bool):
-            return int(value)
-        if isinstance(value, float | Decimal) and value != int(value):
-            raise ProviderError(f"{name}: {value!r} is not a whole number")
-        return int(value)
-    if ftype in ("float", "decimal"):
-        if isinstance(value, str):
-            value = Decimal(value)
-        if isinstance(value, Decimal):
-            return int(value) if value == value.to_integral_value() else float(value)
-        return value
-    if ftype == "boolean":
-        if isinstance(value, str):
-            low = value.strip().lower()
-            if low in ("true", "1", "yes"):
-                return True
-            if low in ("false", "0", "no"):
-                return False
-            raise ProviderError(f"{name}: {value!r} is not true or false")
-        return bool(value)
-    if ftype == "guid":
-        return str(uuid.UUID(str(value)))
-    if isinstance(value, dict | list):
-        return json.dumps(value, ensure_ascii=False)
-    return str(value)
 
 
-def _column(values: list[Any], ftype: str) -> Any:
-    """One frame column from JSON values."""
-    try:
-        if ftype == "integer":
-            return pd.array(values, dtype="Int64")
-        if ftype == "boolean":
-            return pd.array(values, dtype="boolean")
-        if ftype == "float":
-            return np.array([np.nan if v is None else float(v) for v in values],
-                            dtype=np.float64)
-        if ftype == "decimal":
-            return np.fromiter((None if v is None else Decimal(str(v)) for v in values),
-                               dtype=object, count=len(values))
-        if ftype == "datetime":
-            return pd.to_datetime(pd.Series(values, dtype=object), utc=True,
-                                  format="ISO8601").array
-        if ftype == "date":
-            return np.fromiter((None if v is None else dt.date.fromisoformat(v[:10])
-                                for v in values), dtype=object, count=len(values))
-        if ftype == "guid":
-            return pd.array([None if v is None else str(v).lower() for v in values],
-                            dtype=object)
-    except (TypeError, ValueError, OverflowError):
-        pass
-    return np.fromiter(values, dtype=object, count=len(values))
 
 
-def _watermark(cursor: str | None) -> str | None:
-    if not cursor:
-        return None
-    try:
-        data = json.loads(cursor)
-    except ValueError:
-        return None
-    return data.get("watermark") if isinstance(data, dict) else None
 
 
-def _cursor(mark: str | None) -> str | None:
-    return json.dumps({"watermark": mark}) if mark else None
 
 
-def _max_modified(frame: pd.DataFrame, previous: str | None) -> str | None:
-    if MODIFIED not in frame.columns or frame.empty:
-        return previous
-    newest = frame[MODIFIED].max()
-    if pd.isna(newest):
-        return previous
-    if previous and pd.Timestamp(previous) > newest:
-        return previous
-    text = newest.strftime("%Y-%m-%dT%H:%M:%S")
-    if newest.microsecond:
-        text += f".{newest.microsecond:06d}".rstrip("0")
-    return text + "Z"
 
 
-def _digest(parts: Any) -> str:
-    return hashlib.sha256(json.dumps(parts, default=str).encode()).hexdigest()[:32]
