@@ -216,7 +216,7 @@ def dynamics_accounts(connections: Path, sbx: RunningSandbox) -> int:
             report = sync.run()
         finally:
             sync.close()
-        out = Console()
+        out = Console(highlight=False, width=None if sys.stdout.isatty() else 120)
         out.print(_counts_table(report.counts()))
         if report.prepared:
             _print_conflicts(out, report.prepared.plan)
