@@ -16,13 +16,28 @@ every record *of the window*; the runner never treats an archived record outside
 deleted because a windowed read missed it. Records whose window field is empty belong to no
 window.
 
+Read scope (integrity): ``describe(query).scope`` says how much of the entity a read of
+``query`` can return. ``"all"``: every record of the entity (a table, a folder); a record
+missing from a complete read is gone. ``"filtered"``: only records matching a condition (SQL
+WHERE, ``$filter``, an Exchange WHERE); a missing record may merely have left the filter.
+``"limited"``: at most N records (TOP, LIMIT, ``$top``), any of them may be missing.
+``restriction`` is the clause as the user wrote it (``TOP 5``, ``WHERE statecode = 0``), for
+messages. The runner never judges a record deleted because a restricted read missed it: it asks
+``lookup`` first, and a connection that writes to a ``limited`` side is refused at load time.
+
 Optional capabilities (checked with ``getattr``; a provider without them still works):
 
-- ``lookup(query, keys) -> RecordFrame``: the records among ``keys`` that still exist, in any
-  window, with the same columns as ``read``. The runner calls it for archived keys of the window
-  that a windowed read did not return: a key it returns moved to another window (an update,
-  never a delete plus an insert); a key it does not return is gone (a delete). Without it the
-  runner judges no deletes for such keys and says so in the run's metadata.
+- ``lookup(query, keys) -> RecordFrame``: the records among ``keys`` that still exist in the
+  entity, *whatever the query's WHERE, TOP or window*, with the same columns as ``read``. The
+  runner calls it for archived keys that a windowed or restricted read did not return, for keys
+  a restricted change feed reports deleted, and for records the sync created since the saved
+  cursor: a key it returns still exists (moved to another window, out of the filter); a key it
+  does not return is gone (a delete). Without it the runner judges no deletes for such keys and
+  says so in the run's metadata.
+- ``find_stamps(query, stamps) -> {stamp: key}``: for providers whose description says
+  ``stamps=True``: the keys of records created with ``Change.stamp`` (the engine's pair id,
+  stored in the record itself, e.g. an Exchange extended property). Crash recovery uses it to
+  find a record a killed run created even after a user edited it.
 - ``stats() -> {"requests": int, "throttle_wait_s": float}``: calls made and time spent waiting
   for throttling since the provider was opened; shown in the run's metadata.
 - ``web_link(key) -> str | None``: a link that opens the record in the system's web UI; the
@@ -36,7 +51,7 @@ Providers written before ``probe`` existed fail ``isinstance(p, Provider)``; use
 :func:`can_probe` rather than ``isinstance`` to ask whether a provider can be probed.
 """
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar, Literal, Protocol, runtime_checkable
@@ -45,6 +60,9 @@ import numpy as np
 import pandas as pd
 
 from l2sync_dagster.spec.connection_string import ConnectionString
+
+#: how much of an entity a read of the query can return (see the module docstring)
+ReadScope = Literal["all", "filtered", "limited"]
 
 #: canonical field types understood by the engine's converters
 FieldType = Literal[
@@ -111,6 +129,12 @@ class EntityDescription:
     key_generated: bool = False
     writable: bool = True
     modified: str | None = None
+    #: what a read of the query can return: "all", "filtered" (WHERE) or "limited" (TOP)
+    scope: ReadScope = "all"
+    #: the clause that restricts the read, as written ("TOP 5", "WHERE statecode = 0")
+    restriction: str | None = None
+    #: inserts can carry ``Change.stamp`` into the record and ``find_stamps`` finds it
+    stamps: bool = False
 
     def field(self, name: str) -> FieldInfo | None:
         """The field with this name, compared case-insensitively."""
@@ -147,6 +171,8 @@ class Change:
     insert: ``key`` is the key to create (None when the system generates it), ``values`` all
     mapped fields. update: ``key`` the native key, ``values`` only the fields to change.
     delete: ``key`` only. ``version`` is the expected version for optimistic concurrency.
+    ``stamp`` (inserts, providers describing ``stamps=True``): an id to store in the created
+    record where the user does not see it, found again by ``find_stamps``.
     """
 
     op: Literal["insert", "update", "delete"]
@@ -154,6 +180,7 @@ class Change:
     key: str | None = None
     values: dict[str, Any] = field(default_factory=dict)
     version: str | None = None
+    stamp: str | None = None
 
 
 @dataclass(frozen=True)
@@ -195,8 +222,16 @@ class Provider(Protocol):
         """A RecordFrame of the entity (only what changed since ``cursor`` when given)."""
         ...
 
-    def apply(self, query: Query, changes: Sequence[Change]) -> list[Outcome]:
-        """Write changes in batches; one outcome per change; never raise for one bad record."""
+    def apply(self, query: Query, changes: Sequence[Change], *,
+              created: "CreatedCallback | None" = None) -> list[Outcome]:
+        """Write changes in batches; one outcome per change; never raise for one bad record.
+
+        ``created`` (when given) is called with the outcomes of successful inserts as soon as
+        the system has assigned their keys: before the transaction commits where the system
+        has transactions (SQL), right after each server response otherwise. If it raises, the
+        provider rolls back what it can and lets the exception propagate: a created record
+        whose key the sync never recorded must not become visible.
+        """
         ...
 
     def max_batch_size(self) -> int:
@@ -213,6 +248,9 @@ class Provider(Protocol):
         ...
 
 
+#: what ``Provider.apply`` calls with insert outcomes before they become durable
+CreatedCallback = Callable[[Sequence["Outcome"]], None]
+
 #: the window a partitioned run reads: [start, end) in UTC; either end may be None
 Window = tuple[Any, Any]
 
@@ -226,6 +264,11 @@ def can_probe(provider: object) -> bool:
 def can_lookup(provider: object) -> bool:
     """True when ``provider`` has the optional ``lookup(query, keys)`` capability."""
     return callable(getattr(provider, "lookup", None))
+
+
+def can_find_stamps(provider: object) -> bool:
+    """True when ``provider`` has the optional ``find_stamps(query, stamps)`` capability."""
+    return callable(getattr(provider, "find_stamps", None))
 
 
 def provider_stats(provider: object) -> dict[str, float] | None:
