@@ -47,6 +47,18 @@ class MemoryProvider:
         self.fail_reads: list[ProviderError] = []
         self.requests = 0
         self._next = 1
+        #: a change feed like EWS SyncFolderItems: reads with a cursor return what changed since,
+        #: and report deletes only of records that existed when the cursor was taken
+        self.feed = False
+        self.seq = 0
+        self.changed_at: dict[str, int] = {}
+        self.created_at: dict[str, int] = {}
+        self.deleted_at: dict[str, int] = {}
+        #: stamps (Change.stamp) hidden in records, as an Exchange extended property
+        self.stamps = False
+        self.stamp_of: dict[str, str] = {}
+        #: crash after the system wrote a batch, before telling the runner the new keys
+        self.crash_before_created: int | None = None
 
     @classmethod
     def from_connection_string(cls, text: str, *, base_dir: Path | None = None
@@ -59,22 +71,75 @@ class MemoryProvider:
         return "memory"
 
     def describe(self, query: Query) -> EntityDescription:
-        """Every field is a string; the key is ``key``."""
+        """Every field is a string; the key is ``key``. ``query.text`` may restrict the read:
+        ``WHERE <field> = '<value>'`` (filtered) and/or ``TOP <n>`` (limited)."""
         names = ([self.key] if self.key not in self.fields else []) + self.fields
         infos = tuple(FieldInfo(n, "string", True, read_only=(n == self.key
                                                               and self.key_generated))
                       for n in names)
-        return EntityDescription(infos, self.key, self.key_generated)
+        top, where = _restriction(query.text)
+        scope = "limited" if top is not None else "filtered" if where else "all"
+        return EntityDescription(infos, self.key, self.key_generated, scope=scope,
+                                 restriction=(query.text or None) if scope != "all" else None,
+                                 stamps=self.stamps)
 
     def read(self, query: Query, cursor: str | None = None, window: Any = None) -> ReadResult:
-        """A complete read of every record (of the window on ``query.window_field``)."""
+        """Every record the query selects (of the window on ``query.window_field``); with the
+        change feed on and a cursor, only what changed since."""
         self.requests += 1
         if self.fail_reads:
             raise self.fail_reads.pop(0)
-        frame = self._frame()
+        frame = self._selected(query)
         if window is not None:
             frame = frame[in_window(frame[query.window_field], as_window(*window)).to_numpy()]
-        return ReadResult(frame, complete=True)
+        if self.feed and cursor is not None and window is None:
+            since = int(cursor)
+            changed = [k for k in frame.index if self.changed_at.get(k, 0) > since]
+            deleted = [k for k, at in self.deleted_at.items()
+                       if at > since and self.created_at.get(k, 0) <= since]
+            return ReadResult(frame.loc[changed], complete=False, deleted=deleted,
+                              cursor=str(self.seq))
+        return ReadResult(frame, complete=True, cursor=str(self.seq) if self.feed else None)
+
+    def _selected(self, query: Query) -> pd.DataFrame:
+        frame = self._frame()
+        top, where = _restriction(query.text)
+        if where:
+            f, v = where
+            frame = frame[frame[f] == v]
+        if top is not None:
+            frame = frame.iloc[:top]
+        return frame
+
+    def user_insert(self, values: dict[str, Any]) -> str:
+        """A record created by a person (not through the provider)."""
+        key = f"u{self._next}"
+        self._next += 1
+        self.rows[key] = {f: values.get(f) for f in self.fields if f != self.key}
+        self._touch(key, created=True)
+        return key
+
+    def user_update(self, key: str, values: dict[str, Any]) -> None:
+        """A person edits a record."""
+        self.rows[key].update(values)
+        self._touch(key)
+
+    def user_delete(self, key: str) -> None:
+        """A person deletes a record."""
+        self.rows.pop(key)
+        self.seq += 1
+        self.deleted_at[key] = self.seq
+
+    def _touch(self, key: str, created: bool = False) -> None:
+        self.seq += 1
+        self.changed_at[key] = self.seq
+        if created:
+            self.created_at[key] = self.seq
+
+    def find_stamps(self, query: Query, stamps: Sequence[str]) -> dict[str, str]:
+        """Keys of records created with these stamps (whatever their values now)."""
+        wanted = set(stamps)
+        return {st: k for k, st in self.stamp_of.items() if st in wanted and k in self.rows}
 
     def lookup(self, query: Query, keys: Sequence[str]) -> pd.DataFrame:
         """The records among ``keys`` that exist."""
@@ -106,9 +171,23 @@ class MemoryProvider:
         frame.index = pd.Index([str(k) for k in self.rows], name="_key")
         return frame
 
-    def apply(self, query: Query, changes: Sequence[Change]) -> list[Outcome]:
+    def apply(self, query: Query, changes: Sequence[Change], *,
+              created: Any = None) -> list[Outcome]:
         """Apply changes; crash after writing when asked to."""
         self.calls += 1
+        out = self._write(changes)
+        if self.crash_before_created is not None and self.calls >= self.crash_before_created:
+            self.crash_before_created = None
+            raise Crash(f"simulated crash after apply call {self.calls}, before its keys")
+        if created is not None:
+            refs = {c.ref for c in changes if c.op == "insert"}
+            created([o for o in out if o.ok and o.ref in refs])
+        if self.crash_after_calls is not None and self.calls >= self.crash_after_calls:
+            self.crash_after_calls = None
+            raise Crash(f"simulated crash after apply call {self.calls}")
+        return out
+
+    def _write(self, changes: Sequence[Change]) -> list[Outcome]:
         out = []
         for c in changes:
             if c.op == "insert":
@@ -120,19 +199,21 @@ class MemoryProvider:
                     out.append(Outcome(c.ref, False, error=f"duplicate key {key}"))
                     continue
                 self.rows[key] = {f: c.values.get(f) for f in self.fields if f != self.key}
+                if self.stamps and c.stamp:
+                    self.stamp_of[key] = c.stamp
+                self._touch(key, created=True)
                 out.append(Outcome(c.ref, True, key))
             elif c.op == "update":
                 if c.key not in self.rows:
                     out.append(Outcome(c.ref, False, error="not found"))
                     continue
                 self.rows[c.key].update({k: v for k, v in c.values.items() if k != self.key})
+                self._touch(c.key)
                 out.append(Outcome(c.ref, True, c.key))
             else:
-                self.rows.pop(c.key, None)
+                if c.key in self.rows:
+                    self.user_delete(c.key)
                 out.append(Outcome(c.ref, True, c.key))
-        if self.crash_after_calls is not None and self.calls >= self.crash_after_calls:
-            self.crash_after_calls = None
-            raise Crash(f"simulated crash after apply call {self.calls}")
         return out
 
     def max_batch_size(self) -> int:
@@ -141,3 +222,15 @@ class MemoryProvider:
 
     def close(self) -> None:
         """Nothing to release."""
+
+
+def _restriction(text: str | None) -> tuple[int | None, tuple[str, str] | None]:
+    """(TOP n, (field, value) of WHERE field = 'value') of a memory query text."""
+    import re
+
+    if not text:
+        return None, None
+    top = re.search(r"TOP\s+(\d+)", text, re.I)
+    where = re.search(r"WHERE\s+(\w+)\s*=\s*'([^']*)'", text, re.I)
+    return (int(top.group(1)) if top else None), ((where.group(1), where.group(2))
+                                                  if where else None)

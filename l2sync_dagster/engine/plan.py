@@ -79,13 +79,21 @@ class Rejection:
 
 @dataclass
 class PendingInsert:
-    """An insert that was planned in an earlier run whose outcome was never recorded."""
+    """An insert journaled before it was sent, whose outcome a run has not recorded yet.
+
+    ``target_key`` is the key the record gets: known before the write when the sync chooses it,
+    recorded from the system's answer (``Provider.apply``'s ``created`` callback) otherwise.
+    ``values`` are the canonical values both records agree on once the insert is done (the base
+    of the three-way comparison when a crashed run's record is adopted: a user's edit of the
+    created record then counts as an edit, not as the truth).
+    """
 
     pair_id: str
     side: Side
     source_key: str
     target_key: str | None
     expected_hash: int
+    values: dict[str, Any] | None = None
 
 
 @dataclass

@@ -707,6 +707,7 @@ def _finalize(planner: _Planner) -> None:
         pend = pending_by_pid.get(pid)
         if pend is not None:
             pend.expected_hash = (eff.left_hash if pend.side == "left" else eff.right_hash) or 0
+            pend.values = eff.values
 
 
 def reconcile(
@@ -813,17 +814,19 @@ def _new_positions(c: Canon, pos: np.ndarray) -> np.ndarray:
 def _recover(
     archive: pd.DataFrame, canon: dict[Side, Canon], pending: Sequence[PendingInsert],
     names: list[str],
-) -> tuple[pd.DataFrame, list[tuple[str, str, str, str]]]:
+) -> tuple[pd.DataFrame, list[tuple[PendingInsert, str]]]:
     """Find the records that journaled inserts created before a crash.
 
-    An insert that re-created the record of an existing pair re-points that pair at the new
-    record (the archive frame is patched); one that created a new pair is returned as
-    (pair_id, target side, source key, target key) for ``_plan_new`` to pair.
+    A record is found by the key the journal holds (chosen by the sync, or recorded from the
+    system's answer, or found by its stamp), else by the hash it was written with. An insert
+    that re-created the record of an existing pair re-points that pair at the new record (the
+    archive frame is patched); one that created a new pair is returned as (entry, target key)
+    for ``_plan_new`` to pair.
     """
     if not pending:
         return archive, []
     archive = archive.copy()
-    adopted: list[tuple[str, str, str, str]] = []
+    adopted: list[tuple[PendingInsert, str]] = []
     row_of = {pid: i for i, pid in enumerate(archive["pair_id"].astype(str))}
     for side in ("left", "right"):
         c = canon[side]  # type: ignore[index]
@@ -852,12 +855,12 @@ def _recover(
             if p.pair_id in row_of:
                 archive.loc[archive.index[row_of[p.pair_id]], f"{side}_key"] = found
             else:
-                adopted.append((p.pair_id, side, p.source_key, found))
+                adopted.append((p, found))
     return archive, adopted
 
 
 def _plan_new(planner: _Planner, new_pos: dict[Side, np.ndarray],
-              adopted: Sequence[tuple[str, str, str, str]]) -> None:
+              adopted: Sequence[tuple[PendingInsert, str]]) -> None:
     """Records on one side that are in no pair: recover crashed inserts, match, insert."""
     canon = planner.canon
     names = planner.names
@@ -888,16 +891,38 @@ def _plan_new(planner: _Planner, new_pos: dict[Side, np.ndarray],
         planner.both_present(pid or uuid.uuid4().hex, keys["left"][lj], keys["right"][rj],
                              lrow, rrow, base, lch, rch, lver, rver, lmod, rmod, kind)
 
-    # 1. inserts journaled by a run that did not finish: pair what they created
+    # 1. inserts journaled by a run that did not finish: pair what they created, with the
+    # values they were written with as the base, so that an edit made since counts as an edit
     if adopted:
         index = {s: {k: j for j, k in enumerate(keys[s])} for s in keys}  # type: ignore[index]
-        for pid, tside, source_key, target_key in adopted:
-            src = other(tside)  # type: ignore[arg-type]
-            sj, tj = index[src].get(source_key), index[tside].get(target_key)
-            if sj is None or tj is None or sj in used[src] or tj in used[tside]:
+        for entry, target_key in adopted:
+            tside: Side = entry.side
+            src = other(tside)
+            sj, tj = index[src].get(entry.source_key), index[tside].get(target_key)
+            if tj is None or tj in used[tside] or (sj is not None and sj in used[src]):
                 continue
-            lj, rj = (sj, tj) if src == "left" else (tj, sj)
-            pair_up(lj, rj, dict(rows[tside][tj]), "recovered insert", pid)
+            trow = rows[tside][tj]
+            base = _journaled_base(entry, planner) or dict(trow)  # type: ignore[arg-type]
+            if sj is not None:
+                lj, rj = (sj, tj) if src == "left" else (tj, sj)
+                pair_up(lj, rj, base, "recovered insert", entry.pair_id)
+                continue
+            used[tside].add(tj)
+            tver, _ = meta(tside, tj)
+            lkey, rkey = ((entry.source_key, target_key) if src == "left"
+                          else (target_key, entry.source_key))
+            if _gone(planner.inputs[src], entry.source_key):
+                # the source was deleted after the crash: the created record follows it
+                # (deleted when deletes propagate, else kept unpaired) and is never copied back
+                planner.deleted_one(entry.pair_id, lkey, rkey, src, trow, tver)  # type: ignore[arg-type]
+                continue
+            # the source still exists but this read did not return it: it is as written
+            srow = dict(base)
+            lrow, rrow = (srow, trow) if src == "left" else (trow, srow)
+            planner.both_present(entry.pair_id, lkey, rkey, lrow, rrow, base,
+                                 src != "left" and trow != base, src == "left" and trow != base,
+                                 *((None, tver) if src == "left" else (tver, None)),
+                                 None, None, "recovered insert")
 
     # 2. first-sync pairing by match_on
     pol = planner.policy
@@ -940,6 +965,25 @@ def _plan_new(planner: _Planner, new_pos: dict[Side, np.ndarray],
             elif pol.mirror and pol.source == to:
                 planner.write(side, "delete", uuid.uuid4().hex, key, version=ver,  # type: ignore[arg-type]
                               reason="mirror: not in source")
+
+
+def _gone(inp: SideInput, key: str) -> bool:
+    """True when a side's read shows that the record ``key`` no longer exists (the caller
+    knows the key is not among the records the read returned)."""
+    return inp.complete or key in set(inp.deleted)
+
+
+def _journaled_base(entry: PendingInsert, planner: _Planner) -> dict[str, Any] | None:
+    """The canonical values a journaled insert was written with (None for journals written
+    before they held values)."""
+    if entry.values is None:
+        return None
+    types = planner.types
+    out: dict[str, Any] = {}
+    for n in planner.names:
+        conv = to_canonical(pd.Series([entry.values.get(n)], dtype=object), types[n])
+        out[n] = conv.values[0].as_py() if len(conv.values) else None
+    return out
 
 
 def _classified_counts(plan: SyncPlan, canon, inputs, lstate, rstate, new_pos) -> None:

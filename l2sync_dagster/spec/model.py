@@ -142,6 +142,9 @@ class DeleteSpec(BaseModel):
 
     propagate: bool = False
     max_fraction: Annotated[float, Field(ge=0, le=1)] = 0.2
+    #: a synced record that no longer matches its side's WHERE: still paired (keep), or
+    #: treated as deleted on that side (delete; it then follows ``propagate``)
+    out_of_scope: Literal["keep", "delete"] = "keep"
 
     @model_validator(mode="before")
     @classmethod

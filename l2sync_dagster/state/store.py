@@ -24,6 +24,7 @@ from sqlalchemy import (
     String,
     Table,
     Text,
+    bindparam,
     create_engine,
     delete,
     event,
@@ -121,6 +122,15 @@ pending_table = Table(
     Column("target_key", Text),
     Column("expected_hash", BigInteger),
     Column("run_id", String(64)),
+    Column("values_json", Text),
+)
+created_table = Table(
+    # records the sync created on a side after that side's saved cursor was taken: a change
+    # feed need not report the later delete of a record it never reported (EWS sync state)
+    "l2sync_created", metadata,
+    Column("connection", String(200), primary_key=True),
+    Column("side", String(8), primary_key=True),
+    Column("key", String(400), primary_key=True),
 )
 
 
@@ -280,7 +290,7 @@ class StateStore:
     def reset(self, connection: str, history: bool = False) -> None:
         """Forget a connection's archive, cursors and journal (and its runs and conflicts
         with ``history``): the next run is a first sync again."""
-        tables = [archive_table, cursor_table, pending_table, window_table]
+        tables = [archive_table, cursor_table, pending_table, window_table, created_table]
         if history:
             tables += [run_table, conflict_table]
         with self.engine.begin() as conn:
@@ -337,9 +347,22 @@ class StateStore:
             conn.execute(insert(pending_table), [
                 {"connection": connection, "pair_id": p.pair_id, "side": p.side,
                  "source_key": p.source_key, "target_key": p.target_key,
-                 "expected_hash": p.expected_hash, "run_id": run_id}
+                 "expected_hash": p.expected_hash, "run_id": run_id,
+                 "values_json": None if p.values is None else _json(p.values)}
                 for p in inserts
             ])
+
+    def record_created_keys(self, connection: str, created: Sequence[tuple[str, str, str]]
+                            ) -> None:
+        """Write the keys systems gave journaled inserts, as (pair_id, side, key), at once:
+        a crash after this cannot leave a created record the next run does not know."""
+        if not created:
+            return
+        t = pending_table
+        stmt = update(t).where(t.c.connection == connection, t.c.pair_id == bindparam("pid"),
+                               t.c.side == bindparam("sd")).values(target_key=bindparam("tk"))
+        with self.engine.begin() as conn:
+            conn.execute(stmt, [{"pid": p, "sd": s, "tk": k} for p, s, k in created])
 
     def pending_inserts(self, connection: str) -> list[PendingInsert]:
         """Inserts journaled by runs that did not record their outcome."""
@@ -347,7 +370,33 @@ class StateStore:
         with self.engine.connect() as conn:
             rows = conn.execute(select(t).where(t.c.connection == connection)).mappings().all()
         return [PendingInsert(r["pair_id"], r["side"], r["source_key"], r["target_key"],
-                              int(r["expected_hash"] or 0)) for r in rows]
+                              int(r["expected_hash"] or 0),
+                              None if r["values_json"] is None else json.loads(r["values_json"]))
+                for r in rows]
+
+    # --- records created after a side's cursor -------------------------------------------
+    def created_since_cursor(self, connection: str, side: str) -> list[str]:
+        """Keys of records the sync created on ``side`` after its saved cursor was taken."""
+        t = created_table
+        with self.engine.connect() as conn:
+            return [r[0] for r in conn.execute(select(t.c.key).where(
+                t.c.connection == connection, t.c.side == side)).all()]
+
+    def note_created(self, connection: str, side: str, keys: Sequence[str], *,
+                     replace: bool) -> None:
+        """Remember keys created on ``side``; ``replace`` (a new cursor was saved) forgets the
+        keys created before that cursor, which its change feed now knows."""
+        t = created_table
+        with self.engine.begin() as conn:
+            if replace:
+                conn.execute(delete(t).where(t.c.connection == connection, t.c.side == side))
+            else:
+                for chunk in _chunks(list(keys), 500):
+                    conn.execute(delete(t).where(t.c.connection == connection,
+                                                 t.c.side == side, t.c.key.in_(chunk)))
+            rows = [{"connection": connection, "side": side, "key": k} for k in dict.fromkeys(keys)]
+            for chunk in _chunks(rows, 500):
+                conn.execute(insert(t), list(chunk))
 
     def clear_pending(self, connection: str, pairs: Sequence[tuple[str, str]] | None = None
                       ) -> None:
@@ -527,6 +576,10 @@ def _add_missing_columns(engine: Engine) -> None:
         kind = "TIMESTAMP WITH TIME ZONE" if engine.dialect.name == "postgresql" else "TIMESTAMP"
         with engine.begin() as conn:
             conn.execute(text(f"ALTER TABLE {archive_table.name} ADD COLUMN window_at {kind}"))
+    have = {c["name"] for c in inspect(engine).get_columns(pending_table.name)}
+    if "values_json" not in have:
+        with engine.begin() as conn:
+            conn.execute(text(f"ALTER TABLE {pending_table.name} ADD COLUMN values_json TEXT"))
 
 
 def _delete_pending(conn: Any, connection: str, pairs: Sequence[tuple[str, str]]) -> None:

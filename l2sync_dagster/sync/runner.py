@@ -15,6 +15,7 @@ gets no deletes judged for such records (a note in the run's metadata says so).
 """
 
 import datetime as dt
+import inspect
 import logging
 import time
 import uuid
@@ -34,15 +35,18 @@ from l2sync_dagster.engine.windows import Window, as_window, missing_keys, windo
 from l2sync_dagster.providers.base import (
     Change,
     EntityDescription,
+    Outcome,
     Provider,
     Query,
     ReadResult,
+    can_find_stamps,
     can_lookup,
     provider_stats,
     web_link_of,
 )
 from l2sync_dagster.spec.model import ConnectionSpec
 from l2sync_dagster.state.store import StateStore, default_state_url
+from l2sync_dagster.sync.scope import judge_read
 
 Progress = Callable[[str, int, int], None]
 SIDES: tuple[Side, Side] = ("left", "right")
@@ -96,6 +100,8 @@ class ApplyReport:
     errors: list[dict[str, str]] = field(default_factory=list)
     succeeded_pairs: set[str] = field(default_factory=set)
     seconds: float = 0.0
+    #: keys of the records this run created, per side
+    created: dict[Side, list[str]] = field(default_factory=lambda: {s: [] for s in SIDES})
 
     @property
     def failed(self) -> int:
@@ -255,24 +261,50 @@ class Sync:
         """The mapping resolved against both sides' descriptions."""
         if self._mapping is None:
             m = self.spec.mapping
-            self._mapping = resolve_mapping(
+            mapping = resolve_mapping(
                 auto=m.auto,
                 explicit=[ExplicitPair(f.left, f.right, f.type, f.direction) for f in m.fields],
                 exclude=m.exclude, left=self.describe("left"), right=self.describe("right"),
                 direction=self.spec.direction,
             )
             for name in self.spec.match_on:
-                if self._mapping.by_name(name) is None:
+                if mapping.by_name(name) is None:
                     raise MappingError(
                         f"match_on: {name!r} is not a mapped field; mapped fields are "
-                        + ", ".join(self._mapping.names))
+                        + ", ".join(mapping.names))
             for side in SIDES:
                 if self.spec.direction in ("bidirectional", f"{_other(side)}_to_{side}") \
                         and not self.describe(side).writable:
                     raise MappingError(
                         f"the {side} side is read-only (a SELECT query) but the connection "
                         f"direction {self.spec.direction} writes to it")
+            self._check_scopes()
+            self._mapping = mapping
         return self._mapping
+
+    def _check_scopes(self) -> None:
+        """Refuse what a limited read (TOP n) cannot do safely: be written to (the sync could
+        not see most of what it writes there, nor match new records against what it does not
+        select) or be the source of a mirror (every target record outside the n would be
+        removed)."""
+        for side in SIDES:
+            d = self.describe(side)
+            if d.scope != "limited":
+                continue
+            what = d.restriction or "a row limit"
+            written = self.spec.direction in ("bidirectional", f"{_other(side)}_to_{side}")
+            if written:
+                raise MappingError(
+                    f"{side}.query: {what} limits what the sync reads of the {side} side, but "
+                    f"the connection ({self.spec.direction}) writes to it: records it creates "
+                    "or matches there beyond the limit would be invisible to it (duplicates, "
+                    f"lost edits). Remove {what} from the {side} query, or make the connection "
+                    f"one way from the {side} side ({side}_to_{_other(side)})")
+            if self.spec.mirror and self.spec.direction == f"{side}_to_{_other(side)}":
+                raise MappingError(
+                    f"{side}.query: {what} limits the source of a mirror: mirror: true removes "
+                    f"every {_other(side)} record the source read does not return. Remove "
+                    f"{what}, or set mirror: false")
 
     def policy(self, allow_mass_delete: bool = False) -> SyncPolicy:
         """The engine policy from the connection file."""
@@ -318,6 +350,9 @@ class Sync:
         moved: dict[Side, int] = {}
         if self.window is None:
             archive = self.store.load_archive(self.spec.name, mapping)
+            old_pending = self._find_stamped(old_pending)
+            reads = {s: self._judge_scope(s, reads[s], archive, old_pending, notes)
+                     for s in SIDES}
         else:
             archive = self.store.load_archive(
                 self.spec.name, mapping, window=self.window,
@@ -331,6 +366,43 @@ class Sync:
         self.progress("plan", 1, 1)
         return Prepared(uuid.uuid4().hex, mapping, reads, plan, new_pending, old_pending,
                         notes, moved)
+
+    def _judge_scope(self, side: Side, read: SideRead, archive: pd.DataFrame,
+                     pending: list[PendingInsert], notes: list[str]) -> SideRead:
+        """Look up what a restricted read, a change feed or a crashed run left unknown (see
+        ``sync.scope``), so that nothing is judged deleted, or inserted twice, by mistake."""
+        archived = [str(k) for k in archive[f"{side}_key"].dropna()] if len(archive) else []
+        journaled = [p.target_key for p in pending if p.side == side and p.target_key]
+        journaled += [p.source_key for p in pending if p.side == _other(side)]
+        created = (self.store.created_since_cursor(self.spec.name, side)
+                   if read.cursor_used is not None else [])
+        judged = judge_read(
+            side, read.result, read.description, self.provider(side), self.query(side),
+            archived=archived, created_since_cursor=created, journaled=journaled,
+            incremental=read.cursor_used is not None,
+            out_of_scope=self.spec.deletes.out_of_scope)
+        notes.extend(judged.notes)
+        if judged.result is read.result:
+            return read
+        return SideRead(judged.result, read.description, read.cursor_used, read.seconds)
+
+    def _find_stamped(self, pending: list[PendingInsert]) -> list[PendingInsert]:
+        """Journaled inserts whose created record's key was never recorded: ask systems that
+        stamp created records (``find_stamps``) for it."""
+        out = list(pending)
+        for side in SIDES:
+            todo = [p for p in out if p.side == side and p.target_key is None]
+            if not todo or not self.describe(side).stamps:
+                continue
+            provider = self.provider(side)
+            if not can_find_stamps(provider):
+                continue
+            found = provider.find_stamps(self.query(side),  # type: ignore[attr-defined]
+                                         [p.pair_id for p in todo])
+            for p in todo:
+                if found.get(p.pair_id):
+                    p.target_key = str(found[p.pair_id])
+        return out
 
     def _judge_window(self, side: Side, read: SideRead, archive: pd.DataFrame,
                       notes: list[str], moved: dict[Side, int]) -> SideRead:
@@ -408,8 +480,16 @@ class Sync:
                 ins = [journal[(w.pair_id, side)] for w in batch
                        if w.op == "insert" and (w.pair_id, side) in journal]
                 store.journal_inserts(name, prep.run_id, ins)
-                changes = [Change(w.op, w.pair_id, w.key, w.values, w.version) for w in batch]
-                outcomes = {o.ref: o for o in provider.apply(self.query(side), changes)}  # type: ignore[arg-type]
+                stamps = self.describe(side).stamps  # type: ignore[arg-type]
+                changes = [Change(w.op, w.pair_id, w.key, w.values, w.version,
+                                  stamp=w.pair_id if stamps and w.op == "insert" else None)
+                           for w in batch]
+                unknown = {p.pair_id for p in ins if p.target_key is None}
+                outcomes = {o.ref: o for o in _apply(
+                    provider, self.query(side), changes,  # type: ignore[arg-type]
+                    lambda outs, side=side, unknown=unknown: store.record_created_keys(
+                        name, [(o.ref, side, str(o.key)) for o in outs
+                               if o.ok and o.key is not None and o.ref in unknown]))}
                 finished: list[str] = []
                 cleared: list[tuple[str, str]] = []
                 for w in batch:
@@ -428,6 +508,8 @@ class Sync:
                         continue
                     counts[{"insert": "inserted", "update": "updated",
                             "delete": "deleted"}[w.op]] += 1
+                    if w.op == "insert" and o.key is not None:
+                        report.created[side].append(str(o.key))  # type: ignore[index]
                     eff = plan.effects.get(w.pair_id)
                     if eff is not None:
                         if w.op == "insert" and o.key is not None:
@@ -450,10 +532,17 @@ class Sync:
         plan = prep.plan
         skipped = any(c.resolution.startswith("skipped") for c in plan.conflicts)
         if report.failed or plan.rejections or skipped or self.window is not None:
+            for side in SIDES:
+                # the old cursor stays: its feed may never report these records' deletes
+                self.store.note_created(self.spec.name, side, report.created[side],
+                                        replace=False)
             return False
         for side in SIDES:
             self.store.save_cursor(self.spec.name, side, prep.reads[side].result.cursor,
                                    prep.mapping.cursor_signature(self.spec.direction))
+            # the new cursor was taken before this run's inserts: its feed may never report
+            # their deletes, so the next incremental run looks them up
+            self.store.note_created(self.spec.name, side, report.created[side], replace=True)
         return True
 
     def check(self, prep: Prepared, report: ApplyReport) -> CheckResult:
@@ -537,6 +626,21 @@ class Sync:
             prep = self.prepare(full=full, allow_mass_delete=allow_mass_delete)
             prep.run_id = run_id
             return self.finish(prep)
+
+
+def _apply(provider: Provider, query: Query, changes: list[Change],
+           created: Callable[[list[Outcome]], None]) -> list[Outcome]:
+    """``provider.apply`` with the ``created`` callback, for providers that take it."""
+    try:
+        params = inspect.signature(provider.apply).parameters
+    except (TypeError, ValueError):
+        params = {}  # type: ignore[assignment]
+    if "created" in params:
+        return provider.apply(query, changes, created=created)  # type: ignore[call-arg]
+    outcomes = provider.apply(query, changes)
+    inserts = {c.ref for c in changes if c.op == "insert"}
+    created([o for o in outcomes if o.ok and o.key is not None and o.ref in inserts])
+    return outcomes
 
 
 def _other(side: Side) -> Side:
