@@ -97,6 +97,9 @@ class MemoryProvider:
             changed = [k for k in frame.index if self.changed_at.get(k, 0) > since]
             deleted = [k for k, at in self.deleted_at.items()
                        if at > since and self.created_at.get(k, 0) <= since]
+            # a filtered feed reports records that changed out of its filter as removed
+            deleted += [k for k in self.rows if self.changed_at.get(k, 0) > since
+                        and k not in frame.index]
             return ReadResult(frame.loc[changed], complete=False, deleted=deleted,
                               cursor=str(self.seq))
         return ReadResult(frame, complete=True, cursor=str(self.seq) if self.feed else None)

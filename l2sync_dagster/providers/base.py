@@ -154,7 +154,9 @@ class ReadResult:
     only changed records; ``deleted`` lists the keys the change feed reports deleted. ``cursor``
     is the opaque value to pass to the next read to get only what changed since this one.
     ``present_keys`` lists every key in scope when the provider can list them cheaply; it lets
-    an incremental read reveal deletes.
+    an incremental read reveal deletes. An incremental read of a *filtered* query must list in
+    ``deleted`` (or leave out of ``present_keys``) the records that changed and no longer match
+    the filter: the runner looks every such key up before it judges anything deleted.
     """
 
     frame: pd.DataFrame
