@@ -272,13 +272,13 @@ class Sync:
                     raise MappingError(
                         f"match_on: {name!r} is not a mapped field; mapped fields are "
                         + ", ".join(mapping.names))
+            self._check_scopes()
             for side in SIDES:
                 if self.spec.direction in ("bidirectional", f"{_other(side)}_to_{side}") \
                         and not self.describe(side).writable:
                     raise MappingError(
                         f"the {side} side is read-only (a SELECT query) but the connection "
                         f"direction {self.spec.direction} writes to it")
-            self._check_scopes()
             self._mapping = mapping
         return self._mapping
 
