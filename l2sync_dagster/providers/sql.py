@@ -1259,6 +1259,12 @@ def _column(values: Sequence[Any], ftype: str) -> Any:
             return pd.array(values)
         except (TypeError, ValueError):
             pass
+    if ftype == "integer" and not all(
+        v is None or (isinstance(v, int) and not isinstance(v, bool)) for v in values
+    ):
+        # a REAL or text in an INTEGER column (SQLite): kept as stored, never cast through
+        # float64; the engine converts it exactly or rejects its record
+        return np.fromiter(values, dtype=object, count=len(values))
     return typed_column(values, ftype)
 
 
