@@ -6,11 +6,13 @@ import datetime as dt
 
 import pytest
 import sqlalchemy as sa
+import test_provider_sql
 from test_provider_sql import Db, insert
-from test_provider_sql import db as db_fixture  # noqa: F401  (registers the `db` fixture)
 
 from l2sync_dagster.providers.base import Change, ProviderError, Query
 from l2sync_dagster.providers.sql_statement import StatementError, parse_select
+
+db = test_provider_sql.db  # the SQLite + PostgreSQL fixture
 
 
 def towns(db: Db) -> tuple[sa.Table, str]:
