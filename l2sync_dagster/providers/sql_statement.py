@@ -34,6 +34,8 @@ DIALECTS = {
     "duckdb": "duckdb",
 }
 
+#: longest query text parsed (longer ones are refused: parsing time grows with the length)
+MAX_QUERY_CHARS = 50_000
 #: how much of a restriction clause is echoed in messages
 RESTRICTION_CHARS = 80
 
@@ -107,16 +109,51 @@ def _kind(node: exp.Expr) -> str:
     return type(node).__name__.upper()
 
 
+def _a(word: str) -> str:
+    return f"an {word}" if word[:1].upper() in "AEIOU" else f"a {word}"
+
+
+def _parse_problem(exc: SqlglotError) -> str:
+    """The parser's first complaint as one short phrase with its place."""
+    errors = getattr(exc, "errors", None) or []
+    if errors and isinstance(errors[0], dict):
+        first = errors[0]
+        what = str(first.get("description") or "syntax error").split(". Line")[0]
+        if " but got <Token" in what:
+            what = what.split(" but got <Token")[0]
+        what = re.sub(r"<class '[\w.]*\.(\w+)'>", lambda m: m.group(1).upper(), what)
+        near = str(first.get("highlight") or "").strip()
+        place = f"line {first.get('line')}, column {first.get('col')}"
+        return _short(f"{what} at {place}" + (f" near {near!r}" if near else ""), 120)
+    text = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+    return _short(text, 120)
+
+
 def parse_select(text: str, backend: str) -> SelectStatement:
     """Parse ``text`` as the query side's SELECT for ``backend``; raise StatementError when it
     is not exactly one statement that only reads."""
+    if len(text) > MAX_QUERY_CHARS:
+        raise StatementError(
+            f"the query is {len(text):,} characters long; at most {MAX_QUERY_CHARS:,} are "
+            "accepted (create a view and put its name in `query:`)"
+        )
+    try:
+        return _parse_select(text, backend)
+    except RecursionError:
+        raise StatementError(
+            "the query is nested too deeply to be checked; simplify it or create a view and "
+            "put its name in `query:`"
+        ) from None
+
+
+def _parse_select(text: str, backend: str) -> SelectStatement:
     dialect = dialect_of(backend)
     try:
-        parsed = [p for p in sqlglot.parse(text, read=dialect) if p is not None]
+        parsed = [p for p in sqlglot.parse(text, read=dialect)
+                  if p is not None and not isinstance(p, exp.Semicolon)]
     except SqlglotError as exc:
-        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise StatementError(
-            f"cannot parse the query as one {dialect or 'SQL'} SELECT ({_short(first, 120)}); "
+            f"cannot parse the query as one {dialect or 'SQL'} SELECT ({_parse_problem(exc)}); "
             "for SQL the parser cannot read, create a view and put its name in `query:`"
         ) from None
     if not parsed:
@@ -130,7 +167,7 @@ def parse_select(text: str, backend: str) -> SelectStatement:
     root = parsed[0]
     for node in root.walk():
         if isinstance(node, _FORBIDDEN):
-            what = (f"is a {_kind(node)} statement, not a SELECT" if node is root
+            what = (f"is {_a(_kind(node))} statement, not a SELECT" if node is root
                     else f"contains {_kind(node)}")
             raise StatementError(
                 f"the query {what}; a query side only reads: write one SELECT without INTO, "
@@ -141,7 +178,7 @@ def parse_select(text: str, backend: str) -> SelectStatement:
         body = body.this
     if not isinstance(body, exp.Select | exp.SetOperation):
         raise StatementError(
-            f"the query is a {_kind(body)} statement, not a SELECT; a query side is a table "
+            f"the query is {_a(_kind(body))} statement, not a SELECT; a query side is a table "
             "name or one SELECT"
         )
     scope, restriction = _scope(body, dialect)
