@@ -85,3 +85,30 @@ def test_row_hash_is_stable_across_versions():
 
 
 PINNED: list[int] = [-5102187963482435615, -5087575393747604562]
+
+
+def test_integers_are_exact_and_never_pass_through_float64():
+    big = 9007199254740993  # 2**53 + 1: float64 makes it ...992
+    values, errors = canon([big, str(big), " -9223372036854775808 ", "1e3", "12.0"], "integer")
+    assert values == [big, big, -(2**63), 1000, 12] and errors == {}
+    values, errors = canon([2**63, "9223372036854775808", 1e20, float("inf"), "x"], "integer")
+    assert values == [None] * 5
+    assert "does not fit in a 64-bit integer" in errors[0] and "1e+20" in errors[2]
+    assert set(errors) == {0, 1, 2, 3, 4}
+
+
+def test_integer_columns_of_every_dtype():
+    def conv(series):
+        c = to_canonical(series, "integer")
+        return c.values.to_pylist(), sorted(c.errors)
+
+    assert conv(pd.Series([2**64 - 1, 3], dtype="UInt64")) == ([None, 3], [0])
+    assert conv(pd.Series([1.0, None, 1e20, 2.5])) == ([1, None, None, None], [2, 3])
+    assert conv(pd.Series([9007199254740993, None], dtype="Int64")) == (
+        [9007199254740993, None], [])
+
+
+def test_text_that_is_not_utf8_is_rejected_not_repaired():
+    values, errors = canon(["a", b"\xffab", b"ok", "x\udcff", None], "string")
+    assert values == ["a", None, "ok", None, None]
+    assert set(errors) == {1, 3} and "not valid UTF-8" in errors[1]

@@ -3,13 +3,17 @@ and read back from the other compares equal to what was written.
 
 Rules: strings are NFC-normalised and the empty string is null; every kind of null (None, NaN,
 NaT, pd.NA, "") is null; datetimes are UTC with microsecond precision (naive values are taken
-as UTC); decimals are exact (kept as normalised decimal strings); floats have no -0.0.
+as UTC); decimals are exact (kept as normalised decimal strings); floats have no -0.0;
+integers are exact 64-bit integers (never through float64: ``9007199254740993`` stays itself; a
+value outside the int64 range, such as ``1e20``, is rejected); text that is not valid UTF-8 is
+rejected rather than repaired.
 
 Conversion is vectorised; a value that cannot be converted rejects its record with a reason.
 """
 
 import datetime as dt
 import json
+import re
 from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
 from typing import Any
@@ -31,6 +35,7 @@ ARROW_TYPES: dict[str, pa.DataType] = {
 }
 
 _TRUE = {"true", "t", "yes", "y", "1", "on"}
+_INT_RE = re.compile(r"^\s*[+-]?\d{1,25}\s*$")
 _FALSE = {"false", "f", "no", "n", "0", "off"}
 
 
@@ -77,6 +82,7 @@ def _errors(mask: np.ndarray, obj: np.ndarray, type_name: str) -> dict[int, str]
 
 def _to_str(v: Any) -> str:
     if isinstance(v, str):
+        v.encode("utf-8")  # lone surrogates (undecodable bytes smuggled into str) raise
         return v
     if isinstance(v, bool):
         return "true" if v else "false"
@@ -84,29 +90,46 @@ def _to_str(v: Any) -> str:
         return repr(v)
     if isinstance(v, dt.datetime | dt.date):
         return v.isoformat()
-    if isinstance(v, bytes):
-        return v.decode("utf-8", errors="replace")
+    if isinstance(v, bytes | bytearray):
+        return bytes(v).decode("utf-8")
     return str(v)
+
+
+def _text_or_error(v: Any) -> str:
+    try:
+        return _to_str(v)
+    except UnicodeError:
+        shown = bytes(v[:20]) if isinstance(v, bytes | bytearray) else v[:20]
+        raise ValueError(f"{shown!r} is not valid UTF-8 text") from None
 
 
 def _string(series: pd.Series) -> Converted:
     arr = arrow_of(series)
+    errors: dict[int, str] = {}
     if arr is None or not (pa.types.is_string(arr.type) or pa.types.is_large_string(arr.type)):
         obj = series.to_numpy(dtype=object, na_value=None)
         try:
+            if any(isinstance(v, bytes | bytearray) for v in obj):
+                raise pa.ArrowTypeError("bytes are decoded one by one")
             arr = pa.array(obj, type=pa.string(), from_pandas=True)
-        except (pa.ArrowInvalid, pa.ArrowTypeError):
-            arr = pa.array(
-                [None if v is None or (isinstance(v, float) and v != v) else _to_str(v)
-                 for v in obj],
-                type=pa.string(),
-            )
+        except (pa.ArrowInvalid, pa.ArrowTypeError, UnicodeError):
+            out: list[str | None] = []
+            for i, v in enumerate(obj):
+                if v is None or (isinstance(v, float) and v != v) or v is pd.NA:
+                    out.append(None)
+                    continue
+                try:
+                    out.append(_text_or_error(v))
+                except ValueError as exc:
+                    out.append(None)
+                    errors[i] = f"cannot convert to string: {exc}"
+            arr = pa.array(out, type=pa.string())
     arr = arr.cast(pa.string())
     if not pc.all(pc.string_is_ascii(arr)).as_py():  # ASCII is already NFC
         arr = pc.utf8_normalize(arr, form="NFC")
     if pc.any(pc.equal(arr, "")).as_py():
         arr = pc.if_else(pc.equal(arr, ""), pa.scalar(None, pa.string()), arr)
-    return Converted(arr, {})
+    return Converted(arr, errors)
 
 
 def _numeric(series: pd.Series, type_name: str) -> tuple[np.ndarray, np.ndarray, dict[int, str]]:
@@ -128,20 +151,73 @@ def _numeric(series: pd.Series, type_name: str) -> tuple[np.ndarray, np.ndarray,
     return num, np.isnan(num), errors
 
 
+INT64_MIN = -(2**63)
+INT64_MAX = 2**63 - 1
+
+
+def _int_value(v: Any) -> int:
+    """One value as an exact Python int; ValueError with the reason when it is not a whole
+    number or does not fit in 64 bits."""
+    if isinstance(v, bool | np.bool_):
+        number = int(v)
+    elif isinstance(v, int | np.integer):
+        number = int(v)
+    elif isinstance(v, float | np.floating):
+        if not np.isfinite(v) or not float(v).is_integer():
+            raise ValueError(f"cannot convert {v!r} to integer")
+        number = int(v)
+    elif isinstance(v, str) and _INT_RE.match(v):
+        number = int(v)
+    else:
+        text = _to_str(v).strip() if not isinstance(v, Decimal) else None
+        try:
+            d = v if isinstance(v, Decimal) else Decimal(text)  # type: ignore[arg-type]
+        except InvalidOperation:
+            raise ValueError(f"cannot convert {v!r} to integer") from None
+        if not d.is_finite() or d != d.to_integral_value():
+            raise ValueError(f"cannot convert {v!r} to integer")
+        number = int(d)
+    if not INT64_MIN <= number <= INT64_MAX:
+        raise ValueError(f"{v!r} does not fit in a 64-bit integer")
+    return number
+
+
 def _integer(series: pd.Series) -> Converted:
-    if pd.api.types.is_integer_dtype(series.dtype) and not pd.api.types.is_bool_dtype(
-        series.dtype
-    ):
-        return Converted(pa.array(series, type=pa.int64(), from_pandas=True), {})
-    vals, nulls, errors = _numeric(series, "integer")
-    nonint = ~nulls & (np.floor(vals) != vals)
-    if nonint.any():
-        obj = series.to_numpy(dtype=object)
-        errors.update(_errors(nonint, obj, "integer"))
-    ok = ~nulls & ~nonint
-    ints = np.zeros(len(vals), dtype=np.int64)
-    ints[ok] = vals[ok].astype(np.int64)
-    return Converted(pa.array(ints, mask=~ok), errors)
+    dtype = series.dtype
+    if pd.api.types.is_integer_dtype(dtype) and not pd.api.types.is_bool_dtype(dtype):
+        try:
+            return Converted(pa.array(series, type=pa.int64(), from_pandas=True), {})
+        except (pa.ArrowInvalid, OverflowError):
+            pass  # unsigned 64-bit values beyond int64: found one by one below
+    elif pd.api.types.is_float_dtype(dtype):
+        vals = series.to_numpy(dtype=np.float64, na_value=np.nan)
+        nulls = np.isnan(vals)
+        # 2**63 is exact as a float; every float below it and >= -2**63 fits in int64
+        ok = ~nulls & np.isfinite(vals) & (np.floor(vals) == vals) & (vals >= -(2.0**63)) & (
+            vals < 2.0**63)
+        bad = ~nulls & ~ok
+        ints = np.zeros(len(vals), dtype=np.int64)
+        ints[ok] = vals[ok].astype(np.int64)
+        errors = {
+            int(i): (f"{float(vals[i])!r} does not fit in a 64-bit integer"
+                     if np.isfinite(vals[i]) and np.floor(vals[i]) == vals[i]
+                     else f"cannot convert {float(vals[i])!r} to integer")
+            for i in np.flatnonzero(bad)
+        }
+        return Converted(pa.array(ints, mask=~ok), errors)
+    out: list[int | None] = []
+    errors = {}
+    for i, v in enumerate(_objects(series)):
+        if v is None:
+            out.append(None)
+            continue
+        try:
+            out.append(_int_value(v))
+        except (ValueError, TypeError, UnicodeError) as exc:
+            out.append(None)
+            errors[i] = str(exc) if isinstance(exc, ValueError) else (
+                f"cannot convert {v!r} to integer")
+    return Converted(pa.array(out, type=pa.int64()), errors)
 
 
 def _float(series: pd.Series) -> Converted:

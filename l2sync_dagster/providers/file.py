@@ -33,6 +33,7 @@ import pyarrow.parquet as pq
 from l2sync_dagster.providers.base import (
     KEY_INDEX,
     Change,
+    CreatedCallback,
     EntityDescription,
     FieldInfo,
     Outcome,
@@ -315,7 +316,7 @@ class FileProvider:
         """Columns of the file (CSV: all ``string``, untyped; Parquet: the Arrow types)."""
         key = self._key(query)
         if not self.path.exists():
-            return EntityDescription(fields=(), key=key)
+            return EntityDescription(fields=(), key=key, scope="all")
         if self.format == "parquet":
             fields = tuple(
                 FieldInfo(f.name, arrow_field_type(f.type), typed=True, nullable=f.nullable)
@@ -324,9 +325,10 @@ class FileProvider:
         else:
             fields = tuple(FieldInfo(c, "string", typed=False) for c in self._header())
         if not fields:
-            return EntityDescription(fields=(), key=key)
+            return EntityDescription(fields=(), key=key, scope="all")
         key = self._key_column([f.name for f in fields], key)
-        return EntityDescription(fields=fields, key=key, key_generated=False)
+        # a file has no query: every read returns every record
+        return EntityDescription(fields=fields, key=key, key_generated=False, scope="all")
 
     def read(
         self, query: Query, cursor: str | None = None, window: tuple[Any, Any] | None = None
@@ -413,10 +415,13 @@ class FileProvider:
         columns = {name: table.column(name).to_pylist() for name in table.column_names}
         return _Content(columns, table.schema.remove_metadata(), "\n", version)
 
-    def apply(self, query: Query, changes: Sequence[Change]) -> list[Outcome]:
+    def apply(self, query: Query, changes: Sequence[Change], *,
+              created: CreatedCallback | None = None) -> list[Outcome]:
         """Apply the changes in memory and rewrite the file atomically, once per call.
 
         Raises ProviderError when the file cannot be read or written (then nothing changed).
+        ``created`` is called with the successful inserts' outcomes once the file is written
+        (the keys are the caller's own, so nothing is lost if it raises).
         """
         key = self._key(query)
         content = self._load()
@@ -514,6 +519,9 @@ class FileProvider:
             else:
                 table = _arrow_table(cols, schema)
                 self._write_atomic(lambda f: pq.write_table(table, f), content.version)
+        inserted = [o for c, o in zip(changes, outcomes, strict=True) if o.ok and c.op == "insert"]
+        if created is not None and inserted:
+            created(inserted)
         return outcomes
 
     def _cell(self, value: Any, schema: pa.Schema | None, column: str) -> Any:

@@ -4,9 +4,22 @@ Connection string::
 
     URL=postgresql://sync@db.example.com/crm;Password=env:CRM_DB_PASSWORD;Schema=sales
 
-The query is a table name (``table`` or ``schema.table``; read and write) or a ``SELECT``/``WITH``
-statement (read-only). Identifiers are always quoted by SQLAlchemy and values always travel as
-bound parameters. Incremental reads use a watermark on the query's ``modified`` column.
+The query is a table name (``table`` or ``schema.table``; read and write) or exactly one
+``SELECT`` (``WITH`` and ``UNION`` allowed; read-only). A SELECT is parsed (see
+:mod:`sql_statement`): anything that could change data is refused before it reaches the
+database, and every read runs in a read-only transaction that is rolled back (PostgreSQL and
+Oracle ``SET TRANSACTION READ ONLY``, MySQL/MariaDB ``START TRANSACTION READ ONLY``, SQLite
+``PRAGMA query_only``), never in autocommit. Identifiers are always quoted by SQLAlchemy and
+values always travel as bound parameters. Incremental reads use a watermark on the query's
+``modified`` column.
+
+Read scope: a table is ``"all"``; a SELECT with WHERE/HAVING is ``"filtered"``, one with
+LIMIT/TOP/OFFSET/FETCH ``"limited"`` (TOP with WHERE too). ``lookup`` finds keys in the
+statement without those clauses, so a record that left the filter is still found.
+
+SQLite stores any value in any column: a DATE column may hold ``'not a date'``, a TEXT column
+bytes that are not UTF-8. Such values are read as they are stored (never parsed by the driver,
+which would abort the whole read) and the engine rejects their records one by one.
 """
 
 import datetime as dt
@@ -17,6 +30,7 @@ import logging
 import re
 import uuid
 from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
@@ -32,6 +46,7 @@ from l2sync_dagster.providers.base import (
     KEY_INDEX,
     MODIFIED,
     Change,
+    CreatedCallback,
     EntityDescription,
     FieldInfo,
     Outcome,
@@ -39,6 +54,12 @@ from l2sync_dagster.providers.base import (
     Query,
     ReadResult,
     typed_column,
+)
+from l2sync_dagster.providers.sql_statement import (
+    SelectStatement,
+    StatementError,
+    is_table_name,
+    parse_select,
 )
 from l2sync_dagster.spec.connection_string import ConnectionString, ConnectionStringError
 
@@ -51,7 +72,6 @@ IN_CHUNK = 500
 #: rows sampled to guess the field types of a SELECT query
 SAMPLE_ROWS = 1000
 
-_SELECT_RE = re.compile(r"^\s*\(*\s*(select|with)\b", re.IGNORECASE)
 _TRUE = {"true", "t", "yes", "y", "1", "on"}
 _FALSE = {"false", "f", "no", "n", "0", "off"}
 _INT_RE = re.compile(r"^[+-]?\d+$")
@@ -64,8 +84,9 @@ _CONNECT_ARGS = {
 
 
 def is_select(text: str) -> bool:
-    """True when the query text is a SELECT or WITH statement rather than a table name."""
-    return bool(_SELECT_RE.match(text))
+    """True when the query text is a statement (to be checked as one SELECT) rather than a
+    table name."""
+    return not is_table_name(text)
 
 
 def field_type(sql_type: sa.types.TypeEngine) -> tuple[str, bool]:
@@ -148,8 +169,23 @@ class _Entity:
     table: sa.Table | None = None
     select: str | None = None
     select_source: Any = None
+    #: the SELECT without its WHERE/LIMIT (what ``lookup`` searches)
+    lookup_source: Any = None
     read_only: set[str] = field(default_factory=set)
     label: str = ""
+    #: columns read as stored and converted here (SQLite): name -> field type
+    raw: dict[str, str] = field(default_factory=dict)
+
+    def read_columns(self, names: Sequence[str], source: Any = None) -> list[Any]:
+        """Column expressions for a SELECT of ``names``; raw columns bypass the driver's
+        parsing (a bad stored value must reject its record, not abort the read)."""
+        out = []
+        for n in names:
+            col = self.columns[n] if source is None else source.c[n]
+            if n in self.raw:
+                col = sa.type_coerce(col, sa.types.NullType()).label(n)
+            out.append(col)
+        return out
 
     def column(self, name: str) -> Any:
         """A column by name; exact match first, then case-insensitive."""
@@ -186,6 +222,9 @@ class SqlProvider:
         )
         self._password = self.url.password
         self._entities: dict[Query, _Entity] = {}
+        self._backend = self.url.get_backend_name()
+        if self._backend == "sqlite":
+            sa.event.listen(self.engine, "connect", _sqlite_on_connect)
 
     @property
     def safe_url(self) -> str:
@@ -336,18 +375,56 @@ class SqlProvider:
                 raise ProviderError(
                     "the sql provider needs a table name or a SELECT statement in `query:`"
                 )
-            with self._connect() as conn:
+            statement = self._statement(text) if is_select(text) else None
+            with self._reading() as conn:
                 try:
-                    if is_select(text):
-                        ent = self._select_entity(conn, query, text)
+                    if statement is not None:
+                        ent = self._select_entity(conn, query, statement)
                     else:
                         ent = self._table_entity(conn, query, text)
                 except ProviderError:
                     raise
                 except sa_exc.SQLAlchemyError as exc:
-                    raise self._db_error(f"cannot describe {text!r}", exc) from None
+                    raise self._db_error(f"cannot describe {_short(text)!r}", exc) from None
             self._entities[query] = ent
         return ent
+
+    def _statement(self, text: str) -> SelectStatement:
+        """The query text parsed as one read-only SELECT; ProviderError naming the problem."""
+        try:
+            return parse_select(text, self._backend)
+        except StatementError as exc:
+            raise ProviderError(f"`query:` {_short(text)!r}: {exc}") from None
+
+    @contextmanager
+    def _reading(self) -> Iterator[Connection]:
+        """A connection in a read-only transaction that is always rolled back.
+
+        Where the dialect has a read-only mode it is switched on before the first query, so
+        that even a function with side effects cannot write; elsewhere the rollback undoes what
+        a query might have written.
+        """
+        conn = self._connect()
+        try:
+            try:
+                if self._backend == "sqlite":
+                    conn.exec_driver_sql("PRAGMA query_only = ON")
+                elif self._backend in ("postgresql", "oracle"):
+                    conn.exec_driver_sql("SET TRANSACTION READ ONLY")
+                elif self._backend in ("mysql", "mariadb"):
+                    conn.exec_driver_sql("START TRANSACTION READ ONLY")
+            except sa_exc.DBAPIError as exc:
+                raise self._connect_error(exc) from None
+            yield conn
+        finally:
+            try:
+                conn.rollback()
+                if self._backend == "sqlite":
+                    conn.exec_driver_sql("PRAGMA query_only = OFF")
+                    conn.rollback()
+            except sa_exc.SQLAlchemyError:
+                conn.invalidate()  # never hand a read-only connection to a writer
+            conn.close()
 
     def _find_table(self, conn: Connection, text: str) -> tuple[str | None, str]:
         """(schema, table) for a table name written as ``table`` or ``schema.table``."""
@@ -428,10 +505,17 @@ class SqlProvider:
         modified = None
         if query.modified:
             modified = self._named_column(columns, query.modified, label, "modified").name
-        desc = EntityDescription(tuple(fields), key.name, generated, True, modified)
-        return _Entity(desc, columns, types, key, table=table, read_only=read_only, label=label)
+        desc = EntityDescription(tuple(fields), key.name, generated, True, modified, scope="all")
+        raw = {}
+        if self._backend == "sqlite":
+            raw = {c.name: types[c.name] for c in table.columns
+                   if isinstance(c.type, _SQLITE_PARSED) and c is not key}
+        return _Entity(desc, columns, types, key, table=table, read_only=read_only, label=label,
+                       raw=raw)
 
-    def _select_entity(self, conn: Connection, query: Query, text: str) -> _Entity:
+    def _select_entity(self, conn: Connection, query: Query, statement: SelectStatement
+                       ) -> _Entity:
+        text = statement.text
         result = conn.execution_options(stream_results=True).execute(sa.text(text))
         try:
             names = list(result.keys())
@@ -471,8 +555,16 @@ class SqlProvider:
             fields.append(FieldInfo(n, ftype, typed=bool(values) and not seen, read_only=True))
             typed_columns.append(sa.column(n, sql_type))
         source = sa.text(text).columns(*typed_columns).subquery("l2sync_q")
+        everything = sa.text(statement.unrestricted).columns(
+            *[sa.column(c.name, c.type) for c in typed_columns]).subquery("l2sync_all")
         columns = {n: source.c[n] for n in names}
-        desc = EntityDescription(tuple(fields), key_name, False, False, modified)
+        desc = EntityDescription(tuple(fields), key_name, False, False, modified,
+                                 scope=statement.scope,  # type: ignore[arg-type]
+                                 restriction=statement.restriction)
+        raw = {}
+        if self._backend == "sqlite":
+            raw = {n: types[n] for n, c in zip(names, typed_columns, strict=True)
+                   if isinstance(c.type, _SQLITE_PARSED) and n != key_name}
         return _Entity(
             desc,
             columns,
@@ -480,8 +572,10 @@ class SqlProvider:
             columns[key_name],
             select=text,
             select_source=source,
+            lookup_source=everything,
             read_only=set(names),
             label=label,
+            raw=raw,
         )
 
     @staticmethod
@@ -501,26 +595,33 @@ class SqlProvider:
     def verify(self, query: Query) -> str:
         """Connect and check that the table exists (or that the SELECT runs)."""
         text = (query.text or "").strip()
-        with self._connect() as conn:
+        statement = self._statement(text) if text and is_select(text) else None
+        with self._reading() as conn:
             try:
                 if not text:
                     conn.execute(sa.select(sa.literal(1)))
                     return f"connected to {self.safe_url}"
-                if is_select(text):
+                if statement is not None:
                     result = conn.execution_options(stream_results=True).execute(sa.text(text))
                     count = len(result.keys())
                     result.close()
-                    return f"{self.safe_url}: the SELECT query runs and returns {count} columns"
+                    scope = ("" if statement.scope == "all"
+                             else f" ({statement.scope}: {statement.restriction})")
+                    return (f"{self.safe_url}: the SELECT query runs and returns {count} "
+                            f"columns{scope}")
                 schema, name = self._find_table(conn, text)
             except ProviderError:
                 raise
             except sa_exc.SQLAlchemyError as exc:
-                raise self._db_error(f"{self.safe_url}: query {text!r} failed", exc) from None
+                raise self._db_error(
+                    f"{self.safe_url}: query {_short(text)!r} failed", exc) from None
         label = f"{schema}.{name}" if schema else name
         return f"{self.safe_url}: table {label} found"
 
     def describe(self, query: Query) -> EntityDescription:
-        """Reflect the table (or sample the SELECT): fields, types, key, read-only columns."""
+        """Reflect the table (or sample the SELECT): fields, types, key, read-only columns, and
+        the read scope (a table: "all"; a SELECT: "filtered" by WHERE/HAVING, "limited" by
+        LIMIT/TOP/OFFSET/FETCH, with the clause in ``restriction``)."""
         return self._entity(query).description
 
     def read(
@@ -530,7 +631,10 @@ class SqlProvider:
         ``query.modified`` is set and a cursor is given. ``window`` = (start, end) limits the
         read to ``start <= window_field < end`` (``query.window_field``, else the modified
         column; either bound may be None), in the WHERE clause. A read limited by a window
-        only is complete for its window."""
+        only is complete for its window.
+
+        An incremental read's ``present_keys`` are the keys within the query's scope (for a
+        SELECT with WHERE/LIMIT: the keys it selects now, not every key of the table)."""
         ent = self._entity(query)
         desc = ent.description
         names = list(ent.columns)
@@ -549,16 +653,14 @@ class SqlProvider:
                 conditions.append(win_col >= self._bind(_as_utc(start), win_col, ent))
             if end is not None:
                 conditions.append(win_col < self._bind(_as_utc(end), win_col, ent))
-        if ent.table is not None:
-            stmt: Any = sa.select(*[ent.columns[n] for n in names])
-        elif conditions:
-            stmt = sa.select(*[ent.columns[n] for n in names])
+        if ent.table is not None or conditions:
+            stmt: Any = sa.select(*ent.read_columns(names))
         else:
             stmt = sa.text(ent.select or "")
         if conditions:
             stmt = stmt.where(*conditions)
         present = None
-        with self._connect() as conn:
+        with self._reading() as conn:
             try:
                 result = conn.execute(stmt)
                 rows = result.fetchall()
@@ -567,7 +669,7 @@ class SqlProvider:
                     present = pd.Index([key_str(k) for k in keys], name=KEY_INDEX)
             except sa_exc.SQLAlchemyError as exc:
                 raise self._db_error(f"reading {ent.label} failed", exc) from None
-        frame = _build_frame(rows, names, ent.types, desc.key)
+        frame = _build_frame(rows, names, ent.types, desc.key, ent.raw)
         if desc.modified:
             frame[MODIFIED] = _utc_series(frame[desc.modified])
         new_cursor = None
@@ -596,7 +698,9 @@ class SqlProvider:
         return col
 
     def lookup(self, query: Query, keys: Sequence[str]) -> pd.DataFrame:
-        """The records among ``keys`` that still exist (in any window), as a RecordFrame."""
+        """The records among ``keys`` that still exist, as a RecordFrame, whatever the query's
+        WHERE, LIMIT/TOP or window: a SELECT's keys are looked up in the statement without
+        those clauses (for a single-table SELECT: in the table). Batched in ``IN`` lists."""
         ent = self._entity(query)
         desc = ent.description
         names = list(ent.columns)
@@ -607,14 +711,16 @@ class SqlProvider:
             except (ValueError, InvalidOperation):
                 continue  # a key this column cannot hold does not exist
         rows: list[Any] = []
-        with self._connect() as conn:
+        source = ent.lookup_source
+        cols = ent.read_columns(names, source)
+        key = ent.key if source is None else source.c[desc.key]
+        with self._reading() as conn:
             try:
                 for chunk in _chunks(values, IN_CHUNK):
-                    stmt = sa.select(*[ent.columns[n] for n in names]).where(ent.key.in_(chunk))
-                    rows.extend(conn.execute(stmt).fetchall())
+                    rows.extend(conn.execute(sa.select(*cols).where(key.in_(chunk))).fetchall())
             except sa_exc.SQLAlchemyError as exc:
                 raise self._db_error(f"looking up keys in {ent.label} failed", exc) from None
-        frame = _build_frame(rows, names, ent.types, desc.key)
+        frame = _build_frame(rows, names, ent.types, desc.key, ent.raw)
         if desc.modified:
             frame[MODIFIED] = _utc_series(frame[desc.modified])
         return frame
@@ -625,7 +731,7 @@ class SqlProvider:
         ent = self._entity(query)
         desc = ent.description
         source: Any = ent.table if ent.table is not None else ent.select_source
-        with self._connect() as conn:
+        with self._reading() as conn:
             try:
                 if desc.modified:
                     mod = ent.columns[desc.modified]
@@ -634,7 +740,7 @@ class SqlProvider:
                     return json.dumps({"count": int(row[0]), "max_modified": _to_text(row[1]),
                                        "min_modified": _to_text(row[2])})
                 names = list(ent.columns)
-                rows = conn.execute(sa.select(*[ent.columns[n] for n in names])
+                rows = conn.execute(sa.select(*ent.read_columns(names))
                                     .order_by(ent.key)).fetchall()
             except sa_exc.SQLAlchemyError as exc:
                 raise self._db_error(f"probing {ent.label} failed", exc) from None
@@ -652,11 +758,17 @@ class SqlProvider:
         self.engine.dispose()
 
     # --- writes ------------------------------------------------------------------------------
-    def apply(self, query: Query, changes: Sequence[Change]) -> list[Outcome]:
+    def apply(self, query: Query, changes: Sequence[Change], *,
+              created: CreatedCallback | None = None) -> list[Outcome]:
         """Write changes in batches of ``max_batch_size()``, one transaction per batch.
 
         A batch that fails is rolled back and retried one record per transaction, so that
         only the bad records fail. Raises ProviderError only when the database is unreachable.
+
+        ``created`` is called with the outcomes (new keys) of the transaction's successful
+        inserts after the database assigned the keys and before COMMIT; if it raises, the
+        transaction is rolled back (none of its changes is written) and the exception
+        propagates.
         """
         ent = self._entity(query)
         if ent.table is None:
@@ -672,7 +784,7 @@ class SqlProvider:
         outcomes: list[Outcome | None] = [None] * len(changes)
         for start in range(0, len(changes), self.batch_size):
             batch = list(range(start, min(start + self.batch_size, len(changes))))
-            self._apply_batch(ent, changes, batch, outcomes)
+            self._apply_batch(ent, changes, batch, outcomes, created)
         return [
             o
             if o is not None
@@ -686,6 +798,7 @@ class SqlProvider:
         changes: Sequence[Change],
         batch: list[int],
         outcomes: list[Outcome | None],
+        created: CreatedCallback | None,
     ) -> None:
         prepared: list[_Prepared] = []
         for i in batch:
@@ -700,9 +813,12 @@ class SqlProvider:
             try:
                 with conn.begin():
                     done = self._execute(conn, ent, prepared)
+                    _announce(created, changes, done)
                 for i, o in done.items():
                     outcomes[i] = o
                 return
+            except _CallbackFailed as failed:
+                raise failed.original from None
             except (sa_exc.SQLAlchemyError, ValueError, TypeError) as exc:
                 self._raise_if_unavailable(exc)
                 log.info(
@@ -715,7 +831,10 @@ class SqlProvider:
                 try:
                     with conn.begin():
                         done = self._execute(conn, ent, [p])
+                        _announce(created, changes, done)
                     outcomes[p.pos] = done[p.pos]
+                except _CallbackFailed as failed:
+                    raise failed.original from None
                 except (sa_exc.SQLAlchemyError, ValueError, TypeError) as exc:
                     self._raise_if_unavailable(exc)
                     outcomes[p.pos] = Outcome(
@@ -915,6 +1034,29 @@ class SqlProvider:
         return value
 
 
+class _CallbackFailed(Exception):
+    """The ``created`` callback raised: roll back and re-raise ``original`` (not a record
+    error to retry record by record)."""
+
+    def __init__(self, original: Exception) -> None:
+        super().__init__(str(original))
+        self.original = original
+
+
+def _announce(created: CreatedCallback | None, changes: Sequence[Change],
+              done: dict[int, Outcome]) -> None:
+    """Call ``created`` with the successful inserts among ``done`` (inside the transaction)."""
+    if created is None:
+        return
+    inserted = [o for i, o in sorted(done.items()) if o.ok and changes[i].op == "insert"]
+    if not inserted:
+        return
+    try:
+        created(inserted)
+    except Exception as exc:
+        raise _CallbackFailed(exc) from exc
+
+
 @dataclass
 class _Prepared:
     """One change ready for the database: its key and row as database values."""
@@ -923,6 +1065,58 @@ class _Prepared:
     change: Change
     key: Any
     row: dict[str, Any]
+
+
+#: SQLAlchemy types whose SQLite result processing parses the stored value (and raises on
+#: a bad one); such columns are read as stored and converted by :func:`_from_raw`
+_SQLITE_PARSED = (sa.Date, sa.DateTime, sa.Numeric, sa.Boolean, sa.JSON)
+
+
+def _sqlite_text(data: bytes) -> str | bytes:
+    """SQLite TEXT as str; bytes that are not UTF-8 stay bytes (their record is rejected)."""
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError:
+        return data
+
+
+def _sqlite_on_connect(dbapi_conn: Any, _record: Any) -> None:
+    dbapi_conn.text_factory = _sqlite_text
+
+
+def _from_raw(value: Any, ftype: str) -> Any:
+    """A value as SQLite stored it, as the field type's Python value; a value that does not
+    parse is returned as stored, so that the engine rejects its record with the reason."""
+    if value is None:
+        return None
+    try:
+        if ftype == "date" and isinstance(value, str):
+            try:
+                return dt.date.fromisoformat(value.strip())
+            except ValueError:
+                stamp = dt.datetime.fromisoformat(value.strip())
+                return stamp.date() if stamp.time() == dt.time(0) else value
+        if ftype == "datetime" and isinstance(value, str):
+            return dt.datetime.fromisoformat(value.strip())
+        if ftype == "decimal" and not isinstance(value, bool | bytes):
+            number = Decimal(repr(value)) if isinstance(value, float) else Decimal(
+                str(value).strip())
+            return number if number.is_finite() else value
+        if ftype == "boolean" and isinstance(value, int | float) and value in (0, 1):
+            return bool(value)
+        if ftype == "json" and isinstance(value, str):
+            return json.loads(value)
+    except (ValueError, InvalidOperation, TypeError):
+        return value
+    return value
+
+
+def _short(text: str, limit: int = 60) -> str:
+    """``text`` on one line, cut to ``limit`` characters (saying how much was cut)."""
+    text = " ".join(text.split())
+    if len(text) <= limit:
+        return text
+    return f"{text[:limit]}... ({len(text) - limit} more characters)"
 
 
 def _scrub(text: str, secret: str | None) -> str:
@@ -1025,13 +1219,18 @@ def _parse_cursor(cursor: str | None) -> dt.datetime | None:
 
 
 def _build_frame(
-    rows: Sequence[Sequence[Any]], names: list[str], types: dict[str, str], key: str
+    rows: Sequence[Sequence[Any]], names: list[str], types: dict[str, str], key: str,
+    raw: dict[str, str] | None = None,
 ) -> pd.DataFrame:
-    """A RecordFrame from fetched rows, built column by column (no per-row Python objects)."""
+    """A RecordFrame from fetched rows, built column by column (no per-row Python objects);
+    ``raw`` columns hold values as stored and are converted here."""
     columns = list(zip(*rows, strict=True)) if rows else [()] * len(names)
     data: dict[str, Any] = {}
     for name, values in zip(names, columns, strict=True):
-        data[name] = _column(values, types.get(name, "string"))
+        ftype = types.get(name, "string")
+        if raw and name in raw:
+            values = tuple(_from_raw(v, ftype) for v in values)
+        data[name] = _column(values, ftype)
     frame = pd.DataFrame(data, columns=names)
     keys = frame[key]
     if len(frame) and keys.isna().any():
@@ -1060,6 +1259,12 @@ def _column(values: Sequence[Any], ftype: str) -> Any:
             return pd.array(values)
         except (TypeError, ValueError):
             pass
+    if ftype == "integer" and not all(
+        v is None or (isinstance(v, int) and not isinstance(v, bool)) for v in values
+    ):
+        # a REAL or text in an INTEGER column (SQLite): kept as stored, never cast through
+        # float64; the engine converts it exactly or rejects its record
+        return np.fromiter(values, dtype=object, count=len(values))
     return typed_column(values, ftype)
 
 
