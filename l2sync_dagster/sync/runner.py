@@ -556,7 +556,17 @@ class Sync:
                       if w.side == side and w.pair_id in report.succeeded_pairs]
             if not writes:
                 continue
-            fresh = self.provider(side).read(self.query(side), cursor=None)
+            provider = self.provider(side)
+            fresh = provider.read(self.query(side), cursor=None)
+            if self.describe(side).scope != "all" and can_lookup(provider):
+                # records written outside the query's WHERE are checked by key
+                have = {str(k) for k in fresh.frame.index}
+                keys = {str(getattr(prep.plan.effects[w.pair_id], f"{side}_key"))
+                        for w in writes if prep.plan.effects.get(w.pair_id) is not None}
+                missing = sorted(k for k in keys if k not in have)
+                if missing:
+                    found = provider.lookup(self.query(side), missing)  # type: ignore[attr-defined]
+                    fresh = ReadResult(pd.concat([fresh.frame, found]), complete=False)
             canon = canonicalize(SideRead(fresh, self.describe(side), None, 0).side_input(),
                                  mapping, side)
             pos = {k: i for i, k in enumerate(canon.keys.to_pylist())}
