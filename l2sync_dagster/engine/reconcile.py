@@ -1003,8 +1003,15 @@ def _brake(plan: SyncPlan, policy: SyncPolicy, canon: dict[Side, Canon]) -> None
     deletes = sum(1 for w in plan.writes if w.op == "delete")
     if not deletes or policy.allow_mass_delete:
         return
-    base = plan.pairs_before or max(len(canon["left"].keys) + len(canon["right"].keys), 1)
-    fraction = deletes / base
+    # the share of a side's records a run deletes there: of the pairs, or of what the side
+    # holds when that is more (mirror removes target records that were never paired)
+    worst = (0.0, 0, 1)
+    for side in ("left", "right"):
+        d = sum(1 for w in plan.writes if w.op == "delete" and w.side == side)
+        n = max(plan.pairs_before, len(canon[side].keys), d, 1)  # type: ignore[index]
+        if d / n > worst[0]:
+            worst = (d / n, d, n)
+    fraction, deletes, base = worst
     if fraction > policy.max_delete_fraction:
         plan.blocked = plan.blocked or (
             f"this run would delete {deletes} of {base} records ({fraction:.0%}), more than "
