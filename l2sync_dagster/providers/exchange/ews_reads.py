@@ -326,7 +326,9 @@ def build_q(stmt: SelectStatement, shape: Shape, conditions: Iterable[Condition]
         elif cond.op not in ("IS NULL", "IS NOT NULL"):
             value = _q_value(value, kind or "", cond.field)
         if cond.op == "<>":
-            part = ~Q(**{path: _q_value(cond.value, kind or "", cond.field)})
+            # SQL semantics (select.condition_holds): an item without the value is not "<>"
+            part = Q(**{f"{path}__exists": True}) & \
+                ~Q(**{path: _q_value(cond.value, kind or "", cond.field)})
         else:
             part = Q(**{f"{path}{suffix}": value})
         q = part if q is None else q & part
@@ -352,6 +354,21 @@ def find_ids(conn: EwsConnection, folder: Folder, q: Q | None, *,
         if isinstance(row, Exception):
             raise row
         out.append((row[0], row[1]) if isinstance(row, tuple) else (row.id, row.changekey))
+    return out
+
+
+def find_with(conn: EwsConnection, folder: Folder, q: Q, paths: set[FieldPath]
+              ) -> list[Item]:
+    """FindItem (IdOnly plus ``paths``) with a restriction, paged 1000 at a time: items."""
+    restriction = Restriction(q, folders=[folder], applies_to=Restriction.ITEMS)
+    svc = FindItem(account=conn.account, page_size=FIND_PAGE)
+    out = []
+    for row in svc.call(folders=[folder], additional_fields=paths, restriction=restriction,
+                        order_fields=None, shape=ID_ONLY, query_string=None, depth="Shallow",
+                        calendar_view=None, max_items=None, offset=0):
+        if isinstance(row, Exception):
+            raise row
+        out.append(row)
     return out
 
 

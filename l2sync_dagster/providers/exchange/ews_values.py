@@ -691,6 +691,13 @@ ACCESSORS: dict[str, dict[str, Accessor]] = {
 }
 
 
+#: catalog fields with no accessor that the backend fills itself
+EWS_VIRTUAL = frozenset({"FolderPath"})
+#: catalog fields exchangelib cannot read or write, per item type: {field: why} (none today;
+#: a new catalog field must get an accessor or an entry here, a test checks it)
+EWS_UNAVAILABLE: dict[str, dict[str, str]] = {}
+
+
 def accessor(item_type: ItemType, f: FieldDef) -> Accessor | None:
     """The accessor of a catalog field (None for virtual fields such as FolderPath)."""
     return ACCESSORS[item_type.name].get(f.name)
