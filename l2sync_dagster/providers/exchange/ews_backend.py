@@ -263,7 +263,9 @@ class EwsBackend(ExchangeBackend):
                     and acc.attr not in ("body", "complete_name"):
                 field = shape.model.get_field_by_fieldname(acc.attr)
                 order = (FieldPath(field=field), stmt.descending)
-        limit = None if rest else stmt.top
+        # the server's idea of NULL differs from ours (a blank text exists for it), so with a
+        # WHERE the server's order is used but the limit is applied to what matches here
+        limit = None if rest or stmt.where else stmt.top
         ids: list[str] = []
         folder_of: dict[str, str] = {}
         for sf in folders:
@@ -273,7 +275,13 @@ class EwsBackend(ExchangeBackend):
             for i, _ in found:
                 folder_of[i] = sf.path
                 ids.append(i)
-        records, _ = self._fetch(stmt, ids, folder_of)
+        records: list[Record] = []
+        step = self.settings.read_batch_size
+        for i in range(0, len(ids), step):
+            got, _ = self._fetch(stmt, ids[i:i + step], folder_of)
+            records += got
+            if order is not None and len(folders) == 1 and len(records) >= (stmt.top or 0):
+                break  # FindItem's order is the order: the first matches are the TOP ones
         records = order_records(stmt, records, lambda r, col: r.values.get(col))
         # complete for what TOP selects; describe() says the scope is "limited"
         return ReadResult(records_frame(stmt, records), complete=True, cursor=None)

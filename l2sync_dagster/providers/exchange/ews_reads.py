@@ -315,6 +315,9 @@ def build_q(stmt: SelectStatement, shape: Shape, conditions: Iterable[Condition]
             acc = accessor(stmt.item_type, f) if f is not None else None
             kind = f.type if f is not None else None
         lookup = _lookup(cond)
+        if cond.op == "IS NULL":
+            # a blank text is NULL too (select.is_null) but exists for the server: client side
+            lookup = None
         if acc is None or lookup is None or kind == "json" or acc.sub is not None or \
                 acc.attr in ("body", "complete_name") or acc.attr.startswith("_"):
             rest.append(cond)

@@ -830,6 +830,13 @@ def shape_of(stmt: SelectStatement) -> Shape:
         accs[ep.column] = extended_accessor(model, ep)
         if model is StickyNote:  # responses are parsed as Message
             register_extended(Message, ep)
+    # WHERE and ORDER BY may name fields the select list does not: read them too (the frame
+    # still holds only the selected columns)
+    for name in [c.field for c in stmt.where] + [stmt.order_by or ""]:
+        f = stmt.item_type.field(name) if name and name not in accs else None
+        acc = accessor(stmt.item_type, f) if f is not None else None
+        if acc is not None:
+            accs[f.name] = acc  # type: ignore[union-attr]
     paths: list[FieldPath] = []
     seen: set[str] = set()
     wanted = list(accs.values())
