@@ -8,17 +8,29 @@ Impersonation=true;Backend=ews|graph``). Query: a select statement, see ``select
 
 The key of a record is the item id, ``_version`` its ChangeKey, ``_modified`` its
 LastModifiedTime. The cursor of an incremental read is the backend's change-feed state.
+
+Integrity (see ``providers/base.py``): ``describe`` reports the read scope (``limited`` for
+``TOP n``, ``filtered`` for a WHERE clause or, on Graph, the calendar's time window, ``all``
+otherwise; folder wildcards and ``/**`` read all of their folders), ``lookup`` finds items by
+key whatever the WHERE and TOP, and inserts carry a hidden stamp (``stamps.py``) that
+``find_stamps`` finds after any user edit. A field the backend cannot read or write
+(``PercentComplete`` through Graph) is refused when the statement is loaded, naming the
+field, the backend and the fix; ``SELECT *`` leaves such fields out.
 """
 
+import dataclasses
 import importlib
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, ClassVar
 
+import pandas as pd
+
 from l2sync_dagster.providers.base import (
     KEY_INDEX,
     MODIFIED,
     Change,
+    CreatedCallback,
     EntityDescription,
     FieldInfo,
     Outcome,
@@ -97,8 +109,33 @@ class ExchangeProvider:
                     stmt = self._parse_sharepoint(text, exc)
                 else:
                     raise ProviderError(f"exchange: {exc}") from None
+            stmt = self._for_backend(stmt)
             self._statements[text] = stmt
         return stmt
+
+    def _for_backend(self, stmt: SelectStatement) -> SelectStatement:
+        """Refuse what the backend cannot do (an item type, a named field); ``*`` keeps only
+        the fields the backend has."""
+        backend = self.backend
+        why = backend.type_unavailable(stmt.item_type.name)
+        if why:
+            raise ProviderError(f"exchange: {stmt.item_type.name} items are not available "
+                                f"through {backend.label} ({why}); use "
+                                f"{_other_backend(backend.name)} for them")
+        missing = backend.unavailable(stmt.item_type.name)
+        if not missing:
+            return stmt
+        named = [n for n in stmt.explicit if n in missing]
+        if named:
+            details = "; ".join(f"{n}: {missing[n]}" for n in named)
+            it = "it" if len(named) == 1 else "them"
+            verb = "is" if len(named) == 1 else "are"
+            raise ProviderError(
+                f"exchange: {', '.join(named)} {verb} not available through {backend.label} "
+                f"({details}); remove {it} from the select statement or use "
+                f"{_other_backend(backend.name)}")
+        kept = tuple(f for f in stmt.fields if f.name not in missing)
+        return dataclasses.replace(stmt, fields=kept) if len(kept) != len(stmt.fields) else stmt
 
     def _parse_sharepoint(self, text: str, first_error: SelectError) -> SelectStatement:
         # the item type decides which SharePoint names apply; find it without the names
@@ -140,8 +177,11 @@ class ExchangeProvider:
         names = self._column_names(stmt)
         infos = [FieldInfo(names[f.name], f.type, True, f.read_only) for f in stmt.fields]
         infos += [FieldInfo(names[e.column], e.type, True, False) for e in stmt.extended]
+        scope, restriction = self.backend.read_scope(stmt)
         return EntityDescription(fields=tuple(infos), key=KEY_INDEX, key_generated=True,
-                                 writable=True, modified=MODIFIED)
+                                 writable=True, modified=MODIFIED, scope=scope,
+                                 restriction=restriction,
+                                 stamps=self.backend.stamps_supported(stmt))
 
     def read(self, query: Query, cursor: str | None = None,
              window: tuple[Any, Any] | None = None) -> ReadResult:
@@ -168,8 +208,29 @@ class ExchangeProvider:
             return f.name
         raise ProviderError(f"exchange: unknown field {name!r} for {stmt.item_type.name} items")
 
-    def apply(self, query: Query, changes: Sequence[Change]) -> list[Outcome]:
-        """Write in batches; refuses read-only and unknown fields per record."""
+    def lookup(self, query: Query, keys: Sequence[str]) -> pd.DataFrame:
+        """The items among ``keys`` still in the query's folder(s), ignoring WHERE and TOP
+        (GetItem / Graph GETs in batches); a deleted key is simply missing."""
+        stmt = self.statement(query)
+        wanted = list(dict.fromkeys(str(k) for k in keys if k))
+        frame = self.backend.lookup(stmt, wanted)
+        names = self._column_names(stmt)
+        if any(k != v for k, v in names.items()):
+            frame = frame.rename(columns=names)
+        return frame
+
+    def find_stamps(self, query: Query, stamps: Sequence[str]) -> dict[str, str]:
+        """{stamp: key} of the items in the query's folder(s) created with those stamps."""
+        stmt = self.statement(query)
+        wanted = list(dict.fromkeys(s for s in stamps if s))
+        if not wanted or not self.backend.stamps_supported(stmt):
+            return {}
+        return self.backend.find_stamps(stmt, wanted)
+
+    def apply(self, query: Query, changes: Sequence[Change], *,
+              created: CreatedCallback | None = None) -> list[Outcome]:
+        """Write in batches; refuses read-only and unknown fields per record. Inserts carry
+        their ``stamp``; ``created`` is called right after each response that created items."""
         stmt = self.statement(query)
         shown_to_canonical = {v.lower(): k for k, v in self._column_names(stmt).items()}
         read_only = {f.name for f in stmt.fields if f.read_only}
@@ -190,8 +251,11 @@ class ExchangeProvider:
             if error:
                 bad[ch.ref] = Outcome(ch.ref, False, ch.key, None, error)
                 continue
-            good.append(Change(ch.op, ch.ref, ch.key, values, ch.version))
-        done = {o.ref: o for o in self.backend.apply(stmt, good)} if good else {}
+            stamp = ch.stamp if ch.op == "insert" and self.backend.stamps_supported(stmt) \
+                else None
+            good.append(Change(ch.op, ch.ref, ch.key, values, ch.version, stamp))
+        done = {o.ref: o for o in self.backend.apply(stmt, good, created=created)} \
+            if good else {}
         out = []
         for ch in changes:
             o = bad.get(ch.ref) or done.get(ch.ref)
@@ -213,4 +277,8 @@ class ExchangeProvider:
     def close(self) -> None:
         """Close the backend's connections."""
         self.backend.close()
+
+
+def _other_backend(name: str) -> str:
+    return "Backend=ews" if name == "graph" else "Backend=graph"
 

@@ -18,9 +18,20 @@ A backend (stable interface; subclass :class:`ExchangeBackend`):
   values, see ``fields.py``). ``cursor`` None = complete read that also returns a cursor;
   a cursor = only the changes (``complete=False``, ``deleted`` from the feed). ``window`` =
   ``(start, end)`` on ``window_field``, pushed down to the server.
-- ``apply(stmt, changes) -> list[Outcome]``: one outcome per change, in order; never raises
-  for one bad record; ``Change.values`` are keyed by canonical dotted names / extended
-  property columns and hold canonical Python values (json as JSON text or lists).
+- ``apply(stmt, changes, created=None) -> list[Outcome]``: one outcome per change, in order;
+  never raises for one bad record; ``Change.values`` are keyed by canonical dotted names /
+  extended property columns and hold canonical Python values (json as JSON text or lists).
+  An insert's ``Change.stamp`` is stored in the stamp property (``stamps.py``). ``created``
+  is called with the outcomes of the items each server response created, right after that
+  response and before any other request; when it raises, those items are deleted again and
+  the exception propagates.
+- ``lookup(stmt, keys) -> DataFrame``: the items among ``keys`` that still exist in the
+  scope's folder(s), ignoring WHERE, TOP and windows (same frame as ``read``).
+- ``find_stamps(stmt, stamps) -> {stamp: key}``: the scope's items carrying those stamps.
+- ``unavailable(item_type) -> {field: reason}``: catalog fields this backend has no binding
+  for; the provider refuses a statement that names one (``describe``) and ``*`` leaves them
+  out. ``read_scope(stmt)``: ("all" | "filtered" | "limited", the restriction as written).
+  ``stamps_supported(stmt)``: whether inserts of the statement's item type can carry a stamp.
 - ``probe(stmt, cursor) -> str``: the cheapest fingerprint of the scope's state (equal
   fingerprint = nothing changed); must not advance anything stored.
 - ``max_batch_size() -> int``, ``stats() -> {"requests": int, "throttle_wait_s": float, ...}``
@@ -40,8 +51,10 @@ from l2sync_dagster.providers.base import (
     MODIFIED,
     VERSION,
     Change,
+    CreatedCallback,
     Outcome,
     ReadResult,
+    ReadScope,
 )
 from l2sync_dagster.providers.exchange.connection import ExchangeSettings
 from l2sync_dagster.providers.exchange.select import SelectStatement
@@ -63,6 +76,8 @@ class ExchangeBackend(ABC):
     """Base class of the EWS and Graph backends (see the module docstring)."""
 
     name: ClassVar[str] = ""
+    #: how messages name the backend: "EWS (Backend=ews)"
+    label: ClassVar[str] = ""
 
     def __init__(self, settings: ExchangeSettings) -> None:
         self.settings = settings
@@ -77,8 +92,37 @@ class ExchangeBackend(ABC):
         """A RecordFrame of the scope, or only its changes since ``cursor``."""
 
     @abstractmethod
-    def apply(self, stmt: SelectStatement, changes: Sequence[Change]) -> list[Outcome]:
+    def apply(self, stmt: SelectStatement, changes: Sequence[Change], *,
+              created: CreatedCallback | None = None) -> list[Outcome]:
         """Inserts, updates and deletes in batches; one Outcome per change."""
+
+    @abstractmethod
+    def lookup(self, stmt: SelectStatement, keys: Sequence[str]) -> pd.DataFrame:
+        """The items among ``keys`` still in the scope's folders, whatever WHERE and TOP say."""
+
+    @abstractmethod
+    def find_stamps(self, stmt: SelectStatement, stamps: Sequence[str]) -> dict[str, str]:
+        """{stamp: key} of the scope's items that carry one of ``stamps``."""
+
+    def unavailable(self, item_type: str) -> dict[str, str]:
+        """Catalog fields of ``item_type`` this backend cannot read or write: {name: why}."""
+        return {}
+
+    def type_unavailable(self, item_type: str) -> str | None:
+        """Why this backend has no API for ``item_type`` at all (None: it has one)."""
+        return None
+
+    def read_scope(self, stmt: SelectStatement) -> tuple[ReadScope, str | None]:
+        """How much of the folders a read of ``stmt`` returns, and the clause that limits it."""
+        if stmt.top is not None:
+            return "limited", stmt.restriction
+        if stmt.where:
+            return "filtered", stmt.restriction
+        return "all", None
+
+    def stamps_supported(self, stmt: SelectStatement) -> bool:
+        """Whether an insert of the statement's item type can carry a stamp."""
+        return True
 
     @abstractmethod
     def probe(self, stmt: SelectStatement, cursor: str | None = None) -> str:

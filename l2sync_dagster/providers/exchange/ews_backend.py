@@ -8,24 +8,44 @@ import hashlib
 from collections.abc import Sequence
 from typing import Any, ClassVar
 
+import pandas as pd
+from exchangelib import Q
 from exchangelib.errors import ErrorFolderNotFound
 from exchangelib.fields import FieldPath
 from exchangelib.folders import Folder
 
-from l2sync_dagster.providers.base import Change, Outcome, ProviderError, ReadResult
+from l2sync_dagster.providers.base import (
+    Change,
+    CreatedCallback,
+    Outcome,
+    ProviderError,
+    ReadResult,
+)
 from l2sync_dagster.providers.exchange import ews_reads as reads
 from l2sync_dagster.providers.exchange import ews_writes as writes
 from l2sync_dagster.providers.exchange.backend import ExchangeBackend, Record, Window, records_frame
 from l2sync_dagster.providers.exchange.connection import ExchangeSettings
 from l2sync_dagster.providers.exchange.ews_client import EwsConnection, describe_error, retrying
-from l2sync_dagster.providers.exchange.ews_values import Shape, read_values, shape_of
-from l2sync_dagster.providers.exchange.select import SelectStatement, statement_matches
+from l2sync_dagster.providers.exchange.ews_values import (
+    EWS_UNAVAILABLE,
+    Shape,
+    read_values,
+    register_extended,
+    shape_of,
+)
+from l2sync_dagster.providers.exchange.select import (
+    SelectStatement,
+    order_records,
+    statement_matches,
+)
+from l2sync_dagster.providers.exchange.stamps import FIND_BATCH, STAMP
 
 
 class EwsBackend(ExchangeBackend):
     """Exchange Web Services through exchangelib."""
 
     name: ClassVar[str] = "ews"
+    label: ClassVar[str] = "EWS (Backend=ews)"
 
     def __init__(self, settings: ExchangeSettings, *, retry_wait_s: float | None = None
                  ) -> None:
@@ -95,10 +115,17 @@ class EwsBackend(ExchangeBackend):
         except Exception as exc:  # noqa: BLE001 - translated precisely
             raise describe_error(exc, self.settings, "reading") from exc
 
-    def _fetch(self, stmt: SelectStatement, ids: list[str], folder_of: dict[str, str]
-               ) -> tuple[list[Record], list[str]]:
-        """GetItem the ids: (records of the item type that match WHERE, ids gone or out)."""
-        shape = self.shape(stmt)
+    def unavailable(self, item_type: str) -> dict[str, str]:
+        """Catalog fields exchangelib has no attribute for (none today)."""
+        return dict(EWS_UNAVAILABLE.get(item_type, {}))
+
+    def _fetch(self, stmt: SelectStatement, ids: list[str], folder_of: dict[str, str], *,
+               where: bool = True, shape: Shape | None = None,
+               parents: dict[str, str] | None = None) -> tuple[list[Record], list[str]]:
+        """GetItem the ids: (records of the item type that match WHERE, ids gone or out).
+        With ``parents`` (folder id -> path) only items in those folders count (``shape``
+        then requests ParentFolderId) and FolderPath comes from the item's folder."""
+        shape = shape or self.shape(stmt)
         records: list[Record] = []
         gone: list[str] = []
         for item_id, item in reads.get_items(self.conn, shape, ids,
@@ -106,10 +133,16 @@ class EwsBackend(ExchangeBackend):
             if item is None or not reads.wanted(stmt, item):
                 gone.append(item_id)
                 continue
+            if parents is not None:
+                parent = getattr(getattr(item, "parent_folder_id", None), "id", None)
+                if parent not in parents:
+                    gone.append(item_id)
+                    continue
+                folder_of = {**folder_of, item_id: parents[parent]}
             values = read_values(shape, item)
             if "FolderPath" in stmt.columns:
                 values["FolderPath"] = folder_of.get(item_id)
-            if stmt.where and not reads_matches(stmt, values):
+            if where and stmt.where and not reads_matches(stmt, values):
                 gone.append(item_id)
                 continue
             records.append(Record(item.id, item.changekey,
@@ -230,7 +263,9 @@ class EwsBackend(ExchangeBackend):
                     and acc.attr not in ("body", "complete_name"):
                 field = shape.model.get_field_by_fieldname(acc.attr)
                 order = (FieldPath(field=field), stmt.descending)
-        limit = None if rest else stmt.top
+        # the server's idea of NULL differs from ours (a blank text exists for it), so with a
+        # WHERE the server's order is used but the limit is applied to what matches here
+        limit = None if rest or stmt.where else stmt.top
         ids: list[str] = []
         folder_of: dict[str, str] = {}
         for sf in folders:
@@ -240,8 +275,15 @@ class EwsBackend(ExchangeBackend):
             for i, _ in found:
                 folder_of[i] = sf.path
                 ids.append(i)
-        records, _ = self._fetch(stmt, ids, folder_of)
-        records = _sorted(records, stmt)[: stmt.top]
+        records: list[Record] = []
+        step = self.settings.read_batch_size
+        for i in range(0, len(ids), step):
+            got, _ = self._fetch(stmt, ids[i:i + step], folder_of)
+            records += got
+            if order is not None and len(folders) == 1 and len(records) >= (stmt.top or 0):
+                break  # FindItem's order is the order: the first matches are the TOP ones
+        records = order_records(stmt, records, lambda r, col: r.values.get(col))
+        # complete for what TOP selects; describe() says the scope is "limited"
         return ReadResult(records_frame(stmt, records), complete=True, cursor=None)
 
     def _read_window(self, stmt: SelectStatement, window: Window, field: str) -> ReadResult:
@@ -349,7 +391,66 @@ class EwsBackend(ExchangeBackend):
                             "_end_timezone": item._end_timezone}
         return out
 
-    def apply(self, stmt: SelectStatement, changes: Sequence[Change]) -> list[Outcome]:
+    # --- lookup and stamps ---------------------------------------------------------------
+    def _scope_ids(self, stmt: SelectStatement) -> list[reads.ScopeFolder]:
+        """The scope's folders with their real ids (GetFolder for a well-known folder)."""
+        return self._call("resolving the folder scope",
+                          lambda: reads.resolve_scope(self.conn, stmt, check_root=True))
+
+    def lookup(self, stmt: SelectStatement, keys: Sequence[str]) -> pd.DataFrame:
+        """GetItem of ``keys`` in batches of ReadBatchSize; an item counts when it is of the
+        item type and in one of the scope's folders (a deleted item is gone or in Deleted
+        Items). WHERE and TOP do not apply."""
+        try:
+            folders = self._scope_ids(stmt) if keys else []
+            parents = {sf.id or "": sf.path for sf in folders}
+            base = self.shape(stmt)
+            parent_path = FieldPath(field=base.model.get_field_by_fieldname("parent_folder_id"))
+            shape = Shape(base.model, base.accessors, [*base.paths, parent_path])
+            records, _gone = self._fetch(stmt, list(keys), {}, where=False, shape=shape,
+                                         parents=parents) if keys else ([], [])
+        except ProviderError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - translated precisely
+            raise describe_error(exc, self.settings, "looking items up (GetItem)") from exc
+        return records_frame(stmt, records)
+
+    def find_stamps(self, stmt: SelectStatement, stamps: Sequence[str]) -> dict[str, str]:
+        """FindItem per folder with a restriction on the stamp property (``FIND_BATCH``
+        stamps per request, OR-ed), returning the property with each id."""
+        found: dict[str, str] = {}
+        try:
+            folders = self._scope_ids(stmt) if stamps else []
+            model = self.shape(stmt).model
+            attr = register_extended(model, STAMP)
+            if stmt.item_type.name == "Note":  # responses are parsed as Message
+                from exchangelib.items import Message
+
+                register_extended(Message, STAMP)
+            paths = {FieldPath(field=model.get_field_by_fieldname(attr)),
+                     FieldPath(field=model.get_field_by_fieldname("item_class"))}
+            wanted = list(stamps)
+            for sf in folders:
+                for i in range(0, len(wanted), FIND_BATCH):
+                    chunk = wanted[i:i + FIND_BATCH]
+                    q = Q(**{attr: chunk[0]})
+                    for stamp in chunk[1:]:
+                        q = q | Q(**{attr: stamp})
+                    rows = self._call("finding stamped items (FindItem)",
+                                      lambda sf=sf, q=q: reads.find_with(
+                                          self.conn, sf.folder, q, paths))
+                    for item in rows:
+                        value = getattr(item, attr, None)
+                        if value in chunk and reads.wanted(stmt, item):
+                            found.setdefault(str(value), item.id)
+        except ProviderError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - translated precisely
+            raise describe_error(exc, self.settings, "finding stamped items") from exc
+        return found
+
+    def apply(self, stmt: SelectStatement, changes: Sequence[Change], *,
+              created: CreatedCallback | None = None) -> list[Outcome]:
         """Inserts into the scope's first folder, then updates, then deletes."""
         shape = self.shape(stmt)
         batch = self.settings.batch_size
@@ -365,11 +466,20 @@ class EwsBackend(ExchangeBackend):
                 by_ref[c.ref] = Outcome(c.ref, False, None, None, f"{c.op} needs a key")
         updates = [c for c in updates if c.key]
         deletes = [c for c in deletes if c.key]
+        failed: list[BaseException] = []
+
+        def report(made: Sequence[Outcome]) -> None:
+            try:
+                created(made)  # type: ignore[misc]
+            except BaseException as exc:
+                failed.append(exc)
+                raise
+
         try:
             if inserts:
                 folder = self._insert_folder(stmt)
                 for o in writes.create(self.conn, shape, stmt.item_type, folder, inserts,
-                                       batch):
+                                       batch, report if created else None):
                     by_ref[o.ref] = o
             if updates:
                 preset = self._time_zones(stmt, updates)
@@ -381,6 +491,8 @@ class EwsBackend(ExchangeBackend):
         except ProviderError:
             raise
         except Exception as exc:  # noqa: BLE001
+            if failed and exc is failed[0]:
+                raise  # the caller's own exception, not a server error
             raise describe_error(exc, self.settings, "writing") from exc
         return [by_ref[c.ref] for c in changes]
 
@@ -406,21 +518,6 @@ def _coerce(value: Any, kind: str) -> Any:
     if kind == "datetime" and isinstance(value, dt.datetime) and value.tzinfo is None:
         return value.replace(tzinfo=dt.UTC)
     return value
-
-
-def _sorted(records: list[Record], stmt: SelectStatement) -> list[Record]:
-    if not stmt.order_by:
-        return records
-    col = stmt.order_by
-    present = [r for r in records if r.values.get(col) is not None]
-    missing = [r for r in records if r.values.get(col) is None]
-
-    def key(r: Record) -> Any:
-        v = r.values.get(col)
-        return v.lower() if isinstance(v, str) else v
-
-    present.sort(key=key, reverse=stmt.descending)
-    return present + missing
 
 
 def _digest(*parts: str) -> str:

@@ -315,6 +315,9 @@ def build_q(stmt: SelectStatement, shape: Shape, conditions: Iterable[Condition]
             acc = accessor(stmt.item_type, f) if f is not None else None
             kind = f.type if f is not None else None
         lookup = _lookup(cond)
+        if cond.op == "IS NULL":
+            # a blank text is NULL too (select.is_null) but exists for the server: client side
+            lookup = None
         if acc is None or lookup is None or kind == "json" or acc.sub is not None or \
                 acc.attr in ("body", "complete_name") or acc.attr.startswith("_"):
             rest.append(cond)
@@ -326,7 +329,9 @@ def build_q(stmt: SelectStatement, shape: Shape, conditions: Iterable[Condition]
         elif cond.op not in ("IS NULL", "IS NOT NULL"):
             value = _q_value(value, kind or "", cond.field)
         if cond.op == "<>":
-            part = ~Q(**{path: _q_value(cond.value, kind or "", cond.field)})
+            # SQL semantics (select.condition_holds): an item without the value is not "<>"
+            part = Q(**{f"{path}__exists": True}) & \
+                ~Q(**{path: _q_value(cond.value, kind or "", cond.field)})
         else:
             part = Q(**{f"{path}{suffix}": value})
         q = part if q is None else q & part
@@ -352,6 +357,21 @@ def find_ids(conn: EwsConnection, folder: Folder, q: Q | None, *,
         if isinstance(row, Exception):
             raise row
         out.append((row[0], row[1]) if isinstance(row, tuple) else (row.id, row.changekey))
+    return out
+
+
+def find_with(conn: EwsConnection, folder: Folder, q: Q, paths: set[FieldPath]
+              ) -> list[Item]:
+    """FindItem (IdOnly plus ``paths``) with a restriction, paged 1000 at a time: items."""
+    restriction = Restriction(q, folders=[folder], applies_to=Restriction.ITEMS)
+    svc = FindItem(account=conn.account, page_size=FIND_PAGE)
+    out = []
+    for row in svc.call(folders=[folder], additional_fields=paths, restriction=restriction,
+                        order_fields=None, shape=ID_ONLY, query_string=None, depth="Shallow",
+                        calendar_view=None, max_items=None, offset=0):
+        if isinstance(row, Exception):
+            raise row
+        out.append(row)
     return out
 
 

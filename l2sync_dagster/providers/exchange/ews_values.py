@@ -691,6 +691,13 @@ ACCESSORS: dict[str, dict[str, Accessor]] = {
 }
 
 
+#: catalog fields with no accessor that the backend fills itself
+EWS_VIRTUAL = frozenset({"FolderPath"})
+#: catalog fields exchangelib cannot read or write, per item type: {field: why} (none today;
+#: a new catalog field must get an accessor or an entry here, a test checks it)
+EWS_UNAVAILABLE: dict[str, dict[str, str]] = {}
+
+
 def accessor(item_type: ItemType, f: FieldDef) -> Accessor | None:
     """The accessor of a catalog field (None for virtual fields such as FolderPath)."""
     return ACCESSORS[item_type.name].get(f.name)
@@ -823,6 +830,13 @@ def shape_of(stmt: SelectStatement) -> Shape:
         accs[ep.column] = extended_accessor(model, ep)
         if model is StickyNote:  # responses are parsed as Message
             register_extended(Message, ep)
+    # WHERE and ORDER BY may name fields the select list does not: read them too (the frame
+    # still holds only the selected columns)
+    for name in [c.field for c in stmt.where] + [stmt.order_by or ""]:
+        f = stmt.item_type.field(name) if name and name not in accs else None
+        acc = accessor(stmt.item_type, f) if f is not None else None
+        if acc is not None:
+            accs[f.name] = acc  # type: ignore[union-attr]
     paths: list[FieldPath] = []
     seen: set[str] = set()
     wanted = list(accs.values())

@@ -22,6 +22,7 @@ from exchangelib.errors import (
 from exchangelib.items import (
     ALL_OCCURRENCES,
     AUTO_RESOLVE,
+    HARD_DELETE,
     MOVE_TO_DELETED_ITEMS,
     NEVER_OVERWRITE,
     SAVE_ONLY,
@@ -30,10 +31,17 @@ from exchangelib.items import (
 )
 from exchangelib.services import CreateItem, DeleteItem, UpdateItem
 
-from l2sync_dagster.providers.base import Change, Outcome
+from l2sync_dagster.providers.base import Change, CreatedCallback, Outcome
 from l2sync_dagster.providers.exchange.ews_client import EwsConnection, describe_error
-from l2sync_dagster.providers.exchange.ews_values import Op, Shape, ValueError_, new_item
+from l2sync_dagster.providers.exchange.ews_values import (
+    Op,
+    Shape,
+    ValueError_,
+    new_item,
+    register_extended,
+)
 from l2sync_dagster.providers.exchange.fields import ItemType
+from l2sync_dagster.providers.exchange.stamps import STAMP, check_stamp
 
 #: per-item errors that concern the whole mailbox: raised, not reported per record
 FATAL = (ErrorAccessDenied, ErrorImpersonateUserDenied, ErrorNonExistentMailbox,
@@ -77,14 +85,22 @@ def _error_text(exc: BaseException) -> str:
 
 
 def create(conn: EwsConnection, shape: Shape, item_type: ItemType, folder: Any,
-           changes: Sequence[Change], batch: int) -> list[Outcome]:
-    """CreateItem for inserts (SavedItemFolderId = ``folder``)."""
+           changes: Sequence[Change], batch: int,
+           created: CreatedCallback | None = None) -> list[Outcome]:
+    """CreateItem for inserts (SavedItemFolderId = ``folder``); a change's ``stamp`` goes
+    into the stamp property. ``created`` gets the successful outcomes of each CreateItem
+    response before the next request; if it raises, that response's items are deleted
+    (HardDelete) and the exception propagates."""
     outcomes: dict[str, Outcome] = {}
     items: list[Item] = []
     refs: list[str] = []
+    stamp_attr = register_extended(shape.model, STAMP) if any(c.stamp for c in changes) \
+        else None
     for ch in changes:
         try:
             item = new_item(shape, item_type, ch.values, conn.account, folder)
+            if ch.stamp and stamp_attr:
+                setattr(item, stamp_attr, check_stamp(ch.stamp))
             item.clean(version=conn.account.version)  # a bad value fails its record only
             items.append(item)
             refs.append(ch.ref)
@@ -99,13 +115,33 @@ def create(conn: EwsConnection, shape: Shape, item_type: ItemType, folder: Any,
                                            send_meeting_invitations=SEND_TO_NONE)))
         except Exception as exc:  # noqa: BLE001 - a whole-request failure
             raise describe_error(exc, conn.settings, "creating items (CreateItem)") from exc
+        made: list[Outcome] = []
         for ref, res in zip(chunk_refs, results, strict=True):
             if isinstance(res, Exception):
                 outcomes[ref] = Outcome(ref, False, None, None, _error_text(res))
             else:
                 item_id, changekey = _id_of(res)
                 outcomes[ref] = Outcome(ref, True, item_id, changekey)
+                made.append(outcomes[ref])
+        if created is not None and made:
+            try:
+                created(made)
+            except BaseException:
+                _undo(conn, made, batch)
+                raise
     return [outcomes[ch.ref] for ch in changes]
+
+
+def _undo(conn: EwsConnection, made: Sequence[Outcome], batch: int) -> None:
+    """HardDelete items whose creation the caller could not record (best effort: the
+    caller's exception is what the run reports)."""
+    try:
+        svc = OwnDeleteItem(account=conn.account, chunk_size=batch)
+        list(svc.call(items=[(o.key, None) for o in made if o.key], delete_type=HARD_DELETE,
+                      send_meeting_cancellations=SEND_TO_NONE,
+                      affected_task_occurrences=ALL_OCCURRENCES, suppress_read_receipts=True))
+    except Exception:  # noqa: BLE001, S110 - the stamp still finds them on recovery
+        pass
 
 
 def _id_of(res: Any) -> tuple[str, str]:

@@ -22,7 +22,14 @@ Item types and scopes:
   (e.g. ``IsRead``, ``Categories``) and delete; new messages cannot be created this way.
   ``Body.Plaintext`` is read with ``Prefer: outlook.body-content-type="text"``.
 - Extended properties of the select list are single- (or multi-) value extended properties.
-- ``ContactGroup`` and ``Note`` have no Graph API: a clear error.
+- ``ContactGroup`` and ``Note`` have no Graph API: refused when the statement is loaded, as
+  is any field listed in ``graph_fields.GRAPH_UNAVAILABLE`` (``SELECT *`` leaves those out).
+- Read scope: a calendar read is a calendarView over a time window, so it is ``filtered``
+  even without WHERE (an event outside the window is not deleted; ``lookup`` finds it).
+- Stamps (``stamps.py``) are a single-value extended property, found with
+  ``$filter=singleValueExtendedProperties/Any(ep: ep/id eq '...' and ep/value eq '...')``;
+  contacts and events have them, To Do tasks do not (todoTask has no extended properties) and
+  messages are not created through Graph.
 
 Field names and values follow ``fields.py``; the Graph mapping is ``graph_fields.py``. A field
 Graph does not have reads as null and refuses a value. ``_version`` is the item's
@@ -44,9 +51,11 @@ import pandas as pd
 from l2sync_dagster.providers.base import (
     KEY_INDEX,
     Change,
+    CreatedCallback,
     Outcome,
     ProviderError,
     ReadResult,
+    ReadScope,
 )
 from l2sync_dagster.providers.exchange.backend import (
     ExchangeBackend,
@@ -57,6 +66,8 @@ from l2sync_dagster.providers.exchange.backend import (
 from l2sync_dagster.providers.exchange.connection import ExchangeSettings
 from l2sync_dagster.providers.exchange.graph_fields import (
     GRAPH_FIELDS,
+    GRAPH_NO_API,
+    GRAPH_UNAVAILABLE,
     GraphField,
     dtz_body,
     event_start,
@@ -65,9 +76,10 @@ from l2sync_dagster.providers.exchange.graph_fields import (
     extended_value_write,
     recurrence_to_graph,
 )
-from l2sync_dagster.providers.exchange.graph_folders import Folder, FolderResolver
+from l2sync_dagster.providers.exchange.graph_folders import MAIL_FOLDERS, Folder, FolderResolver
 from l2sync_dagster.providers.exchange.graph_where import matches, top
 from l2sync_dagster.providers.exchange.select import SelectStatement
+from l2sync_dagster.providers.exchange.stamps import GRAPH_ID, check_stamp
 from l2sync_dagster.providers.graph.batch import BatchRequest, BatchResult
 from l2sync_dagster.providers.graph.client import DEFAULT_GRAPH_URL, GraphClient, GraphError
 from l2sync_dagster.providers.graph.delta import DeltaResult
@@ -83,17 +95,50 @@ DEFAULT_PAST = dt.timedelta(days=365)
 DEFAULT_FUTURE = dt.timedelta(days=730)
 EVENT_TIME_FIELDS = ("Start", "End", "IsAllDayEvent", "StartTimeZone", "EndTimeZone",
                      "Recurrence")
+#: well-known mail folder names (a Folder's id before it is resolved)
+MAIL_FOLDER_NAMES = frozenset(MAIL_FOLDERS)
+#: requests per $batch (Graph's limit)
+BATCH_LIMIT = 20
+#: item types whose inserts carry a stamp (an extended property)
+STAMPED_TYPES = frozenset({"Contact", "CalendarItem"})
+#: item type -> the mailbox-wide collection that addresses an item of any folder
+MAILBOX_WIDE = {"Contact": "contacts", "Message": "messages", "CalendarItem": "events"}
 
 
 class GraphBackend(ExchangeBackend):
     """Exchange Online through Microsoft Graph (see the module docstring)."""
 
     name = "graph"
+    label = "Microsoft Graph (Backend=graph)"
 
     def __init__(self, settings: ExchangeSettings) -> None:
         super().__init__(settings)
         self._client: GraphClient | None = None
         self._folders: dict[str, list[Folder]] = {}
+        self._real_ids: dict[str, str | None] = {}
+
+    # -- capabilities ------------------------------------------------------------------------
+
+    def unavailable(self, item_type: str) -> dict[str, str]:
+        """Catalog fields Graph has no property for (``graph_fields.GRAPH_UNAVAILABLE``)."""
+        return dict(GRAPH_UNAVAILABLE.get(item_type, {}))
+
+    def type_unavailable(self, item_type: str) -> str | None:
+        """Contact groups and notes: Graph has no API for them."""
+        return GRAPH_NO_API.get(item_type)
+
+    def read_scope(self, stmt: SelectStatement) -> tuple[ReadScope, str | None]:
+        """As EWS, except that a calendar read is always bounded by its calendarView window."""
+        scope, restriction = super().read_scope(stmt)
+        if stmt.item_type.name == "CalendarItem" and scope == "all":
+            days_back, days_ahead = DEFAULT_PAST.days, DEFAULT_FUTURE.days
+            return "filtered", (f"calendarView window ({days_back} days back, "
+                                f"{days_ahead} days ahead)")
+        return scope, restriction
+
+    def stamps_supported(self, stmt: SelectStatement) -> bool:
+        """Contacts and events (extended properties); not To Do tasks nor messages."""
+        return stmt.item_type.name in STAMPED_TYPES
 
     # -- plumbing ----------------------------------------------------------------------------
 
@@ -184,9 +229,10 @@ class GraphBackend(ExchangeBackend):
             self._get(first.list_path, params=params)
         except GraphError as exc:
             raise self._mailbox_error(exc) from exc
-        missing = [f.name for f in stmt.fields if f.name not in self._fields(stmt)]
-        note = (f"; not available through Graph (read as empty): {', '.join(missing)}"
-                if missing else "")
+        left_out = [f.name for f in stmt.item_type.default_fields()
+                    if stmt.star and f.name in self.unavailable(stmt.item_type.name)]
+        note = (f"; SELECT * leaves out what Graph does not have: {', '.join(left_out)}"
+                if left_out else "")
         return (f"Graph mailbox {self.settings.email}: {len(folders)} folder(s) for "
                 f"{stmt.scope.text} via {self.graph_url}{note}")
 
@@ -430,8 +476,8 @@ class GraphBackend(ExchangeBackend):
             if res.ok and isinstance(res.body, dict):
                 item["@l2sync.textBody"] = res.body.get("body")
 
-    def _records(self, stmt: SelectStatement, items: list[tuple[Folder, dict[str, Any]]]
-                 ) -> tuple[list[Record], list[str]]:
+    def _records(self, stmt: SelectStatement, items: list[tuple[Folder, dict[str, Any]]],
+                 *, where: bool = True) -> tuple[list[Record], list[str]]:
         mapping = self._fields(stmt)
         records: list[Record] = []
         out_of_scope: list[str] = []
@@ -446,10 +492,13 @@ class GraphBackend(ExchangeBackend):
                     continue
                 spec = mapping.get(f.name)
                 try:
-                    values[f.name] = spec.read(item) if spec else None
+                    value = spec.read(item) if spec else None
                 except (TypeError, ValueError, KeyError) as exc:
                     log.warning("cannot read %s of an item: %s", f.name, exc)
-                    values[f.name] = None
+                    value = None
+                # Exchange keeps no empty text (EWS reads it as null): neither do we
+                values[f.name] = None if isinstance(value, str) and not value.strip() \
+                    else value
             ext = {p.get("id", "").lower(): p.get("value")
                    for p in (item.get("singleValueExtendedProperties") or [])
                    + (item.get("multiValueExtendedProperties") or [])}
@@ -459,7 +508,7 @@ class GraphBackend(ExchangeBackend):
                 except (TypeError, ValueError):
                     values[e.column] = None
             key = str(item["id"])
-            if not matches(stmt, mapping, item, values):
+            if where and not matches(stmt, mapping, item, values):
                 out_of_scope.append(key)
                 continue
             records.append(Record(key, item.get("@odata.etag") or item.get("changeKey"),
@@ -511,20 +560,28 @@ class GraphBackend(ExchangeBackend):
 
     # -- writes ------------------------------------------------------------------------------
 
-    def apply(self, stmt: SelectStatement, changes: Sequence[Change]) -> list[Outcome]:
-        """Inserts, updates and deletes through $batch; one Outcome per change."""
+    def _items_path(self, stmt: SelectStatement, folders: list[Folder]) -> str:
+        """The prefix that addresses an item by id: the folder's, or the mailbox-wide
+        collection for a scope of several folders."""
+        target = folders[0]
+        if len(folders) == 1:
+            return target.items
+        wide = MAILBOX_WIDE.get(stmt.item_type.name)
+        return f"{self.user}/{wide}" if wide else target.items
+
+    def apply(self, stmt: SelectStatement, changes: Sequence[Change], *,
+              created: CreatedCallback | None = None) -> list[Outcome]:
+        """Inserts first, in $batch requests of 20 (``created`` after each response), then
+        updates and deletes through $batch; one Outcome per change."""
         folders = self.folders(stmt)
         target = folders[0]
         mapping = self._fields(stmt)
         kind = stmt.item_type.name
-        # an item of a multi-folder scope is addressed through the mailbox-wide collection
-        items = target.items if len(folders) == 1 else {
-            "Contact": f"{self.user}/contacts", "Message": f"{self.user}/messages"}.get(
-                kind, target.items)
+        items = self._items_path(stmt, folders)
         current = self._current(stmt, items, changes)
         outcomes: dict[int, Outcome] = {}
-        reqs: list[BatchRequest] = []
-        index: dict[str, int] = {}
+        inserts: list[tuple[int, BatchRequest]] = []
+        others: list[tuple[int, BatchRequest]] = []
         for i, ch in enumerate(changes):
             rid = f"w{i}"
             try:
@@ -537,6 +594,9 @@ class GraphBackend(ExchangeBackend):
                                          "(read, update and delete only)")
                     body = self._body(stmt, mapping, ch, current.get(ch.key or "", {}))
                     if ch.op == "insert":
+                        if ch.stamp and self.stamps_supported(stmt):
+                            body.setdefault("singleValueExtendedProperties", []).append(
+                                {"id": GRAPH_ID, "value": check_stamp(ch.stamp)})
                         req = BatchRequest(rid, "POST", target.create, body=body)
                     else:
                         req = BatchRequest(rid, "PATCH", f"{items}/{ch.key}",
@@ -544,13 +604,146 @@ class GraphBackend(ExchangeBackend):
             except (ValueError, TypeError, KeyError) as exc:
                 outcomes[i] = Outcome(ch.ref, False, key=ch.key, error=str(exc))
                 continue
-            reqs.append(req)
-            index[rid] = i
-        results = self.client.batch(reqs, mailbox=self.settings.email) if reqs else []
-        for res in results:
-            i = index[res.id]
-            outcomes[i] = self._outcome(changes[i], res)
+            (inserts if ch.op == "insert" else others).append((i, req))
+        for start in range(0, len(inserts), BATCH_LIMIT):
+            chunk = inserts[start:start + BATCH_LIMIT]
+            # one $batch at a time: its created items are reported before the next request
+            results = self.client.batch([r for _, r in chunk], mailbox=self.settings.email,
+                                        concurrency=1)
+            made: list[Outcome] = []
+            for (i, _req), res in zip(chunk, results, strict=True):
+                outcomes[i] = self._outcome(changes[i], res)
+                if outcomes[i].ok:
+                    made.append(outcomes[i])
+            if created is not None and made:
+                try:
+                    created(made)
+                except BaseException:
+                    self._undo(items, made)
+                    raise
+        if others:
+            results = self.client.batch([r for _, r in others], mailbox=self.settings.email)
+            for (i, _req), res in zip(others, results, strict=True):
+                outcomes[i] = self._outcome(changes[i], res)
         return [outcomes[i] for i in range(len(changes))]
+
+    def _undo(self, items: str, made: Sequence[Outcome]) -> None:
+        """Delete items whose creation the caller could not record (best effort: the
+        caller's exception is what the run reports; the stamp finds leftovers)."""
+        reqs = [BatchRequest(f"u{i}", "DELETE", f"{items}/{o.key}")
+                for i, o in enumerate(made) if o.key]
+        try:
+            self.client.batch(reqs, mailbox=self.settings.email)
+        except Exception:  # noqa: BLE001, S110
+            pass
+
+    # -- lookup and stamps -------------------------------------------------------------------
+
+    def _real_id(self, name: str, collection: str) -> str | None:
+        """The id of a folder known by its well-known name (None when the server does not
+        resolve the name)."""
+        cache = f"{collection}/{name}"
+        if cache not in self._real_ids:
+            try:
+                got = self._get(f"{self.user}/{collection}/{name}", params={"$select": "id"})
+                self._real_ids[cache] = str(got.get("id")) if got.get("id") else None
+            except GraphError as exc:
+                if exc.status not in {400, 404}:
+                    raise
+                self._real_ids[cache] = None
+        return self._real_ids[cache]
+
+    def _folder_of(self, stmt: SelectStatement, folders: list[Folder],
+                   item: dict[str, Any]) -> Folder | None:
+        """The scope folder an item is in (None: it is elsewhere, e.g. in Deleted Items)."""
+        kind = stmt.item_type.name
+        parent = item.get("parentFolderId")
+        if kind not in {"Contact", "Message"} or not parent:
+            return folders[0]
+        collection = "contactFolders" if kind == "Contact" else "mailFolders"
+        unresolved: Folder | None = None
+        for folder in folders:
+            real = folder.id
+            if folder.id.lower() in {"contacts", *MAIL_FOLDER_NAMES}:
+                real = self._real_id(folder.id, collection) or ""
+                if not real:
+                    unresolved = folder
+            if real and real == parent:
+                return folder
+        if unresolved is not None and parent != self._real_id("deleteditems", "mailFolders"):
+            # the server does not name the default folder: anything but Deleted Items
+            known = {f.id for f in folders}
+            return unresolved if parent not in known else None
+        return None
+
+    def lookup(self, stmt: SelectStatement, keys: Sequence[str]) -> pd.DataFrame:
+        """GET of each key in $batch requests of 20; an item counts when it is in one of
+        the scope's folders. WHERE, TOP and the calendar window do not apply."""
+        if not keys:
+            return records_frame(stmt, [])
+        folders = self.folders(stmt)
+        kind = stmt.item_type.name
+        base = self._items_path(stmt, folders)
+        delta_text, separate_text = self._body_modes(stmt)
+        headers = {"Prefer": PREFER_UTC + (", " + PREFER_TEXT if delta_text else "")}
+        query = ""
+        if kind in {"Contact", "Message"}:
+            query = "?$select=" + ",".join(sorted({*self._select(stmt), "parentFolderId"}))
+        reqs = [BatchRequest(f"l{i}", "GET", f"{base}/{key}{query}", headers=headers)
+                for i, key in enumerate(keys)]
+        try:
+            results = self.client.batch(reqs, mailbox=self.settings.email)
+        except GraphError as exc:
+            raise self._mailbox_error(exc) from exc
+        pairs: list[tuple[Folder, dict[str, Any]]] = []
+        for res in results:
+            if res.status in {400, 404}:  # gone (or an id this mailbox never had)
+                continue
+            if not res.ok or not isinstance(res.body, dict):
+                raise ProviderError(f"exchange (Graph): looking items up failed: "
+                                    f"{res.error()}")
+            folder = self._folder_of(stmt, folders, res.body)
+            if folder is not None:
+                pairs.append((folder, res.body))
+        self._load_extended(stmt, pairs)
+        if separate_text:
+            self._load_text_bodies(stmt, pairs)
+        records, _ = self._records(stmt, pairs, where=False)
+        return records_frame(stmt, records)
+
+    def find_stamps(self, stmt: SelectStatement, stamps: Sequence[str]) -> dict[str, str]:
+        """One filtered GET per folder and stamp
+        (``singleValueExtendedProperties/Any(ep: ep/id eq ... and ep/value eq ...)``), 20
+        per $batch."""
+        folders = self.folders(stmt)
+        kind = stmt.item_type.name
+        if kind == "CalendarItem":  # the calendarView needs a window; events do not
+            collections = [f"{self.user}/events"]
+        else:
+            collections = [f.list_path for f in folders]
+        reqs: list[BatchRequest] = []
+        asked: list[str] = []
+        for coll in collections:
+            for stamp in stamps:
+                value = check_stamp(stamp).replace("'", "''")
+                filt = (f"singleValueExtendedProperties/Any(ep: ep/id eq '{GRAPH_ID}' and "
+                        f"ep/value eq '{value}')")
+                reqs.append(BatchRequest(f"s{len(reqs)}", "GET",
+                                         f"{coll}?$filter={quote(filt, safe='')}&$select=id"))
+                asked.append(stamp)
+        try:
+            results = self.client.batch(reqs, mailbox=self.settings.email)
+        except GraphError as exc:
+            raise self._mailbox_error(exc) from exc
+        found: dict[str, str] = {}
+        for stamp, res in zip(asked, results, strict=True):
+            if not res.ok or not isinstance(res.body, dict):
+                raise ProviderError(f"exchange (Graph): finding stamped items failed: "
+                                    f"{res.error()}")
+            for item in res.body.get("value") or []:
+                if item.get("id"):
+                    found.setdefault(stamp, str(item["id"]))
+        return found
 
     @staticmethod
     def _if_match(ch: Change) -> dict[str, str]:

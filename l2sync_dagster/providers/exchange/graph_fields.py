@@ -7,9 +7,12 @@ fields that live inside a list or a complex value (``EmailAddresses.EmailAddress
 ``PhysicalAddresses.Business.City``, attendees) start from the item's current value, so one
 changed part does not wipe the others (``needs_current``).
 
-Fields with no Graph counterpart (``PhoneNumbers.BusinessFax``, ``Mileage``, contact groups,
-notes...) are absent from :data:`GRAPH_FIELDS`; the backend reads them as null and refuses to
-write a value to them.
+Fields with no Graph counterpart (``PhoneNumbers.BusinessFax``, ``Mileage``,
+``PercentComplete``...) are absent from :data:`GRAPH_FIELDS` and listed, with the reason, in
+:data:`GRAPH_UNAVAILABLE`: the provider refuses a select statement that names one (``SELECT *``
+leaves them out). Contact groups and notes have no Graph API at all
+(:data:`GRAPH_NO_API`). ``FolderPath`` and ``ItemClass`` are filled by the backend itself
+(:data:`GRAPH_VIRTUAL`).
 
 Value conventions are those of ``fields.py``. Events are read with
 ``Prefer: outlook.timezone="UTC"``; an all-day event's ``Start``/``End`` are midnight in its
@@ -551,6 +554,52 @@ GRAPH_FIELDS: dict[str, dict[str, GraphField]] = {
     "CalendarItem": CALENDAR,
     "Task": TASK,
     "Message": MESSAGE,
+}
+
+#: catalog fields the backend fills itself (the folder's path, the item type's class)
+GRAPH_VIRTUAL = frozenset({"FolderPath", "ItemClass"})
+#: item types Graph has no API for: why
+GRAPH_NO_API = {
+    "ContactGroup": "Microsoft Graph has no API for Outlook contact groups",
+    "Note": "Microsoft Graph has no API for Outlook notes",
+}
+
+_NO_PHONE = "a Graph contact has only business, home and mobile phone numbers"
+_NO_ITEM_PROPS = "Graph does not expose this item property"
+_NOT_ON_TODO = "Microsoft To Do tasks (Graph) have no such property"
+
+#: catalog fields without a Graph binding, per item type: {field: why}. Every catalog field
+#: is in GRAPH_FIELDS, GRAPH_VIRTUAL or here (a test checks it).
+GRAPH_UNAVAILABLE: dict[str, dict[str, str]] = {
+    "Contact": {
+        "WeddingAnniversary": "a Graph contact has no wedding anniversary",
+        "Companies": "a Graph contact has one companyName only",
+        "Mileage": "a Graph contact has no mileage",
+        **{f"PhoneNumbers.{p}": _NO_PHONE for p in (
+            "AssistantPhone", "BusinessFax", "Callback", "CarPhone", "CompanyMainPhone",
+            "HomeFax", "Isdn", "OtherFax", "OtherTelephone", "Pager", "PrimaryPhone",
+            "RadioPhone", "Telex", "TtyTddPhone")},
+        "Importance": "a Graph contact has no importance",
+        "Sensitivity": "a Graph contact has no sensitivity",
+        "LastModifiedName": _NO_ITEM_PROPS,
+        "HasAttachments": "a Graph contact has no attachments flag",
+        "Size": _NO_ITEM_PROPS,
+    },
+    "CalendarItem": {"LastModifiedName": _NO_ITEM_PROPS, "Size": _NO_ITEM_PROPS},
+    "Task": {
+        **{f: _NOT_ON_TODO for f in ("PercentComplete", "Owner", "BillingInformation",
+                                      "Mileage", "Companies", "TotalWork", "ActualWork",
+                                      "Sensitivity")},
+        "HasAttachments": "the Graph backend does not read it for To Do tasks",
+        "LastModifiedName": _NO_ITEM_PROPS,
+        "Size": _NO_ITEM_PROPS,
+    },
+    "Message": {
+        "ConversationTopic": "Graph has no conversation topic (conversationId only)",
+        "Sensitivity": "a Graph message has no writable sensitivity",
+        "LastModifiedName": _NO_ITEM_PROPS,
+        "Size": _NO_ITEM_PROPS,
+    },
 }
 
 #: EWS extended property type -> Graph extended property type name

@@ -52,7 +52,9 @@ Interface (stable; the Graph backend relies on it): :func:`parse_select` ->
 import datetime as dt
 import json
 import re
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from dataclasses import field as dc_field
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
@@ -195,6 +197,12 @@ class Condition:
     field: str
     op: str
     value: Any = None
+    #: the canonical type of the field (``json`` lists are tested member by member)
+    kind: str | None = dc_field(default=None, compare=False)
+
+
+#: the longest restriction text kept for messages
+RESTRICTION_CHARS = 80
 
 
 @dataclass(frozen=True)
@@ -211,6 +219,10 @@ class SelectStatement:
     order_by: str | None = None
     descending: bool = False
     star: bool = False
+    #: the TOP and WHERE clauses as written (``TOP 5 WHERE CompanyName = 'in'``), cut short
+    restriction: str | None = None
+    #: catalog fields the statement names itself (select list, WHERE, ORDER BY), not via ``*``
+    explicit: tuple[str, ...] = ()
 
     @property
     def columns(self) -> list[str]:
@@ -491,6 +503,7 @@ def parse_select(text: str, naming: dict[str, str] | None = None) -> SelectState
     p = _Parser(text)
     p.expect("SELECT")
     top: int | None = None
+    explicit: list[str] = []
     if p.keyword("TOP"):
         tok = p.next("a number after TOP")
         if tok.kind != "word" or not tok.text.isdigit() or not 0 < int(tok.text) <= MAX_TOP:
@@ -533,10 +546,10 @@ def parse_select(text: str, naming: dict[str, str] | None = None) -> SelectState
     if p.keyword("AS"):
         tt = p.next("an item type after AS")
         try:
-            explicit = item_type(_unquote(tt))
+            named_type = item_type(_unquote(tt))
         except CatalogError as exc:
             raise SelectError(str(exc)) from None
-        type_name = explicit.name
+        type_name = named_type.name
     try:
         itype = item_type(type_name or "Message")
     except CatalogError as exc:  # pragma: no cover - implied names are catalog names
@@ -570,6 +583,7 @@ def parse_select(text: str, naming: dict[str, str] | None = None) -> SelectState
         if alias:
             raise SelectError(f"AS is only for extended properties; {name!r} keeps its name")
         f = resolve(name)
+        explicit.append(f.name)
         if f not in fields:
             fields.append(f)
     columns_low: dict[str, str] = {f.name.lower(): f.name for f in fields}
@@ -586,6 +600,7 @@ def parse_select(text: str, naming: dict[str, str] | None = None) -> SelectState
         return resolve(name)
 
     where: list[Condition] = []
+    where_start = p.peek().pos if p.peek() is not None else len(text)  # type: ignore[union-attr]
     if p.keyword("WHERE"):
         while True:
             ftok = p.next("a field name in WHERE")
@@ -595,12 +610,15 @@ def parse_select(text: str, naming: dict[str, str] | None = None) -> SelectState
             tname = target.name if isinstance(target, FieldDef) else target.column
             if isinstance(target, FieldDef) and not target.filterable:
                 raise SelectError(f"{tname} cannot be used in WHERE")
+            if isinstance(target, FieldDef):
+                explicit.append(target.name)
             where.append(_condition(p, target, tname))
             if not p.keyword("AND"):
                 break
         nxt = p.peek()
         if nxt is not None and nxt.upper == "OR":
             raise SelectError("OR is not supported in WHERE; combine conditions with AND")
+    where_end = p.peek().pos if p.peek() is not None else len(text)  # type: ignore[union-attr]
     order_by = None
     descending = False
     if p.keyword("ORDER", "BY"):
@@ -612,6 +630,7 @@ def parse_select(text: str, naming: dict[str, str] | None = None) -> SelectState
             if not target.filterable:
                 raise SelectError(f"cannot ORDER BY {target.name}")
             order_by = target.name
+            explicit.append(target.name)
         else:
             order_by = target.column
         if p.keyword("DESC"):
@@ -620,9 +639,16 @@ def parse_select(text: str, naming: dict[str, str] | None = None) -> SelectState
             p.keyword("ASC")
     if p.peek() is not None:
         raise SelectError(f"unexpected {p.where_am_i()}")
+    parts = [f"TOP {top}"] if top is not None else []
+    if where:
+        parts.append(" ".join(text[where_start:where_end].split()))
+    restriction = " ".join(parts) or None
+    if restriction and len(restriction) > RESTRICTION_CHARS:
+        restriction = restriction[:RESTRICTION_CHARS - 1].rstrip() + "\u2026"
     return SelectStatement(text=text, item_type=itype, fields=tuple(fields),
                            extended=tuple(extended), scope=scope, top=top, where=tuple(where),
-                           order_by=order_by, descending=descending, star=star)
+                           order_by=order_by, descending=descending, star=star,
+                           restriction=restriction, explicit=tuple(dict.fromkeys(explicit)))
 
 
 def _literal(p: _Parser) -> tuple[Any, str]:
@@ -642,6 +668,11 @@ def _literal(p: _Parser) -> tuple[Any, str]:
 
 
 def _condition(p: _Parser, target: FieldDef | ExtendedProperty, name: str) -> Condition:
+    cond = _parse_condition(p, target, name)
+    return Condition(cond.field, cond.op, cond.value, target.type)
+
+
+def _parse_condition(p: _Parser, target: FieldDef | ExtendedProperty, name: str) -> Condition:
     if p.keyword("IS", "NOT", "NULL"):
         return Condition(name, "IS NOT NULL")
     if p.keyword("IS", "NULL"):
@@ -682,64 +713,126 @@ def _condition(p: _Parser, target: FieldDef | ExtendedProperty, name: str) -> Co
                       + ", ".join(OPERATORS))
 
 
-def _cmp_value(value: Any) -> Any:
-    if isinstance(value, dt.datetime) and value.tzinfo is None:
-        return value.replace(tzinfo=dt.UTC)
+def is_null(value: Any) -> bool:
+    """Whether a canonical value counts as NULL in WHERE: None, NaN, an empty list, and a
+    text that is empty or only blanks (Exchange keeps no empty text: Outlook removes a
+    cleared field, and both backends read a blank text as null)."""
+    if value is None:
+        return True
+    if isinstance(value, float) and value != value:  # NaN
+        return True
+    if isinstance(value, str):
+        return not value.strip()
+    if isinstance(value, list | tuple):
+        return not value
+    return False
+
+
+def _members(value: Any, kind: str | None) -> list[Any] | None:
+    """The members of a json list value (a list, or JSON text of one), else None."""
+    if isinstance(value, list | tuple):
+        return list(value)
+    if kind == "json" and isinstance(value, str):
+        try:
+            parsed = json.loads(value)
+        except ValueError:
+            return None
+        return parsed if isinstance(parsed, list) else None
+    return None
+
+
+def _comparable(value: Any) -> Any:
+    """A value as WHERE and ORDER BY compare it: text case-insensitive, datetimes in UTC,
+    a date as midnight UTC when it meets a datetime (see :func:`_order`)."""
+    if isinstance(value, str):
+        return value.casefold()
+    if isinstance(value, dt.datetime):
+        return value if value.tzinfo else value.replace(tzinfo=dt.UTC)
     return value
 
 
+def _order(a: Any, b: Any) -> int | None:
+    """-1, 0, 1, or None when the values cannot be compared (never true then)."""
+    x, y = _comparable(a), _comparable(b)
+    if isinstance(x, dt.datetime) != isinstance(y, dt.datetime):
+        if isinstance(x, dt.date) and not isinstance(x, dt.datetime):
+            x = dt.datetime(x.year, x.month, x.day, tzinfo=dt.UTC)
+        if isinstance(y, dt.date) and not isinstance(y, dt.datetime):
+            y = dt.datetime(y.year, y.month, y.day, tzinfo=dt.UTC)
+    if isinstance(x, bool) != isinstance(y, bool):
+        return None
+    try:
+        return (x > y) - (x < y)
+    except TypeError:
+        return None
+
+
 def condition_holds(cond: Condition, value: Any) -> bool:
-    """Whether a canonical value satisfies one condition (client-side filtering of change-feed
-    results, which the server cannot restrict). Text comparisons ignore case, as Exchange's do;
-    a json list satisfies CONTAINS when a member equals the text (case-insensitive)."""
-    op = cond.op
+    """Whether a canonical value satisfies one condition: the one WHERE evaluator of both
+    backends (EWS filters change-feed results with it, Graph everything it reads).
+
+    SQL semantics: a NULL (see :func:`is_null`) satisfies only ``IS NULL``; every comparison
+    with it, ``<>`` included, is false (``WHERE CompanyName <> 'x'`` leaves out contacts
+    without a company, as SQL leaves out NULL rows). Text compares case-insensitively, as
+    Exchange does. A json list satisfies CONTAINS / STARTSWITH when one of its members does;
+    it is never compared with ``=`` (the parser refuses that)."""
+    op = cond.op.upper()
+    if op == "!=":
+        op = "<>"
     if op == "IS NULL":
-        return value is None or value == "" or value == []
+        return is_null(value)
     if op == "IS NOT NULL":
-        return not (value is None or value == "" or value == [])
-    if value is None:
-        return op == "<>"
-    if isinstance(value, str) and value.startswith("[") and op in ("CONTAINS", "STARTSWITH"):
-        try:
-            members = json.loads(value)
-        except ValueError:
-            members = None
-        if isinstance(members, list):
-            needle = str(cond.value).lower()
-            if op == "CONTAINS":
-                return any(needle == str(m).lower() or needle in str(m).lower() for m in members)
-            return any(str(m).lower().startswith(needle) for m in members)
-    if isinstance(value, list):
-        needle = str(cond.value).lower()
+        return not is_null(value)
+    if is_null(value):
+        return False
+    if op in ("CONTAINS", "STARTSWITH"):
+        needle = str(cond.value).casefold()
+        members = _members(value, cond.kind)
+        texts = [str(m).casefold() for m in members] if members is not None \
+            else [str(value).casefold()]
         if op == "CONTAINS":
-            return any(needle in str(m).lower() for m in value)
-        if op == "STARTSWITH":
-            return any(str(m).lower().startswith(needle) for m in value)
-    if op == "CONTAINS":
-        return str(cond.value).lower() in str(value).lower()
-    if op == "STARTSWITH":
-        return str(value).lower().startswith(str(cond.value).lower())
-    left = _cmp_value(value)
-    targets = cond.value if op == "IN" else (cond.value,)
-    results = []
-    for target in targets:
-        right = _cmp_value(target)
-        if isinstance(left, str) and isinstance(right, str):
-            a, b = left.lower(), right.lower()
-        else:
-            a, b = left, right
-        try:
-            c = (a > b) - (a < b)
-        except TypeError:
-            return False
-        results.append(c)
+            return any(needle in t for t in texts)
+        return any(t.startswith(needle) for t in texts)
+    targets = tuple(cond.value or ()) if op == "IN" else (cond.value,)
+    results = [_order(value, t) for t in targets if not is_null(t)]
     if op == "IN":
         return any(c == 0 for c in results)
+    if not results or results[0] is None:
+        return False
     c = results[0]
-    return {"=": c == 0, "<>": c != 0, "<": c < 0, "<=": c <= 0, ">": c > 0,
-            ">=": c >= 0}[op]
+    checks: dict[str, Callable[[int], bool]] = {
+        "=": lambda c: c == 0, "<>": lambda c: c != 0, "<": lambda c: c < 0,
+        "<=": lambda c: c <= 0, ">": lambda c: c > 0, ">=": lambda c: c >= 0}
+    check = checks.get(op)
+    return bool(check and check(c))
 
 
 def statement_matches(stmt: SelectStatement, values: dict[str, Any]) -> bool:
     """Whether a record (canonical values by column) satisfies every WHERE condition."""
     return all(condition_holds(c, values.get(c.field)) for c in stmt.where)
+
+
+def order_records(stmt: SelectStatement, records: Sequence[Any],
+                  value_of: Callable[[Any, str], Any]) -> list[Any]:
+    """``records`` in ORDER BY order (nulls last, text case-insensitive) and cut to TOP n:
+    how both backends finish a TOP read. ``value_of(record, column)`` gives a value."""
+    out = list(records)
+    col = stmt.order_by
+    if col:
+        present = [r for r in out if not is_null(value_of(r, col))]
+        missing = [r for r in out if is_null(value_of(r, col))]
+
+        def key(r: Any) -> Any:
+            v = _comparable(value_of(r, col))
+            if isinstance(v, dt.date) and not isinstance(v, dt.datetime):
+                v = dt.datetime(v.year, v.month, v.day, tzinfo=dt.UTC)
+            return v
+
+        try:
+            present.sort(key=key, reverse=stmt.descending)
+        except TypeError:  # mixed types: keep the server's order
+            pass
+        out = present + missing
+    if stmt.top is not None:
+        out = out[:stmt.top]
+    return out

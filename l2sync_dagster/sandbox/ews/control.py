@@ -39,7 +39,7 @@ def handle_control(service: "EwsService", request: Request, subpath: str) -> Res
     what = parts[0] if parts else ""
     body: dict[str, Any] = (request.json() or {}) if request.method in ("POST", "PATCH") else {}
     q = request.query
-    if what == "items" and request.method == "POST":
+    if what == "items" and len(parts) == 1 and request.method == "POST":
         folder = _folder(service, body.get("mailbox"), body.get("folder"))
         tag = body.get("type", "Contact")
         specs = list(body.get("items", []))
@@ -54,6 +54,13 @@ def handle_control(service: "EwsService", request: Request, subpath: str) -> Res
         merged = {k: v for k, v in merged.items() if v is not None}
         item.element = from_dict(item.tag, merged, service.order)
         store.touch(item)
+        return Response.json(item_json(item))
+    if what == "items" and len(parts) == 3 and parts[2] == "move" and request.method == "POST":
+        # what Outlook does on delete: the item moves to Deleted Items, its id stays
+        item = store.items[parts[1]]
+        target = _folder(service, store.folders[item.folder_id].mailbox,
+                         body.get("folder", "deleteditems"))
+        store.move_item(item, target.id)
         return Response.json(item_json(item))
     if what == "items" and len(parts) == 2 and request.method == "GET":
         return Response.json(item_json(store.items[parts[1]]))

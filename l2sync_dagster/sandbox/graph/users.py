@@ -314,6 +314,13 @@ def route_user(ctx: Ctx, upn: str, rest: list[str]) -> Response:
         default = folders.meta["default"]
         coll = store.collection(key("contacts", upn, default))
         assert coll is not None
+        if tail and tail[0] != "delta" and tail[0] not in coll.items:
+            # /users/{id}/contacts/{contact id} addresses a contact of any contact folder
+            for fid in folders.items:
+                other = store.collection(key("contacts", upn, fid))
+                if other is not None and tail[0] in other.items:
+                    return collection_route(ctx, CONTACTS, other, tail, f"{base}/contacts",
+                                            fixed={"parentFolderId": fid})
         return collection_route(ctx, CONTACTS, coll, tail, f"{base}/contacts",
                                 fixed={"parentFolderId": default})
     if head == "contactFolders":
