@@ -48,9 +48,11 @@ def test_scope_of_tables_and_selects(db: Db) -> None:
         f"SELECT id, name FROM {name} WHERE city = 'in'": ("filtered", "WHERE city = 'in'"),
         f"SELECT * FROM {name} ORDER BY id LIMIT 2": ("limited", "LIMIT 2"),
         f"SELECT * FROM {name} WHERE city = 'in' LIMIT 1 OFFSET 1":
-            ("limited", "LIMIT 1 OFFSET 1 WHERE city = 'in'"),
+            ("limited", "WHERE city = 'in' LIMIT 1 OFFSET 1"),
         f"SELECT * FROM (SELECT * FROM {name} WHERE id > 1) AS s": ("filtered", "WHERE id > 1"),
         f"WITH c AS (SELECT * FROM {name} LIMIT 3) SELECT * FROM c": ("limited", "LIMIT 3"),
+        f"SELECT * FROM {name} WHERE id IN (SELECT id FROM {name} WHERE city = 'in')":
+            ("filtered", f"WHERE id IN (SELECT id FROM {name} WHERE city = 'in')"),
     }
     for text, (scope, restriction) in cases.items():
         desc = p.describe(Query(text, key="id"))

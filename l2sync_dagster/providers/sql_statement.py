@@ -182,7 +182,9 @@ def _parse_select(text: str, backend: str) -> SelectStatement:
             "name or one SELECT"
         )
     scope, restriction = _scope(body, dialect)
-    return SelectStatement(text, scope, restriction, _unrestricted(root, dialect))
+    # a statement without restrictions is looked up as written (no regenerated SQL)
+    unrestricted = text if scope == "all" else _unrestricted(root, dialect)
+    return SelectStatement(text, scope, restriction, unrestricted)
 
 
 _LIMITS = ("limit", "offset", "fetch")
@@ -212,6 +214,7 @@ def _row_sources(body: exp.Expr) -> list[exp.Expr]:
 
 
 def _scope(body: exp.Expr, dialect: str | None) -> tuple[str, str | None]:
+    tops: list[str] = []
     limits: list[str] = []
     filters: list[str] = []
     for node in _row_sources(body):
@@ -220,7 +223,7 @@ def _scope(body: exp.Expr, dialect: str | None) -> tuple[str, str | None]:
             if clause is None:
                 continue
             if name == "limit" and dialect == "tsql" and isinstance(clause, exp.Limit):
-                limits.append(f"TOP {clause.expression.sql(dialect=dialect)}")
+                tops.append(f"TOP {clause.expression.sql(dialect=dialect)}")
             else:
                 limits.append(clause.sql(dialect=dialect))
         for name in _FILTERS:
@@ -229,8 +232,9 @@ def _scope(body: exp.Expr, dialect: str | None) -> tuple[str, str | None]:
                 filters.append(clause.sql(dialect=dialect))
         if node.find(exp.TableSample) is not None:
             limits.append("TABLESAMPLE")
-    if limits:
-        return "limited", _short(" ".join(limits + filters))
+    if tops or limits:
+        # in the order the clauses are written: TOP n ... WHERE ... LIMIT n
+        return "limited", _short(" ".join(tops + filters + limits))
     if filters:
         return "filtered", _short(" ".join(filters))
     return "all", None
