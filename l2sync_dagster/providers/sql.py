@@ -735,6 +735,8 @@ class SqlProvider:
             try:
                 if desc.modified:
                     mod = ent.columns[desc.modified]
+                    if desc.modified in ent.raw:  # as stored: a bad value must not raise here
+                        mod = sa.type_coerce(mod, sa.types.NullType())
                     row = conn.execute(sa.select(sa.func.count(), sa.func.max(mod),
                                                  sa.func.min(mod)).select_from(source)).one()
                     return json.dumps({"count": int(row[0]), "max_modified": _to_text(row[1]),
