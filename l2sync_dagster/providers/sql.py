@@ -455,7 +455,7 @@ class SqlProvider:
         where = f"schema {self.schema!r}" if self.schema else "the default schema"
         listing = ", ".join(sorted(available)[:20]) or "none"
         raise ProviderError(
-            f"table {text!r} not found in {where} of {self.safe_url}"
+            f"table {_short(text)!r} not found in {where} of {self.safe_url}"
             f"{_close(_unquote(text), available)} (tables: {listing}); check `query:` "
             "and Schema="
         )
