@@ -230,3 +230,23 @@ def test_sqlite_bad_values_are_read_as_stored(tmp_path) -> None:
         "not a date", "yesterday", "lots", "maybe")
     assert bad["n"] == 1e20 and bad["name"] == b"\xffA"
     p.close()
+
+
+def test_sqlite_bad_modified_time_does_not_break_probe_or_incremental_read(tmp_path) -> None:
+    import sqlite3
+
+    from l2sync_dagster.providers.sql import SqlProvider
+
+    con = sqlite3.connect(tmp_path / "m.db")
+    con.execute("CREATE TABLE t (id INTEGER PRIMARY KEY, name TEXT, updated_at DATETIME)")
+    con.executemany("INSERT INTO t VALUES (?, ?, ?)",
+                    [(1, "a", "2024-01-01 10:00:00"), (2, "b", "yesterday")])
+    con.commit()
+    con.close()
+    p = SqlProvider.from_connection_string("URL=sqlite:///m.db", base_dir=tmp_path)
+    q = Query("t", modified="updated_at")
+    assert "yesterday" in p.probe(q)
+    first = p.read(q)
+    assert first.frame.loc["2", "updated_at"] == "yesterday"
+    assert sorted(p.read(q, cursor=first.cursor).present_keys) == ["1", "2"]
+    p.close()

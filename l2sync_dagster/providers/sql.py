@@ -455,7 +455,7 @@ class SqlProvider:
         where = f"schema {self.schema!r}" if self.schema else "the default schema"
         listing = ", ".join(sorted(available)[:20]) or "none"
         raise ProviderError(
-            f"table {text!r} not found in {where} of {self.safe_url}"
+            f"table {_short(text)!r} not found in {where} of {self.safe_url}"
             f"{_close(_unquote(text), available)} (tables: {listing}); check `query:` "
             "and Schema="
         )
@@ -735,6 +735,8 @@ class SqlProvider:
             try:
                 if desc.modified:
                     mod = ent.columns[desc.modified]
+                    if desc.modified in ent.raw:  # as stored: a bad value must not raise here
+                        mod = sa.type_coerce(mod, sa.types.NullType())
                     row = conn.execute(sa.select(sa.func.count(), sa.func.max(mod),
                                                  sa.func.min(mod)).select_from(source)).one()
                     return json.dumps({"count": int(row[0]), "max_modified": _to_text(row[1]),

@@ -147,6 +147,9 @@ QUERIES: list[tuple[str, str, str, tuple[str, ...]]] = [
     ("nul", "SELECT * FROM customers\x00; DELETE FROM customers", "refused", ()),
     ("load-extension", "SELECT id, name, city, load_extension('evil') AS e FROM customers",
      "refused", ()),
+    ("long-table-name", "t" * 5000, "refused", ("not found", "more characters")),
+    ("table-name-nul", "customers\x00", "refused", ()),
+    ("table-name-semicolon", "customers; DROP TABLE customers", "refused", ("statements",)),
     # accepted: they only look dangerous
     ("quote-in-literal", "SELECT id, name, city FROM customers WHERE name <> "
      "'x''; DELETE FROM customers; --'", "ok", ()),
