@@ -227,15 +227,18 @@ def align_multipart(items: Sequence[BatchItem], parts: list[list[BatchReply]]) -
 
 # --- JSON ----------------------------------------------------------------------------------
 def build_json(items: Sequence[BatchItem], service_root: str) -> tuple[str, bytes]:
-    """(Content-Type, body) of a JSON batch (OData 4.01); ids are the item positions."""
+    """(Content-Type, body) of a JSON batch (OData 4.01); ids are the item positions, URLs
+    relative to the service root, header names in lower case."""
     root = service_root.rstrip("/") + "/"
     reqs = []
     for n, item in enumerate(items):
         req: dict[str, Any] = {"id": str(n + 1), "method": item.method,
                                "url": relative_url(item.url, root)}
-        headers = dict(item.headers)
+        # header names in lower case: they are case-insensitive, but some servers (SAP CAP)
+        # look them up in a JSON batch only as Node.js spells them (``if-match``)
+        headers = {k.lower(): v for k, v in item.headers.items()}
         if item.body is not None:
-            headers.setdefault("Content-Type", "application/json")
+            headers.setdefault("content-type", "application/json")
             req["body"] = item.body
         if headers:
             req["headers"] = headers

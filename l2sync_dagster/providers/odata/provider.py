@@ -608,8 +608,9 @@ class ODataProvider:
 
     def _undo_inserts(self, ent: Entity, new: Sequence[Outcome]) -> None:
         """Delete records this call created but could not record (best effort, logged)."""
+        # If-Match with the version we created: a record someone changed since is kept
         items = [BatchItem("DELETE", f"{quote(ent.entity_set)}("
-                           f"{url_key(o.key, ent.key.ftype)})", {})
+                           f"{url_key(o.key, ent.key.ftype)})", {"If-Match": o.version or "*"})
                  for o in new if o.key]
         if not items:
             return
@@ -695,13 +696,18 @@ class ODataProvider:
         body[f"{f.nav}@odata.bind"] = f"/{f.target_set}({guid})"
 
     def _send_items(self, items: list[BatchItem]) -> list[BatchReply]:
-        """Send requests as one atomic change set; if the change set fails, send them again
-        as independent requests so that each gets its own outcome."""
+        """Send requests in one ``$batch``. Multipart: as one atomic change set; if it fails,
+        send them again as independent requests so that each gets its own outcome. JSON: as
+        independent requests (``odata.continue-on-error``) from the start, because a server
+        may answer success for a request of a failed atomicity group that it rolled back
+        (SAP CAP does), and neither trusting nor re-sending such a request is safe."""
         fmt = self._batch_mode()
         if fmt != "none" and len(items) > 1:
-            group = f"g{uuid.uuid4().hex[:8]}"
+            group = f"g{uuid.uuid4().hex[:8]}" if fmt == "multipart" else None
             grouped = [BatchItem(i.method, i.url, i.headers, i.body, group) for i in items]
             try:
+                if group is None:
+                    return self.client.batch(grouped, fmt, {"Prefer": "odata.continue-on-error"})
                 replies = self.client.batch(grouped, fmt)
             except ODataHTTPError as exc:
                 if self.batch_format == "auto" and exc.status in (400, 404, 405, 415, 501):
