@@ -3,10 +3,11 @@
 The entity set ``People`` of the CAP service in ``tests/odata_cap`` (see
 :mod:`odata_cap_server`): UUID keys, made by the sync here (``KeyGeneration=client``: CAP takes
 a key sent with the POST, and the engine journals it first, so a crash between CAP's answer and
-the journal is recovered by key; server-made keys are tested in test_provider_odata_cap.py), text properties ``name`` and ``city``, CAP's
-``managed`` timestamps (``createdAt`` is read-only: ``Core.Computed``; nothing writable stands
-for it) and ``modifiedAt``, the watermark and ETag. One server runs for the whole session, started
-by the first case that needs it. The user is another OData client (raw HTTP, not our provider).
+the journal is recovered by key; server-made keys are tested in test_provider_odata_cap.py),
+text properties ``name`` and ``city``, CAP's ``managed`` timestamps (``createdAt`` is
+read-only: ``Core.Computed``; nothing writable stands for it) and ``modifiedAt``, the watermark
+and ETag. One server runs for the whole session, started by the first case that needs it.
+The user is another OData client (raw HTTP, not our provider).
 Under CI=true the server must start; elsewhere, without node/npm, the case skips with the reason.
 """
 
@@ -67,7 +68,8 @@ def _odata(request: pytest.FixtureRequest, tmp_path: Path) -> SideCase:
     srv = _server()
     srv.clear()
     return SideCase(
-        id="odata", provider="odata", connection_string=f"URL={srv.url}/People;KeyGeneration=client;BatchSize=10",
+        id="odata", provider="odata",
+        connection_string=f"URL={srv.url}/People;KeyGeneration=client;BatchSize=10",
         query="SELECT name, city FROM People",
         filtered_query="SELECT name, city FROM People WHERE city = 'in'",
         limited_query="SELECT TOP 2 name, city FROM People",
