@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: setup demo test lint ui bench postgres browser clean
+.PHONY: setup demo test lint ui bench postgres browser odata-cap clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -28,13 +28,27 @@ browser:
 		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; \
 	else echo "The UI test needs Debian's chromium package: sudo apt-get install chromium"; fi
 
+# SAP CAP, the third-party OData v4 server the odata provider's interop tests start
+# (tests/odata_cap: npm ci from the committed package-lock.json, again when it changes;
+# no install scripts: SQLite runs as sql.js, WebAssembly shipped in the npm package).
+CAP_DIR := tests/odata_cap
+odata-cap: $(CAP_DIR)/node_modules/.package-lock.json
+
+$(CAP_DIR)/node_modules/.package-lock.json: $(CAP_DIR)/package.json $(CAP_DIR)/package-lock.json
+	@if command -v npm >/dev/null 2>&1; then :; \
+	elif [ "$$(id -u)" = 0 ]; then \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nodejs npm >/dev/null; \
+	else echo "The OData interop tests need node and npm: sudo apt-get install nodejs npm"; exit 1; fi
+	cd $(CAP_DIR) && npm ci --ignore-scripts --no-audit --no-fund
+	touch $@
+
 demo: setup
 	$(BIN)/python -m l2sync_dagster.demo connections
 
 lint: setup
 	$(BIN)/ruff check .
 
-test: setup postgres browser lint
+test: setup postgres browser odata-cap lint
 	$(BIN)/pytest -q
 
 ui: setup

@@ -12,6 +12,7 @@ from l2sync_dagster.providers.odata.batch import (
     build_multipart,
     parse_json,
     parse_multipart,
+    relative_url,
 )
 from l2sync_dagster.providers.odata.select import (
     FieldResolver,
@@ -176,15 +177,52 @@ ITEMS = [BatchItem("POST", "accounts", {"Prefer": "return=representation"}, {"na
          BatchItem("DELETE", "accounts(2)", {}, None, None)]
 
 
-def test_multipart_request_has_one_change_set_and_absolute_urls():
+def test_multipart_request_has_one_change_set_and_urls_relative_to_the_service_root():
+    # third-party servers read an absolute URL inside a batch as a resource path (issue #12)
     ctype, body = build_multipart(ITEMS, "https://h/api/data/v9.2")
     boundary = ctype.split("boundary=")[1]
     text = body.decode()
     assert text.startswith(f"--{boundary}\r\n") and text.endswith(f"--{boundary}--\r\n")
     assert text.count("Content-Type: multipart/mixed; boundary=changeset_") == 1
-    assert "POST https://h/api/data/v9.2/accounts HTTP/1.1" in text
-    assert "DELETE https://h/api/data/v9.2/accounts(2) HTTP/1.1" in text
+    assert "\r\nPOST accounts HTTP/1.1\r\n" in text
+    assert "\r\nPATCH accounts(1) HTTP/1.1\r\n" in text
+    assert "\r\nDELETE accounts(2) HTTP/1.1\r\n" in text
+    assert "https://" not in text and "/api/data" not in text
     assert 'If-Match: W/"3"' in text and '{"name": "a"}' in text
+    assert [line for line in text.split("\r\n") if line.startswith("Content-ID")] == [
+        "Content-ID: 1", "Content-ID: 2", "Content-ID: 3"]
+
+
+def test_json_batch_urls_are_relative_and_keep_if_match_and_content_id_references():
+    items = [*ITEMS, BatchItem("PATCH", "$1", {"If-Match": "*"}, {"name": "c"}, "g"),
+             BatchItem("GET", "https://h/api/data/v9.2/accounts(3)?$select=name", {}, None)]
+    _, body = build_json(items, "https://h/api/data/v9.2/")
+    reqs = json.loads(body)["requests"]
+    assert [r["url"] for r in reqs] == ["accounts", "accounts(1)", "accounts(2)", "$1",
+                                        "accounts(3)?$select=name"]
+    # header names in lower case (SAP CAP ignores "If-Match" inside a JSON batch)
+    assert reqs[1]["headers"]["if-match"] == 'W/"3"' and reqs[3]["headers"]["if-match"] == "*"
+    assert reqs[0]["headers"] == {"prefer": "return=representation",
+                                  "content-type": "application/json"}
+    assert [r.get("atomicityGroup") for r in reqs] == ["g", "g", None, "g", None]
+
+
+@pytest.mark.parametrize(("url", "expected"), [
+    ("People(1)", "People(1)"),
+    ("/svc/v1/People(1)", "People(1)"),
+    ("http://h:8/svc/v1/People?$top=1", "People?$top=1"),
+    ("HTTP://H:8/svc/v1/People", "People"),
+    ("$2", "$2"),
+])
+def test_relative_url(url, expected):
+    assert relative_url(url, "http://h:8/svc/v1") == expected
+
+
+@pytest.mark.parametrize("url", ["http://other:8/svc/v1/People", "/elsewhere/People",
+                                 "https://h:8/svc/v1/People"])
+def test_relative_url_refuses_another_service(url):
+    with pytest.raises(ValueError):
+        relative_url(url, "http://h:8/svc/v1")
 
 
 def test_multipart_response_parsing_and_change_set_errors():
@@ -222,7 +260,7 @@ def test_json_batch_round_trip_matches_ids_in_any_order():
     assert ctype == "application/json"
     assert [r["atomicityGroup"] for r in data["requests"][:2]] == ["g", "g"]
     assert "atomicityGroup" not in data["requests"][2]
-    assert data["requests"][1]["url"] == "http://h/svc/accounts(1)"
+    assert data["requests"][1]["url"] == "accounts(1)"
     replies = parse_json(ITEMS, {"responses": [{"id": "3", "status": 204},
                                                {"id": "1", "status": 201, "body": {"x": 1}},
                                                {"id": "2", "status": 412}]})

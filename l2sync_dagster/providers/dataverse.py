@@ -13,7 +13,9 @@ of the URL. ``Authority`` and ``CABundle`` work as for Graph (see
 replication key: new records get a GUID made by the sync, sent with the POST and journaled, so a
 crash after the POST is recognised on the re-run instead of creating a duplicate),
 ``BatchSize`` (default 100 requests per ``$batch`` change set, at most 1000), ``Concurrency``
-(batches in flight, default 4), ``MaxPageSize`` (default 5000).
+(batches in flight, default 4), ``MaxPageSize`` (default 5000). ``KeyGeneration`` defaults to
+``client`` here (``server`` lets Dataverse make the GUID, as the generic ``odata`` provider does
+by default).
 
 Fields: the table's columns from ``$metadata``; read-only where Dataverse says the attribute is
 valid neither for create nor for update (``EntityDefinitions(...)/Attributes``). A lookup
@@ -84,6 +86,11 @@ class DataverseProvider(ODataProvider):
         if opts["batch"] == "json":
             raise ConnectionStringError(f"{cls.name}: Dataverse takes $batch as multipart only; "
                                         "use Batch=multipart or Batch=none")
+        if not (cs.get("KeyGeneration") or "").strip():
+            # Dataverse takes a primary id sent with the POST: the sync makes the GUID and
+            # journals it before the insert, so a record created by a run that died before
+            # the answer arrived is found by its key on the re-run, whatever was edited since
+            opts["key_generation"] = "client"
         ms = microsoft_auth(cs, scope_for(url), base_dir)
         opts["modified"] = "modifiedon"
         return cls(url, session=ms.session(), auth=bearer_auth(ms), **opts)

@@ -4,6 +4,12 @@ A batch is a list of :class:`BatchItem`. Items with the same ``group`` travel in
 set (multipart) or atomicity group (JSON): the service applies them all or none. Items whose
 ``group`` is None are independent requests. Responses come back as :class:`BatchReply`, one per
 item in item order; a failed change set answers with one error that applies to all its items.
+
+Request URLs inside a batch are sent relative to the service root (``People(1)``, not
+``https://host/svc/People(1)``): OData v4 allows absolute URLs, absolute paths and relative
+URLs, but only the relative form is read the same way by every server (some take an absolute
+URL inside a batch for a resource path and answer 404). A ``$n`` Content-ID reference stays as
+it is. :func:`relative_url` makes an item's URL relative and refuses one of another service.
 """
 
 import json
@@ -11,16 +17,41 @@ import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import urljoin
+from urllib.parse import urlsplit
 
 
 class BatchFormatError(RuntimeError):
     """The service answered a ``$batch`` with a body this module cannot read."""
 
 
+def relative_url(url: str, service_root: str) -> str:
+    """``url`` relative to ``service_root`` (no leading slash), as a batch part carries it.
+
+    ``url`` may already be relative (returned as is, without a leading ``/``), a ``$n``
+    Content-ID reference (kept), an absolute URL under the service root or an absolute path
+    under the root's path. Anything else (another host, a path outside the service) is a
+    ValueError: it cannot be written relative to the service root.
+    """
+    if url.startswith("$"):
+        return url
+    root = urlsplit(service_root.rstrip("/") + "/")
+    parts = urlsplit(url)
+    if parts.scheme or parts.netloc:
+        if (parts.scheme.lower(), parts.netloc.lower()) != (root.scheme.lower(),
+                                                           root.netloc.lower()):
+            raise ValueError(f"{url!r} is not a URL of the service {service_root!r}")
+    elif not url.startswith("/"):
+        return url
+    if not parts.path.startswith(root.path):
+        raise ValueError(f"{url!r} is outside the service root {service_root!r}")
+    rest = parts.path[len(root.path):]
+    return rest + (f"?{parts.query}" if parts.query else "")
+
+
 @dataclass
 class BatchItem:
-    """One request inside a batch. ``url`` is absolute or relative to the service root."""
+    """One request inside a batch. ``url`` is relative to the service root (an absolute URL
+    under the root is made relative when the batch is built)."""
 
     method: str
     url: str
@@ -74,7 +105,7 @@ def build_multipart(items: Sequence[BatchItem], service_root: str) -> tuple[str,
 
 
 def _http_part(item: BatchItem, root: str, content_id: int) -> str:
-    url = urljoin(root, item.url)
+    url = relative_url(item.url, root)
     lines = ["Content-Type: application/http", "Content-Transfer-Encoding: binary",
              f"Content-ID: {content_id}", "", f"{item.method} {url} HTTP/1.1"]
     body = ""
@@ -196,15 +227,18 @@ def align_multipart(items: Sequence[BatchItem], parts: list[list[BatchReply]]) -
 
 # --- JSON ----------------------------------------------------------------------------------
 def build_json(items: Sequence[BatchItem], service_root: str) -> tuple[str, bytes]:
-    """(Content-Type, body) of a JSON batch (OData 4.01); ids are the item positions."""
+    """(Content-Type, body) of a JSON batch (OData 4.01); ids are the item positions, URLs
+    relative to the service root, header names in lower case."""
     root = service_root.rstrip("/") + "/"
     reqs = []
     for n, item in enumerate(items):
         req: dict[str, Any] = {"id": str(n + 1), "method": item.method,
-                               "url": urljoin(root, item.url)}
-        headers = dict(item.headers)
+                               "url": relative_url(item.url, root)}
+        # header names in lower case: they are case-insensitive, but some servers (SAP CAP)
+        # look them up in a JSON batch only as Node.js spells them (``if-match``)
+        headers = {k.lower(): v for k, v in item.headers.items()}
         if item.body is not None:
-            headers.setdefault("Content-Type", "application/json")
+            headers.setdefault("content-type", "application/json")
             req["body"] = item.body
         if headers:
             req["headers"] = headers

@@ -4,6 +4,11 @@ For each entity set: its entity type's properties with their field types, the ke
 properties the service computes (``Org.OData.Core.V1.Computed``, ``Core.V1.Permissions`` =
 Read, ``Core.V1.Immutable`` counts as writable on create), and the single-valued navigation
 properties with the foreign-key property each one binds (``ReferentialConstraint``).
+
+Annotations count inline (``<Property><Annotation .../></Property>``) and out of line
+(``<Annotations Target="Namespace.Type/Property">``, as SAP CAP and others write them), with
+the vocabulary named by its namespace or by an alias (``Core.Computed`` once
+``<edmx:Include Namespace="Org.OData.Core.V1" Alias="Core"/>`` is declared).
 """
 
 from dataclasses import dataclass, field
@@ -87,18 +92,28 @@ def _local(tag: object) -> str:
     return str(tag).rsplit("}", 1)[-1]
 
 
-def _annotated(el: etree._Element, term: str) -> etree._Element | None:
-    for ann in el:
-        if _local(ann.tag) == "Annotation" and ann.get("Term", "").endswith(term):
+CORE = "Org.OData.Core.V1"
+
+
+def _term(raw: str, aliases: dict[str, str]) -> str:
+    """A term's qualified name, its alias (``Core.Computed``) resolved."""
+    head, _, tail = raw.partition("#")[0].rpartition(".")
+    return f"{aliases.get(head, head)}.{tail}" if head else raw
+
+
+def _annotated(anns: list[etree._Element], term: str, aliases: dict[str, str]
+               ) -> etree._Element | None:
+    for ann in anns:
+        if _local(ann.tag) == "Annotation" and _term(ann.get("Term", ""), aliases) == term:
             return ann
     return None
 
 
-def _is_computed(el: etree._Element) -> bool:
-    ann = _annotated(el, "Core.V1.Computed")
+def _is_computed(anns: list[etree._Element], aliases: dict[str, str]) -> bool:
+    ann = _annotated(anns, f"{CORE}.Computed", aliases)
     if ann is not None and ann.get("Bool", "true").lower() == "true":
         return True
-    perm = _annotated(el, "Core.V1.Permissions")
+    perm = _annotated(anns, f"{CORE}.Permissions", aliases)
     if perm is not None:
         text = (perm.get("EnumMember") or "") + "".join(perm.itertext())
         if text.strip().endswith("Read") and "ReadWrite" not in text:
@@ -116,6 +131,11 @@ def parse_metadata(xml: bytes) -> Metadata:
     raw_types: dict[str, tuple[etree._Element, str]] = {}
     entity_sets: dict[str, str] = {}
     aliases: dict[str, str] = {}
+    #: out-of-line annotations by target ("Namespace.Type/Property", alias unresolved)
+    external: dict[str, list[etree._Element]] = {}
+    for inc in root.iter():
+        if _local(inc.tag) == "Include" and inc.get("Alias"):
+            aliases[inc.get("Alias")] = inc.get("Namespace", "")
     for schema in root.iter():
         if _local(schema.tag) != "Schema":
             continue
@@ -124,7 +144,9 @@ def parse_metadata(xml: bytes) -> Metadata:
             aliases[schema.get("Alias")] = ns
         for el in schema:
             tag = _local(el.tag)
-            if tag == "EntityType":
+            if tag == "Annotations" and el.get("Target"):
+                external.setdefault(el.get("Target"), []).extend(el)
+            elif tag == "EntityType":
                 raw_types[f"{ns}.{el.get('Name')}"] = (el, ns)
             elif tag == "EntityContainer":
                 for es in el:
@@ -136,6 +158,10 @@ def parse_metadata(xml: bytes) -> Metadata:
         return f"{aliases.get(head, head)}.{tail}" if head else name
 
     entity_sets = {k: qualify(v) for k, v in entity_sets.items()}
+    out_of_line: dict[str, list[etree._Element]] = {}
+    for target, anns in external.items():
+        head, sep, prop = target.partition("/")
+        out_of_line.setdefault(f"{qualify(head)}{sep}{prop}", []).extend(anns)
     types: dict[str, EntityType] = {}
 
     def build(qname: str, depth: int = 0) -> EntityType:
@@ -157,9 +183,11 @@ def parse_metadata(xml: bytes) -> Metadata:
                 et.key = [ref.get("Name") for ref in child if _local(ref.tag) == "PropertyRef"]
             elif tag == "Property":
                 edm = child.get("Type", "Edm.String")
+                anns = list(child) + out_of_line.get(f"{qname}/{child.get('Name')}", [])
                 et.properties[child.get("Name")] = Property(
                     child.get("Name"), edm, EDM_TYPES.get(edm, "json"),
-                    child.get("Nullable", "true").lower() != "false", _is_computed(child))
+                    child.get("Nullable", "true").lower() != "false",
+                    _is_computed(anns, aliases))
             elif tag == "NavigationProperty":
                 ntype = child.get("Type", "")
                 if ntype.startswith("Collection("):

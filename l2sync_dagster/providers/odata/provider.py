@@ -47,6 +47,7 @@ from l2sync_dagster.providers.base import (
     MODIFIED,
     VERSION,
     Change,
+    CreatedCallback,
     EntityDescription,
     FieldInfo,
     Outcome,
@@ -74,7 +75,9 @@ from l2sync_dagster.providers.odata.select import (
     FieldResolver,
     ODataQuery,
     QueryError,
+    encode_options,
     literal,
+    read_scope,
     translate,
 )
 from l2sync_dagster.providers.odata.values import (
@@ -320,11 +323,13 @@ class ODataProvider:
                     props.append(extra.prop)
             fields = chosen
         ent = Entity(self.entity_set, kf, fields, q, mf, props)
+        scope, restriction = query_scope(query.text, q)
         ent.description = EntityDescription(
             fields=tuple(FieldInfo(f.name, f.engine_type, True, f.read_only, f.nullable)
                          for f in fields.values()),
             key=kf.name, key_generated=self.key_generation != "client",
-            writable=True, modified=mf.name if mf else None)
+            writable=True, modified=mf.name if mf else None, scope=scope,
+            restriction=restriction)
         with self._lock:
             self._entities[query] = ent
         return ent
@@ -349,7 +354,10 @@ class ODataProvider:
         return f"{self.name}: {self.service_root} entity set {ent.entity_set} is readable"
 
     def describe(self, query: Query) -> EntityDescription:
-        """Fields from ``$metadata``: types, read-only (computed) fields and the key."""
+        """Fields from ``$metadata``: types, read-only (computed) fields and the key; the read
+        scope is ``limited`` for ``TOP``/``LIMIT``/``$top``/``$skip``, ``filtered`` for
+        ``WHERE``/``$filter``/``$search``, else ``all`` (no connection-string key restricts a
+        read)."""
         ent = self.entity(query)
         assert ent.description is not None
         return ent.description
@@ -425,6 +433,34 @@ class ODataProvider:
         new_mark = max_modified(frame, None) if ent.modified else None
         return ReadResult(frame, complete=True, cursor=watermark_cursor(new_mark))
 
+    def lookup(self, query: Query, keys: Sequence[str]) -> pd.DataFrame:
+        """The records among ``keys`` that exist in the entity set, whatever the query's
+        filter and top: ``$filter=key eq k1 or key eq k2 ...`` in chunks of
+        :data:`LOOKUP_CHUNK` keys, with the same columns as :meth:`read`. A key that is not a
+        valid key value cannot exist and is not returned."""
+        ent = self.entity(query)
+        kf = ent.key
+        literals: list[str] = []
+        for k in dict.fromkeys(str(k) for k in keys):
+            try:
+                literals.append(literal(k, kf.ftype))
+            except QueryError:
+                continue
+        frames = []
+        for i in range(0, len(literals), LOOKUP_CHUNK):
+            chunk = literals[i:i + LOOKUP_CHUNK]
+            flt = " or ".join(f"{kf.prop} eq {v}" for v in chunk)
+            options = [("$filter", flt)]
+            if ent.props:
+                options.insert(0, ("$select", ",".join(ent.props)))
+            if ent.query.expand:
+                options.append(("$expand", ent.query.expand))
+            link = f"{quote(ent.entity_set)}?{encode_options(options)}"
+            frames.append(self._fetch(ent, link, False)[0])
+        if not frames:
+            return self._frame(ent, [])
+        return pd.concat(frames) if len(frames) > 1 else frames[0]
+
     def _fetch(self, ent: Entity, link: str, track: bool, *, keys_only: bool = False
                ) -> tuple[pd.DataFrame, list[str], str | None]:
         """(frame, deleted keys, delta link) of every page of ``link``."""
@@ -498,8 +534,14 @@ class ODataProvider:
         return digest(sorted(keys.index))
 
     # --- writing -----------------------------------------------------------------------------
-    def apply(self, query: Query, changes: Sequence[Change]) -> list[Outcome]:
-        """Write in batches (several in flight); one outcome per change, in order."""
+    def apply(self, query: Query, changes: Sequence[Change], *,
+              created: CreatedCallback | None = None) -> list[Outcome]:
+        """Write in batches (several in flight); one outcome per change, in order.
+
+        ``created`` is called (in the calling thread) with the successful inserts of each batch
+        as soon as its answer is read. If it raises, the batches still in flight are awaited,
+        the records they and the failed call created are deleted again (best effort: they
+        were never recorded) and the exception propagates."""
         ent = self.entity(query)
         prepared: list[tuple[Change, BatchItem | Outcome, str | None]] = []
         for ch in changes:
@@ -512,27 +554,80 @@ class ODataProvider:
         outcomes: list[Outcome | None] = [p[1] if isinstance(p[1], Outcome) else None
                                           for p in prepared]
         chunks = [todo[i:i + self.batch_size] for i in range(0, len(todo), self.batch_size)]
+        Chunk = list[tuple[int, tuple[Change, Any, str | None]]]
 
-        def run(chunk: list[tuple[int, tuple[Change, Any, str | None]]]) -> None:
+        def run(chunk: Chunk) -> list[tuple[int, Outcome]]:
             items = [p[1] for _, p in chunk]
             replies = self._send_items(items)
-            for (i, (ch, _item, key)), reply in zip(chunk, replies, strict=True):
-                outcomes[i] = self._outcome(ent, ch, key, reply)
+            return [(i, self._outcome(ent, ch, key, reply))
+                    for (i, (ch, _item, key)), reply in zip(chunk, replies, strict=True)]
+
+        def settle(done: list[tuple[int, Outcome]]) -> None:
+            for i, out in done:
+                outcomes[i] = out
+            if created is not None:
+                new = [out for i, out in done if out.ok and prepared[i][0].op == "insert"]
+                if new:
+                    try:
+                        created(new)
+                    except BaseException:
+                        self._undo_inserts(ent, new)
+                        raise
 
         if chunks and self.batch_format == "auto" and "batch_format" not in self.notes:
-            run(chunks.pop(0))  # learn which $batch format the service takes, once
+            settle(run(chunks.pop(0)))  # learn which $batch format the service takes, once
         if len(chunks) <= 1 or self.concurrency <= 1:
             for c in chunks:
-                run(c)
+                settle(run(c))
         else:
             with ThreadPoolExecutor(max_workers=min(self.concurrency, len(chunks))) as pool:
-                # list(): re-raise the first error (a lost connection) after all finished
                 futures = [pool.submit(run, c) for c in chunks]
-                errors = [f.exception() for f in futures]
-                for e in errors:
-                    if e is not None:
-                        raise e
+                first_error: BaseException | None = None
+                for fut in futures:
+                    # in submission order, in this thread: the callback never runs concurrently
+                    try:
+                        done = fut.result()
+                    except BaseException as exc:  # a lost connection: settle the others first
+                        first_error = first_error or exc
+                        continue
+                    if first_error is not None and isinstance(first_error, _CallbackFailed):
+                        self._undo_inserts(ent, [o for i, o in done if o.ok and
+                                                 prepared[i][0].op == "insert"])
+                        continue
+                    try:
+                        settle(done)
+                    except BaseException as exc:
+                        for f in futures:
+                            f.cancel()
+                        first_error = _CallbackFailed(exc)
+                if isinstance(first_error, _CallbackFailed):
+                    raise first_error.cause
+                if first_error is not None:
+                    raise first_error
         return [o for o in outcomes if o is not None]
+
+    def _undo_inserts(self, ent: Entity, new: Sequence[Outcome]) -> None:
+        """Delete records this call created but could not record (best effort, logged)."""
+        # If-Match with the version we created: a record someone changed since is kept
+        items = [BatchItem("DELETE", f"{quote(ent.entity_set)}("
+                           f"{url_key(o.key, ent.key.ftype)})", {"If-Match": o.version or "*"})
+                 for o in new if o.key]
+        if not items:
+            return
+        try:
+            for i in range(0, len(items), self.batch_size):
+                part = items[i:i + self.batch_size]
+                fmt = self._batch_mode()
+                replies = (self.client.batch(part, fmt, {"Prefer": "odata.continue-on-error"})
+                           if fmt != "none" and len(part) > 1
+                           else [self._send_one(it) for it in part])
+                for it, reply in zip(part, replies, strict=True):
+                    if reply.status >= 300 and reply.status != 404:
+                        log.error("%s: could not delete %s again (HTTP %s); it was created "
+                                  "but not recorded", self.name, it.url, reply.status)
+        except ProviderError as exc:
+            log.error("%s: could not delete %d created records again: %s", self.name,
+                      len(items), exc)
 
     def _item(self, ent: Entity, ch: Change) -> tuple[BatchItem, str | None]:
         """The request for one change and the key it writes."""
@@ -601,13 +696,18 @@ class ODataProvider:
         body[f"{f.nav}@odata.bind"] = f"/{f.target_set}({guid})"
 
     def _send_items(self, items: list[BatchItem]) -> list[BatchReply]:
-        """Send requests as one atomic change set; if the change set fails, send them again
-        as independent requests so that each gets its own outcome."""
+        """Send requests in one ``$batch``. Multipart: as one atomic change set; if it fails,
+        send them again as independent requests so that each gets its own outcome. JSON: as
+        independent requests (``odata.continue-on-error``) from the start, because a server
+        may answer success for a request of a failed atomicity group that it rolled back
+        (SAP CAP does), and neither trusting nor re-sending such a request is safe."""
         fmt = self._batch_mode()
         if fmt != "none" and len(items) > 1:
-            group = f"g{uuid.uuid4().hex[:8]}"
+            group = f"g{uuid.uuid4().hex[:8]}" if fmt == "multipart" else None
             grouped = [BatchItem(i.method, i.url, i.headers, i.body, group) for i in items]
             try:
+                if group is None:
+                    return self.client.batch(grouped, fmt, {"Prefer": "odata.continue-on-error"})
                 replies = self.client.batch(grouped, fmt)
             except ODataHTTPError as exc:
                 if self.batch_format == "auto" and exc.status in (400, 404, 405, 415, 501):
@@ -693,6 +793,32 @@ class ODataProvider:
 
 # --- helpers ---------------------------------------------------------------------------------
 
+#: keys per lookup request (``key eq .. or key eq ..``: about 2,500 characters for GUIDs)
+LOOKUP_CHUNK = 50
+
+
+class _CallbackFailed(Exception):
+    """The ``created`` callback raised ``cause`` (kept apart from a failed request)."""
+
+    def __init__(self, cause: BaseException) -> None:
+        super().__init__(str(cause))
+        self.cause = cause
+
+
+def query_scope(text: str | None, q: ODataQuery) -> tuple[str, str | None]:
+    """(scope, restriction) of a translated query (see :func:`read_scope`)."""
+    scope, restriction = read_scope(text)
+    options = dict(q.extra)
+    if q.top is not None or "$skip" in options:
+        parsed = "limited"
+    elif q.filter or "$search" in options:
+        parsed = "filtered"
+    else:
+        parsed = "all"
+    if parsed != "all" and restriction is None:
+        restriction = q.query_string()[:80]
+    return parsed, restriction
+
 
 def find_field(fields: dict[str, Field], name: str) -> Field | None:
     if name in fields:
@@ -702,25 +828,3 @@ def find_field(fields: dict[str, Field], name: str) -> Field | None:
         if f.name.lower() == low or f.prop.lower() == low:
             return f
     return None
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-

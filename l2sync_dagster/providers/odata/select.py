@@ -571,3 +571,55 @@ def translate(text: str | None, resolver: FieldResolver | None = None) -> ODataQ
         return ODataQuery(entity_set=text)
     raise QueryError("the query must be a SELECT statement, OData query options "
                      "($select=...&$filter=...) or an entity set name")
+
+
+#: raw query options that make a read return only part of the entity set
+_FILTERING_OPTIONS = ("$filter", "$search")
+_LIMITING_OPTIONS = ("$top", "$skip")
+MAX_RESTRICTION = 80
+
+
+def read_scope(text: str | None) -> tuple[str, str | None]:
+    """(scope, restriction) of a query: ``"limited"`` when ``TOP``/``LIMIT``/``$top``/``$skip``
+    caps what a read returns (with or without a filter), ``"filtered"`` for ``WHERE``,
+    ``$filter`` or ``$search``, else ``"all"``. The restriction is the clause(s) as written,
+    cut to about 80 characters. A query that does not parse is ``"all"`` here: it is refused
+    by :func:`translate` anyway."""
+    text = (text or "").strip()
+    clauses: list[str] = []
+    limited = filtered = False
+    if is_select_statement(text):
+        try:
+            toks = _tokenize(text)
+        except QueryError:
+            return "all", None
+        for n, tok in enumerate(toks):
+            if tok.kind != "ident":
+                continue
+            if tok.low in ("top", "limit") and n + 1 < len(toks):
+                end = n + 1
+                if toks[end].text == "(" and end + 2 < len(toks):
+                    end += 2
+                clauses.append(text[tok.pos:toks[end].pos + len(toks[end].text)])
+                limited = True
+            elif tok.low == "where":
+                stop = next((t.pos for t in toks[n + 1:] if t.kind == "ident" and
+                             t.low in ("order", "limit")), len(text))
+                clauses.append(text[tok.pos:stop].strip())
+                filtered = True
+    elif text.startswith("$") or text.startswith("?$"):
+        for part in text.lstrip("?").split("&"):
+            key = unquote(part.partition("=")[0].strip()).lower()
+            if key in _LIMITING_OPTIONS:
+                limited = True
+            elif key in _FILTERING_OPTIONS:
+                filtered = True
+            else:
+                continue
+            clauses.append(part.strip())
+    if not clauses:
+        return "all", None
+    joined = " ".join(clauses) if is_select_statement(text) else "&".join(clauses)
+    if len(joined) > MAX_RESTRICTION:
+        joined = joined[:MAX_RESTRICTION - 3].rstrip() + "..."
+    return ("limited" if limited else "filtered" if filtered else "all"), joined
