@@ -9,6 +9,7 @@ is left out) and says so in :attr:`FieldMapping.notes`.
 import difflib
 import hashlib
 import json
+import re
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -123,24 +124,35 @@ def _lookup(desc: EntityDescription, name: str, side: Side, path: str, locate: L
     return info
 
 
-def writable_alternative(desc: EntityDescription, name: str) -> str | None:
-    """The writable field of ``desc`` closest to the read-only field ``name``, if any is close.
+def _words(name: str) -> list[str]:
+    """``CompleteName.FullName`` -> ``['complete', 'name', 'full', 'name']``."""
+    return [w.lower() for w in re.findall(r"[A-Z]?[a-z0-9]+|[A-Z]+(?![a-z])", name)]
 
-    ``CompleteName.FullName`` -> ``CompleteName.GivenName``; compares the whole dotted name and
-    its last part, so ``FullName`` finds ``GivenName`` too.
+
+def writable_alternatives(desc: EntityDescription, name: str, n: int = 2) -> list[str]:
+    """Up to ``n`` writable fields of ``desc`` whose names are close to the read-only ``name``.
+
+    Close: similar spelling, or the same parent and last word (``FullName`` -> ``GivenName``,
+    ``CompleteName.FullName`` -> ``CompleteName.GivenName``); the most similar first.
     """
     if len(name) > 200:
-        return None
-    writable = [f.name for f in desc.fields
-                if not f.read_only and f.name.lower() != name.lower()
-                and not (desc.key_generated and f.name.lower() == desc.key.lower())]
-    close = difflib.get_close_matches(name, writable, n=1, cutoff=0.6)
-    if close:
-        return close[0]
-    tail = name.rsplit(".", 1)[-1]
-    tails = {w.rsplit(".", 1)[-1]: w for w in writable}
-    close = difflib.get_close_matches(tail, list(tails), n=1, cutoff=0.5)
-    return tails[close[0]] if close else None
+        return []
+    parent, _, tail = name.rpartition(".")
+    parent = parent.lower()
+    last = (_words(tail) or [tail.lower()])[-1]
+    scored: list[tuple[float, str]] = []
+    for f in desc.fields:
+        low = f.name.lower()
+        if f.read_only or low == name.lower() or (desc.key_generated and low == desc.key.lower()):
+            continue
+        ratio = difflib.SequenceMatcher(None, name.lower(), low).ratio()
+        f_parent, _, f_tail = f.name.rpartition(".")
+        same_word = f_parent.lower() == parent and (_words(f_tail) or [f_tail.lower()])[-1] \
+            == last
+        if ratio >= 0.6 or same_word:
+            scored.append((ratio + (1 if same_word else 0), f.name))
+    scored.sort(key=lambda item: -item[0])
+    return [field_name for _, field_name in scored[:n]]
 
 
 def _pair_type(explicit: str | None, left: FieldInfo | None, right: FieldInfo | None) -> str:
@@ -193,9 +205,10 @@ def _read_only_target(
     why = (f"is read-only on the {side} side, but this pair writes it "
            f"(pair direction {ex.direction}, connection direction {direction})")
     fixes: list[str] = []
-    alternative = writable_alternative(desc, info.name)
-    if alternative:
-        fixes.append(f"map the writable field '{alternative}' instead")
+    alternatives = writable_alternatives(desc, info.name)
+    if alternatives:
+        names = " or ".join(f"'{cut(a)}'" for a in alternatives)
+        fixes.append(f"map a writable field instead ({names})")
     if direction == "bidirectional" and not (other is not None and other.read_only):
         fixes.append(f"set direction: {flows} on this pair to only read it")
     fixes.append("remove the pair")
