@@ -16,9 +16,11 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from l2sync_dagster.engine.mapping import FieldMapping, resolve_for_spec
+from l2sync_dagster.engine.mapping import FieldMapping, Side, resolve_for_spec
+from l2sync_dagster.providers.base import EntityDescription, Provider
+from l2sync_dagster.providers.registry import provider_class
 from l2sync_dagster.sandbox import cli as sandbox_cli
-from l2sync_dagster.spec.errors import MESSAGE_LIMIT, shorten
+from l2sync_dagster.spec.errors import MESSAGE_LIMIT, LocatedError, shorten
 from l2sync_dagster.spec.loader import ConnectionFileError, find_connection
 from l2sync_dagster.spec.model import ConnectionSpec
 from l2sync_dagster.spec.secrets import mask_secrets
@@ -158,9 +160,33 @@ def _cell(value: Any) -> str:
     return str(value)
 
 
+def _open(sync: Sync, side: Side) -> Provider:
+    """The side's provider; an unknown provider or a bad connection string names its line."""
+    entity = sync.entity(side)
+    try:
+        provider_class(entity.provider)
+    except Exception as exc:
+        raise LocatedError(sync.spec, f"{side}.provider", str(exc), side=side) from None
+    try:
+        return sync.provider(side)
+    except Exception as exc:
+        raise LocatedError(sync.spec, f"{side}.connection_string", str(exc), side=side) \
+            from None
+
+
+def _describe(sync: Sync, side: Side) -> EntityDescription:
+    """The side's description; a query the system refuses names the line of ``query:``."""
+    _open(sync, side)
+    try:
+        return sync.describe(side)
+    except Exception as exc:
+        path = f"{side}.query" if sync.entity(side).query else f"{side}.connection_string"
+        raise LocatedError(sync.spec, path, str(exc), side=side) from None
+
+
 def _mapping(sync: Sync) -> FieldMapping:
     """The mapping resolved with errors that name the file, line, side and field."""
-    return resolve_for_spec(sync.spec, sync.describe("left"), sync.describe("right"))
+    return resolve_for_spec(sync.spec, _describe(sync, "left"), _describe(sync, "right"))
 
 
 def _print_notes(out: Console, mapping: FieldMapping) -> None:
@@ -191,7 +217,13 @@ def _run_spec(spec: ConnectionSpec, args: argparse.Namespace, out: Console) -> i
     try:
         if args.command == "verify":
             for side in SIDES:
-                what = sync.provider(side).verify(sync.query(side))
+                try:
+                    what = _open(sync, side).verify(sync.query(side))
+                except LocatedError:
+                    raise
+                except Exception as exc:  # sign-in, reachability, scope
+                    raise LocatedError(spec, f"{side}.connection_string", str(exc),
+                                       side=side) from None
                 out.print(f"{side}: {what}", markup=False, highlight=False)
             mapping = _mapping(sync)
             sync.mapping()  # the runner's own checks (a read-only side that is written...)
@@ -200,7 +232,7 @@ def _run_spec(spec: ConnectionSpec, args: argparse.Namespace, out: Console) -> i
             _print_notes(out, mapping)
             return 0
         if args.command == "preview":
-            frame = sync.provider(args.side).read(sync.query(args.side)).frame
+            frame = _open(sync, args.side).read(sync.query(args.side)).frame
             table = Table(title=f"{spec.name} {args.side}: {len(frame)} records")
             shown = frame.head(args.limit).reset_index()
             for col in shown.columns:

@@ -6,6 +6,7 @@ pair, a connection-string key, a query); :func:`cut` and :func:`cut_list` keep w
 echoes short, and the result is passed through :func:`~l2sync_dagster.spec.secrets.mask_secrets`.
 """
 
+import re
 from collections.abc import Iterable, Mapping
 from typing import Any
 
@@ -41,9 +42,19 @@ def cut_list(items: Iterable[object], limit: int = LIST_LIMIT, *, quote: bool = 
     return f"{text} and {rest:,} more" if rest else text
 
 
+#: the longest unbroken run of characters (a path, a name, a query word) a message keeps whole
+TOKEN_LIMIT = 120
+_LONG_TOKEN = re.compile(rf"\S{{{TOKEN_LIMIT + 1},}}")
+
+
 def shorten(message: str, limit: int = MESSAGE_LIMIT) -> str:
-    """One line, secrets masked, at most ``limit`` characters (saying how much was cut)."""
+    """One line, secrets masked, at most ``limit`` characters (saying how much was cut).
+
+    Every run of more than :data:`TOKEN_LIMIT` characters without a space is cut first, so
+    that one long name does not push the rest of the message out.
+    """
     line = " ".join(mask_secrets(str(message)).split())
+    line = _LONG_TOKEN.sub(lambda m: cut(m.group(0), TOKEN_LIMIT), line)
     return cut(line, limit)
 
 
@@ -105,7 +116,7 @@ def located(
     detail = ""
     if side and key is not None:
         detail = f"{side} {kind} '{cut(key)}'"
-    elif side:
+    elif side and _parts(path)[:1] != [side]:
         detail = f"{side} side"
     elif key is not None:
         detail = f"{kind} '{cut(key)}'"

@@ -599,7 +599,7 @@ def find_connection(
     folder = Path(connections_dir)
     if not folder.is_dir():
         raise ConnectionFileError(
-            folder, f"connections folder not found (looking for connection {text!r})"
+            folder, f"connections folder not found (looking for connection '{cut(text)}')"
         )
     files = connection_files(folder)
     for matches in (
@@ -614,10 +614,10 @@ def find_connection(
     names = sorted({p.stem for p in files})
     if not names:
         raise ConnectionFileError(
-            folder, f"unknown connection {text!r}; the folder holds no connection files"
+            folder, f"unknown connection '{cut(text)}'; the folder holds no connection files"
         )
-    message = f"unknown connection {text!r}; available: {', '.join(names)}"
-    close = difflib.get_close_matches(text, names, n=3, cutoff=0.6)
+    message = f"unknown connection '{cut(text)}'; available: {cut_list(names, 20)}"
+    close = difflib.get_close_matches(text, names, n=3, cutoff=0.6) if len(text) < 200 else []
     if close:
         message += "; did you mean " + " or ".join(repr(c) for c in close) + "?"
     raise ConnectionFileError(folder, message)
