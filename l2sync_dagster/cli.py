@@ -180,8 +180,23 @@ def _describe(sync: Sync, side: Side) -> EntityDescription:
     try:
         return sync.describe(side)
     except Exception as exc:
-        path = f"{side}.query" if sync.entity(side).query else f"{side}.connection_string"
+        path = _subject(side, str(exc), sync.entity(side).query)
         raise LocatedError(sync.spec, path, str(exc), side=side) from None
+
+
+_QUERY_WORDS = ("query", "select", "table", "column", "field", "folder", "list", "entity")
+_FILE_WORDS = ("file name", "path", "errno", "no such file", "directory")
+
+
+def _subject(side: str, message: str, query: str | None) -> str:
+    """The entry a description error is about: the side's query, its connection string (a
+    file that cannot be opened) or the side as a whole (a server that cannot be reached)."""
+    low = message.lower()
+    if query and (str(query)[:40].lower() in low or any(w in low for w in _QUERY_WORDS)):
+        return f"{side}.query"
+    if any(w in low for w in _FILE_WORDS):
+        return f"{side}.connection_string"
+    return side
 
 
 def _mapping(sync: Sync) -> FieldMapping:

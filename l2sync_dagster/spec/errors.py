@@ -21,11 +21,20 @@ LIST_LIMIT = 5
 
 
 def cut(text: object, limit: int = ECHO_LIMIT) -> str:
-    """``text`` whole when short, else its start and how much was cut."""
+    """``text`` whole when short, else its start and how much was cut, in ``limit`` characters.
+
+    Cutting a cut text again changes nothing.
+    """
     s = str(text)
     if len(s) <= limit:
         return s
-    return f"{s[:limit]}... ({len(s) - limit:,} more characters)"
+    keep = limit
+    while keep > 0:
+        suffix = f"... ({len(s) - keep:,} more characters)"
+        if keep + len(suffix) <= limit or keep <= limit // 2:
+            break
+        keep -= 1
+    return s[:keep] + suffix
 
 
 def cut_list(items: Iterable[object], limit: int = LIST_LIMIT, *, quote: bool = False) -> str:
