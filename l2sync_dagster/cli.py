@@ -1,24 +1,63 @@
 """The ``l2sync`` command line: verify, preview, plan, run, status, unlock, sandbox.
 
-Exit codes: 0 success; 1 failure or abort (one-line reason on stderr); 3 the run finished but
-some records were rejected or refused by a system (listed in the output).
+Exit codes: 0 success; 1 failure or abort (one short line per problem on stderr, naming the
+connection file); 3 the run finished but some records were rejected or refused by a system
+(listed in the output). Everything printed passes through ``mask_secrets``.
 """
 
 import argparse
 import json
 import sys
 from collections.abc import Sequence
-from typing import Any
+from typing import IO, Any
 
+import pandas as pd
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from l2sync_dagster.engine.mapping import FieldMapping, Side, resolve_for_spec
+from l2sync_dagster.providers.base import EntityDescription, Provider
+from l2sync_dagster.providers.registry import provider_class
 from l2sync_dagster.sandbox import cli as sandbox_cli
-from l2sync_dagster.spec.loader import find_connection
+from l2sync_dagster.spec.errors import MESSAGE_LIMIT, LocatedError, shorten
+from l2sync_dagster.spec.loader import ConnectionFileError, find_connection
+from l2sync_dagster.spec.model import ConnectionSpec
+from l2sync_dagster.spec.secrets import mask_secrets
 from l2sync_dagster.sync.runner import SIDES, Sync
 
-err = Console(stderr=True, soft_wrap=True)  # one-line errors stay one line
+#: problems of one connection file printed before "and N more"
+SHOWN_PROBLEMS = 10
+
+
+class _Masked:
+    """A text stream that masks secrets in everything written to it (for rich consoles)."""
+
+    def __init__(self, stream: Any) -> None:
+        self._stream = stream
+
+    def _target(self) -> IO[str]:
+        return self._stream() if callable(self._stream) else self._stream
+
+    def write(self, text: str) -> int:
+        return self._target().write(mask_secrets(text))
+
+    def flush(self) -> None:
+        self._target().flush()
+
+    def isatty(self) -> bool:
+        return bool(getattr(self._target(), "isatty", lambda: False)())
+
+    def fileno(self) -> int:
+        return self._target().fileno()
+
+    @property
+    def encoding(self) -> str:
+        return getattr(self._target(), "encoding", "utf-8") or "utf-8"
+
+
+# one-line errors stay one line; the stream is looked up on every write (tests redirect it)
+err = Console(file=_Masked(lambda: sys.stderr), soft_wrap=True)  # type: ignore[arg-type]
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -30,6 +69,9 @@ def _parser() -> argparse.ArgumentParser:
     def add(name: str, help_: str) -> argparse.ArgumentParser:
         sp = sub.add_parser(name, help=help_)
         sp.add_argument("name", help="connection name or path to its YAML file")
+        # also after the subcommand; SUPPRESS keeps the top-level value when not given here
+        sp.add_argument("--connections", default=argparse.SUPPRESS,
+                        help="folder of connection files (default: connections)")
         return sp
 
     add("verify", "check both sides are reachable and the mapping resolves")
@@ -106,29 +148,118 @@ def _print_rejections(out: Console, plan: Any, errors: Sequence[dict[str, str]])
     out.print(table)
 
 
+def _cell(value: Any) -> str:
+    """A value as a table cell: empty for every kind of null (rich renders text only)."""
+    if value is None:
+        return ""
+    try:
+        if pd.isna(value):
+            return ""
+    except (TypeError, ValueError):  # lists, arrays: not a scalar null
+        pass
+    return str(value)
+
+
+def _open(sync: Sync, side: Side) -> Provider:
+    """The side's provider; an unknown provider or a bad connection string names its line."""
+    entity = sync.entity(side)
+    try:
+        provider_class(entity.provider)
+    except Exception as exc:
+        raise LocatedError(sync.spec, f"{side}.provider", str(exc), side=side) from None
+    try:
+        return sync.provider(side)
+    except Exception as exc:
+        raise LocatedError(sync.spec, f"{side}.connection_string", str(exc), side=side) \
+            from None
+
+
+def _describe(sync: Sync, side: Side) -> EntityDescription:
+    """The side's description; a query the system refuses names the line of ``query:``."""
+    _open(sync, side)
+    try:
+        return sync.describe(side)
+    except Exception as exc:
+        path = _subject(side, str(exc), sync.entity(side).query)
+        raise LocatedError(sync.spec, path, str(exc), side=side) from None
+
+
+_QUERY_WORDS = ("query", "select", "table", "column", "field", "folder", "list", "entity")
+_FILE_WORDS = ("file name", "path", "errno", "no such file", "directory")
+
+
+def _subject(side: str, message: str, query: str | None) -> str:
+    """The entry a description error is about: the side's query, its connection string (a
+    file that cannot be opened) or the side as a whole (a server that cannot be reached)."""
+    low = message.lower()
+    if query and (str(query)[:40].lower() in low or any(w in low for w in _QUERY_WORDS)):
+        return f"{side}.query"
+    if any(w in low for w in _FILE_WORDS):
+        return f"{side}.connection_string"
+    return side
+
+
+def _mapping(sync: Sync) -> FieldMapping:
+    """The mapping resolved with errors that name the file, line, side and field."""
+    return resolve_for_spec(sync.spec, _describe(sync, "left"), _describe(sync, "right"))
+
+
+def _print_notes(out: Console, mapping: FieldMapping) -> None:
+    for note in mapping.notes:
+        out.print(f"note: {note}", markup=False, highlight=False)
+
+
+class _Refused(Exception):
+    """A failure of a loaded connection, its message already naming the file."""
+
+
 def _run(args: argparse.Namespace, out: Console) -> int:
     spec = find_connection(args.name, args.connections)
+    try:
+        return _run_spec(spec, args, out)
+    except ConnectionFileError:
+        raise
+    except Exception as exc:
+        message = str(exc)
+        if spec.display_path not in message:  # every refusal names its connection file
+            message = f"{spec.display_path}: {message or type(exc).__name__}"
+        raise _Refused(message) from None
+
+
+def _run_spec(spec: ConnectionSpec, args: argparse.Namespace, out: Console) -> int:
     interactive = sys.stderr.isatty() and not getattr(args, "json", False)
     sync = Sync(spec, progress=_Progress(interactive))
     try:
         if args.command == "verify":
-            for side, what in sync.verify().items():
-                out.print(f"{side}: {what}")
-            pairs = ", ".join(f"{p.left} <-> {p.right} ({p.type})" for p in sync.mapping().pairs)
-            out.print(f"mapping: {pairs}")
+            for side in SIDES:
+                try:
+                    what = _open(sync, side).verify(sync.query(side))
+                except LocatedError:
+                    raise
+                except Exception as exc:  # sign-in, reachability, scope
+                    raise LocatedError(spec, f"{side}.connection_string", str(exc),
+                                       side=side) from None
+                out.print(f"{side}: {what}", markup=False, highlight=False)
+            mapping = _mapping(sync)
+            sync.mapping()  # the runner's own checks (a read-only side that is written...)
+            pairs = ", ".join(f"{p.left} <-> {p.right} ({p.type})" for p in mapping.pairs)
+            out.print(f"mapping: {pairs}", markup=False, highlight=False)
+            _print_notes(out, mapping)
             return 0
         if args.command == "preview":
-            frame = sync.provider(args.side).read(sync.query(args.side)).frame
+            frame = _open(sync, args.side).read(sync.query(args.side)).frame
             table = Table(title=f"{spec.name} {args.side}: {len(frame)} records")
             shown = frame.head(args.limit).reset_index()
             for col in shown.columns:
                 table.add_column(str(col))
-            for row in shown.astype(str).itertuples(index=False):
-                table.add_row(*row)
+            for row in shown.itertuples(index=False):
+                table.add_row(*(_cell(v) for v in row))
             out.print(table)
             return 0
         if args.command == "plan":
+            mapping = _mapping(sync)
             prep = sync.prepare(full=args.full)
+            _print_notes(out, mapping)
             out.print(prep.plan.render(limit=200), markup=False, highlight=False)
             return 0
         if args.command == "status":
@@ -138,10 +269,11 @@ def _run(args: argparse.Namespace, out: Console) -> int:
             out.print("lock removed" if removed else "no lock was held")
             return 0
         if args.command == "run":
+            _mapping(sync)
             report = sync.run(full=args.full, allow_mass_delete=args.allow_mass_delete)
             counts = report.counts()
             if args.json:
-                print(json.dumps(counts, default=str))
+                print(mask_secrets(json.dumps(counts, default=str)))
             else:
                 out.print(_counts_table(counts))
                 if report.prepared:
@@ -172,7 +304,7 @@ def _status(sync: Sync, out: Console) -> int:
         c = r["counts"]
         table.add_row(str(r["started_at"])[:19], r["status"], _written(c, "left"),
                       _written(c, "right"), str(c.get("conflicts", "")),
-                      (r["message"] or "")[:60])
+                      mask_secrets(r["message"] or "")[:60])
     out.print(table)
     conflicts = sync.store.conflicts(name, limit=10)
     if conflicts:
@@ -192,11 +324,25 @@ def _written(counts: dict[str, Any], side: str) -> str:
                      if k in ("inserted", "updated", "deleted", "failed") and v)
 
 
+def _error_lines(command: str, exc: BaseException) -> list[str]:
+    """What to print for a failure: one short line per problem of a connection file, else one
+    line; secrets masked, long text cut."""
+    if isinstance(exc, ConnectionFileError):
+        lines = str(exc).splitlines()
+    else:
+        lines = [str(exc) or type(exc).__name__]
+    shown = [shorten(f"l2sync {command}: {line}", MESSAGE_LIMIT) for line in lines[:SHOWN_PROBLEMS]]
+    if len(lines) > SHOWN_PROBLEMS:
+        shown.append(f"l2sync {command}: and {len(lines) - SHOWN_PROBLEMS:,} more problems")
+    return shown
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``l2sync`` script."""
     args = _parser().parse_args(argv)
     # rich falls back to 80 columns when stdout is not a terminal; tables need more
-    out = Console(highlight=False, width=None if sys.stdout.isatty() else 120)
+    out = Console(file=_Masked(lambda: sys.stdout), highlight=False,  # type: ignore[arg-type]
+                  width=None if sys.stdout.isatty() else 120)
     try:
         if args.command == "sandbox":
             return sandbox_cli.run(args)
@@ -204,9 +350,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         err.print("l2sync: interrupted")
         return 130
-    except Exception as exc:  # every failure ends as one line naming what to fix
-        message = " ".join(str(exc).split()) or type(exc).__name__
-        err.print(f"l2sync {args.command}: {message}", markup=False, highlight=False)
+    except Exception as exc:  # every failure ends as short lines naming what to fix
+        for line in _error_lines(args.command, exc):
+            err.print(line, markup=False, highlight=False)
         return 1
 
 

@@ -261,7 +261,8 @@ def test_yaml_syntax_error_gives_line(project: Path) -> None:
 def test_yaml_indentation_error(project: Path) -> None:
     err = load_error(project, "direction: bidirectional\n  left: x\n")
     assert str(err) == (
-        "connections/x.yaml line 2: YAML syntax error: mapping values are not allowed here"
+        "connections/x.yaml line 2: YAML syntax error: "
+        "mapping values are not allowed in this context"
     )
 
 
@@ -323,7 +324,9 @@ def test_env_reference_is_not_resolved(project: Path, monkeypatch: pytest.Monkey
 
 def test_connection_string_syntax_is_checked(project: Path) -> None:
     err = load_error(project, BASE.replace('"Path=a.csv"', '"Path=\'a.csv"'))
-    assert str(err) == "connections/x.yaml line 5: left.connection_string: unclosed quote in Path"
+    assert str(err) == (
+        "connections/x.yaml line 5: left.connection_string: unclosed quote in the value of Path"
+    )
 
 
 def test_validation_error_of_the_model_never_shows_the_secret() -> None:

@@ -1,13 +1,21 @@
-"""Field mapping: which left field pairs with which right field, its type and direction."""
+"""Field mapping: which left field pairs with which right field, its type and direction.
+
+An explicit pair (``mapping.fields``) whose target is read-only in a direction that writes it
+is refused: quietly making it one-way would overwrite the user's value on the other side. An
+auto-mapped field whose target is read-only narrows to the direction that can be written (or
+is left out) and says so in :attr:`FieldMapping.notes`.
+"""
 
 import difflib
 import hashlib
 import json
-from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
-from typing import Literal
+import re
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal
 
 from l2sync_dagster.providers.base import MODIFIED, VERSION, EntityDescription, FieldInfo
+from l2sync_dagster.spec.errors import cut, cut_list, located, pretty_path
 
 Side = Literal["left", "right"]
 FieldDirection = Literal["both", "left_to_right", "right_to_left"]
@@ -15,6 +23,17 @@ FieldDirection = Literal["both", "left_to_right", "right_to_left"]
 
 class MappingError(ValueError):
     """The mapping cannot be resolved against the entities (unknown or read-only field...)."""
+
+
+#: ``locate(path, message, side, key) -> str``: a message naming its place in the file
+Locate = Callable[[str, str, str | None, str | None], str]
+
+
+def _unlocated(path: str, message: str, side: str | None, key: str | None) -> str:
+    subject = pretty_path(path)
+    if side and key is not None:
+        subject += f" ({side} field '{cut(key)}')"
+    return f"{subject}: {message}"
 
 
 @dataclass(frozen=True)
@@ -40,9 +59,14 @@ class FieldPair:
 
 @dataclass(frozen=True)
 class FieldMapping:
-    """The resolved mapping of a connection."""
+    """The resolved mapping of a connection.
+
+    ``notes`` says what the mapping did on its own (an auto-mapped field narrowed to one way or
+    left out because its target is read-only); they are not part of :meth:`signature`.
+    """
 
     pairs: tuple[FieldPair, ...]
+    notes: tuple[str, ...] = field(default=(), compare=False)
 
     @property
     def names(self) -> list[str]:
@@ -87,17 +111,48 @@ class ExplicitPair:
     direction: FieldDirection = "both"
 
 
-def _lookup(desc: EntityDescription, name: str, side: Side) -> FieldInfo:
+def _lookup(desc: EntityDescription, name: str, side: Side, path: str, locate: Locate
+            ) -> FieldInfo:
     info = desc.field(name)
     if info is None:
         names = [f.name for f in desc.fields]
-        close = difflib.get_close_matches(name, names, n=3)
+        close = difflib.get_close_matches(name, names, n=3) if len(name) < 200 else []
         hint = f"; did you mean {', '.join(close)}?" if close else ""
-        raise MappingError(
-            f"mapping: {side} field {name!r} does not exist{hint} "
-            f"(available: {', '.join(names) or 'none'})"
-        )
+        raise MappingError(locate(
+            path, f"does not exist on the {side} side{hint} "
+            f"(available: {cut_list(names, 12) or 'none'})", side, name))
     return info
+
+
+def _words(name: str) -> list[str]:
+    """``CompleteName.FullName`` -> ``['complete', 'name', 'full', 'name']``."""
+    return [w.lower() for w in re.findall(r"[A-Z]?[a-z0-9]+|[A-Z]+(?![a-z])", name)]
+
+
+def writable_alternatives(desc: EntityDescription, name: str, n: int = 2) -> list[str]:
+    """Up to ``n`` writable fields of ``desc`` whose names are close to the read-only ``name``.
+
+    Close: similar spelling, or the same parent and last word (``FullName`` -> ``GivenName``,
+    ``CompleteName.FullName`` -> ``CompleteName.GivenName``); the most similar first.
+    """
+    if len(name) > 200:
+        return []
+    parent, _, tail = name.rpartition(".")
+    parent = parent.lower()
+    last = (_words(tail) or [tail.lower()])[-1]
+    scored: list[tuple[float, str]] = []
+    for f in desc.fields:
+        low = f.name.lower()
+        if f.read_only or low == name.lower() or (desc.key_generated and low == desc.key.lower()):
+            continue
+        ratio = difflib.SequenceMatcher(None, name.lower(), low).ratio()
+        f_parent, _, f_tail = f.name.rpartition(".")
+        same_word = f_parent.lower() == parent and (_words(f_tail) or [f_tail.lower()])[-1] \
+            == last
+        if ratio >= 0.6 or same_word:
+            scored.append((ratio + (1 if same_word else 0), f.name))
+    scored.sort(key=lambda item: -item[0])
+    return [field_name for _, field_name in scored[:n]]
 
 
 def _pair_type(explicit: str | None, left: FieldInfo | None, right: FieldInfo | None) -> str:
@@ -141,6 +196,26 @@ def _writable_direction(
     return None
 
 
+def _read_only_target(
+    i: int, ex: "ExplicitPair", side: Side, info: FieldInfo, desc: EntityDescription,
+    other: FieldInfo | None, direction: str, locate: Locate,
+) -> MappingError:
+    """The refusal of pair ``i`` whose ``side`` field is read-only but written."""
+    flows = "right_to_left" if side == "right" else "left_to_right"
+    why = (f"is read-only on the {side} side, but this pair writes it "
+           f"(pair direction {ex.direction}, connection direction {direction})")
+    fixes: list[str] = []
+    alternatives = writable_alternatives(desc, info.name)
+    if alternatives:
+        names = " or ".join(f"'{cut(a)}'" for a in alternatives)
+        fixes.append(f"map a writable field instead ({names})")
+    if direction == "bidirectional" and not (other is not None and other.read_only):
+        fixes.append(f"set direction: {flows} on this pair to only read it")
+    fixes.append("remove the pair")
+    return MappingError(locate(f"mapping.fields.{i}", f"{why}; " + ", or ".join(fixes),
+                               side, info.name))
+
+
 def resolve_mapping(
     *,
     auto: bool,
@@ -149,43 +224,46 @@ def resolve_mapping(
     left: EntityDescription,
     right: EntityDescription,
     direction: str,
+    match_on: Sequence[str] = (),
+    locate: Locate | None = None,
 ) -> FieldMapping:
     """Pair the fields of both entities: explicit pairs first, then same names (auto).
 
     A side that describes no fields (a file not created yet) takes the other side's names.
-    Read-only target fields are refused for explicit pairs and left out of auto pairs.
+    An explicit pair whose target is read-only in a direction that writes it is refused with
+    the field, the side and the writable alternative; an auto-mapped field with a read-only
+    target narrows to the direction that can be written, or is left out, and a note says so.
+    ``match_on`` names must be mapped fields. ``locate(path, message, side, key)`` places a
+    message in the connection file (``mapping.fields.2``, ``match_on.0``); see
+    :func:`resolve_for_spec`.
     """
+    locate = locate or _unlocated
     excluded = {e.lower() for e in exclude}
     special = {MODIFIED.lower(), VERSION.lower()}
     pairs: list[FieldPair] = []
+    notes: list[str] = []
     used_left: set[str] = set()
     used_right: set[str] = set()
     left_open = not left.fields
     right_open = not right.fields
 
-    for ex in explicit:
-        lf = None if left_open else _lookup(left, ex.left, "left")
-        rf = None if right_open else _lookup(right, ex.right, "right")
-        eff = _writable_direction(ex.direction, lf, rf, direction)
+    for i, ex in enumerate(explicit):
+        lf = None if left_open else _lookup(left, ex.left, "left", f"mapping.fields.{i}.left",
+                                            locate)
+        rf = None if right_open else _lookup(right, ex.right, "right",
+                                             f"mapping.fields.{i}.right", locate)
         wants_right = ex.direction in ("both", "left_to_right") and direction != "right_to_left"
         wants_left = ex.direction in ("both", "right_to_left") and direction != "left_to_right"
-        if wants_right and rf is not None and rf.read_only and ex.direction != "both":
-            raise MappingError(
-                f"mapping: right field {rf.name!r} is read-only and cannot be a target; "
-                "map it right_to_left or drop it"
-            )
-        if wants_left and lf is not None and lf.read_only and ex.direction != "both":
-            raise MappingError(
-                f"mapping: left field {lf.name!r} is read-only and cannot be a target; "
-                "map it left_to_right or drop it"
-            )
+        if wants_right and rf is not None and rf.read_only:
+            raise _read_only_target(i, ex, "right", rf, right, lf, direction, locate)
+        if wants_left and lf is not None and lf.read_only:
+            raise _read_only_target(i, ex, "left", lf, left, rf, direction, locate)
+        eff = _writable_direction(ex.direction, lf, rf, direction)
         if eff is None:
-            side, f = ("right", rf) if wants_right else ("left", lf)
-            name = f.name if f is not None else "?"
-            raise MappingError(
-                f"mapping: {side} field {name!r} is read-only and cannot be a target "
-                f"of a {direction} connection; remove the pair or change its direction"
-            )
+            raise MappingError(locate(
+                f"mapping.fields.{i}.direction",
+                f"{ex.direction} writes nothing in a {direction} connection; use both or "
+                f"{direction}", None, None))
         lname = lf.name if lf else ex.left
         rname = rf.name if rf else ex.right
         pairs.append(FieldPair(lname, lname, rname, _pair_type(ex.type, lf, rf), eff))
@@ -197,6 +275,7 @@ def resolve_mapping(
         gen_right = right.key.lower() if right.key_generated else None
         right_by_low = {f.name.lower(): f for f in right.fields}
         source = left.fields if not left_open else right.fields
+        natural = _writable_direction("both", None, None, direction)
         for f in source:
             low = f.name.lower()
             if low in excluded or low in special or low in used_left or low in used_right:
@@ -212,6 +291,8 @@ def resolve_mapping(
             if (lf is not None and low == gen_left) or (rf is not None and low == gen_right):
                 continue
             eff = _writable_direction("both", lf, rf, direction)
+            if eff != natural:
+                notes.append(_narrowed(f.name, lf, rf, eff))
             if eff is None:
                 continue
             lname = lf.name if lf else f.name
@@ -221,8 +302,42 @@ def resolve_mapping(
             used_right.add(rname.lower())
 
     if not pairs:
-        raise MappingError(
-            "mapping: no fields are mapped; list pairs under mapping.fields or give both sides "
-            "fields with the same names (mapping.auto)"
-        )
-    return FieldMapping(tuple(pairs))
+        raise MappingError(locate(
+            "mapping", "no fields are mapped; list pairs under mapping.fields or give both "
+            "sides fields with the same names (mapping.auto)", None, None))
+    mapping = FieldMapping(tuple(pairs), tuple(notes))
+    for j, name in enumerate(match_on):
+        if mapping.by_name(name) is None:
+            raise MappingError(locate(
+                f"match_on.{j}", f"'{cut(name)}' is not a mapped field; mapped fields are "
+                + cut_list(mapping.names, 12), None, None))
+    return mapping
+
+
+def _narrowed(name: str, left: FieldInfo | None, right: FieldInfo | None,
+              eff: FieldDirection | None) -> str:
+    sides = [s for s, f in (("left", left), ("right", right)) if f is not None and f.read_only]
+    where = " and ".join(sides)
+    if eff is None:
+        return (f"mapping: auto-mapped field '{cut(name)}' is left out: it is read-only on the "
+                f"{where} side")
+    return (f"mapping: auto-mapped field '{cut(name)}' is read-only on the {where} side, so it "
+            f"only flows {eff}; list it under mapping.fields with that direction to say so, or "
+            "under mapping.exclude to leave it out")
+
+
+def resolve_for_spec(spec: Any, left: EntityDescription, right: EntityDescription
+                     ) -> FieldMapping:
+    """:func:`resolve_mapping` for a connection file: errors name the file, line, side, field.
+
+    ``spec`` is a :class:`~l2sync_dagster.spec.model.ConnectionSpec`.
+    """
+    m = spec.mapping
+    return resolve_mapping(
+        auto=m.auto,
+        explicit=[ExplicitPair(f.left, f.right, f.type, f.direction) for f in m.fields],
+        exclude=m.exclude, left=left, right=right, direction=spec.direction,
+        match_on=spec.match_on,
+        locate=lambda path, message, side, key: located(spec, path, message, side=side,
+                                                        key=key),
+    )

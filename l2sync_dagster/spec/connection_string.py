@@ -8,11 +8,49 @@ variable; it is resolved when the value is asked for, and values that are secret
 import os
 from collections.abc import Iterable, Mapping
 
+from l2sync_dagster.spec.secrets import is_secret_key, url_secret
+
 SECRET_KEYS = frozenset({"password", "clientsecret", "secret", "token", "apikey", "accesstoken"})
 
 
 class ConnectionStringError(ValueError):
     """A connection string is malformed, has an unknown key or misses a required one."""
+
+
+#: longest key echoed in a message
+_KEY_ECHO = 60
+_CONTROL_NAMES = {0: "NUL", 9: "tab", 10: "line break", 13: "carriage return", 127: "DEL"}
+
+
+def _secret_key(key: str) -> bool:
+    return key.lower() in SECRET_KEYS or is_secret_key(key)
+
+
+def _show_key(key: str) -> str:
+    """A key as echoed in messages: control characters escaped, long keys cut."""
+    shown = key.encode("unicode_escape").decode("ascii", "replace") if not key.isprintable() \
+        else key
+    if len(shown) > _KEY_ECHO:
+        shown = f"{shown[:_KEY_ECHO]}... ({len(shown) - _KEY_ECHO:,} more characters)"
+    return shown
+
+
+def _control_char(text: str) -> tuple[int, str] | None:
+    """(0-based position, name) of the first control character in ``text``, or None."""
+    for i, ch in enumerate(text):
+        code = ord(ch)
+        if code < 32 or code == 127:
+            return i, _CONTROL_NAMES.get(code, f"U+{code:04X}")
+    return None
+
+
+def _not_a_pair(part: int, start: int) -> ConnectionStringError:
+    # the text itself is never shown: "Password hunter2" is a secret without its '='
+    return ConnectionStringError(
+        f"connection string: part {part} (from character {start + 1}) is not Key=Value; "
+        "separate parts with ';' and write each as Key=Value (its text is not shown, it may "
+        "hold a secret)"
+    )
 
 
 class SecretValue:
@@ -44,21 +82,21 @@ def _split(text: str) -> list[tuple[str, str]]:
     """Split ``k=v;k="v;v"`` into pairs. Quotes may be single or double; doubled quotes escape."""
     pairs: list[tuple[str, str]] = []
     i, n = 0, len(text)
+    part = 0
     while i < n:
         while i < n and text[i] in " \t\r\n;":
             i += 1
         if i >= n:
             break
+        part += 1
         eq = text.find("=", i)
         if eq < 0:
-            raise ConnectionStringError(
-                f"connection string: expected Key=Value near {text[i:i + 20]!r}"
-            )
+            raise _not_a_pair(part, i)
         key = text[i:eq].strip()
         if not key or ";" in key:
-            raise ConnectionStringError(
-                f"connection string: expected Key=Value near {text[i:i + 20]!r}"
-            )
+            raise _not_a_pair(part, i)
+        if _control_char(key) is not None or any(ch in key for ch in "\"'"):
+            raise _not_a_pair(part, i)
         i = eq + 1
         while i < n and text[i] in " \t":
             i += 1
@@ -68,7 +106,9 @@ def _split(text: str) -> list[tuple[str, str]]:
             buf: list[str] = []
             while True:
                 if i >= n:
-                    raise ConnectionStringError(f"connection string: unclosed quote in {key}")
+                    raise ConnectionStringError(
+                        f"connection string: unclosed quote in the value of {_show_key(key)}"
+                    )
                 if text[i] == quote:
                     if i + 1 < n and text[i + 1] == quote:
                         buf.append(quote)
@@ -83,7 +123,8 @@ def _split(text: str) -> list[tuple[str, str]]:
                 i += 1
             if i < n and text[i] != ";":
                 raise ConnectionStringError(
-                    f"connection string: unexpected text after the quoted value of {key}"
+                    "connection string: unexpected text after the quoted value of "
+                    f"{_show_key(key)}"
                 )
         else:
             end = text.find(";", i)
@@ -106,13 +147,27 @@ class ConnectionString:
         for key, value in _split(text):
             low = key.lower()
             if low in self._values:
-                raise ConnectionStringError(f"{self._where()}key {key} is given twice")
+                raise ConnectionStringError(f"{self._where()}key {_show_key(key)} is given twice")
             self._values[low] = (key, value)
-        for low, (key, value) in self._values.items():
-            if low in SECRET_KEYS and value and not value.startswith("env:"):
+        for key, value in self._values.values():
+            shown = _show_key(key)
+            if _secret_key(key) and value and not value.startswith("env:"):
+                ref = shown if shown.isidentifier() else "Password"
                 raise ConnectionStringError(
-                    f"{self._where()}{key} must be a reference like {key}=env:VARIABLE, "
+                    f"{self._where()}{shown} must be a reference like {ref}=env:VARIABLE, "
                     "never the secret itself"
+                )
+            control = _control_char(value)
+            if control is not None:
+                raise ConnectionStringError(
+                    f"{self._where()}the value of {shown} holds a control character "
+                    f"({control[1]}) at character {control[0] + 1}"
+                )
+            found = None if value.startswith("env:") else url_secret(value)
+            if found:
+                raise ConnectionStringError(
+                    f"{self._where()}{shown} holds {found}; never write credentials in a URL: "
+                    "give the user as User=... and the secret as Password=env:VARIABLE"
                 )
 
     def _where(self) -> str:
@@ -131,7 +186,7 @@ class ConnectionString:
         for low, (key, _) in self._values.items():
             if low not in allowed_low:
                 raise ConnectionStringError(
-                    f"{self._where()}unknown key {key}; allowed keys are "
+                    f"{self._where()}unknown key {_show_key(key)}; allowed keys are "
                     + ", ".join(sorted(allowed_low.values()))
                 )
         for req in required:
@@ -141,7 +196,7 @@ class ConnectionString:
     def is_secret(self, key: str) -> bool:
         """True when the value is a secret (a secret key or an ``env:`` reference)."""
         item = self._values.get(key.lower())
-        return bool(item) and (key.lower() in SECRET_KEYS or item[1].startswith("env:"))
+        return bool(item) and (_secret_key(key) or item[1].startswith("env:"))
 
     def raw(self, key: str) -> str | None:
         """The value as written (``env:VAR`` unresolved)."""
@@ -156,7 +211,8 @@ class ConnectionString:
             raise ConnectionStringError(f"{self._where()}{key}=env: names no variable")
         if var not in self._environ:
             raise ConnectionStringError(
-                f"{self._where()}{key} refers to environment variable {var}, which is not set"
+                f"{self._where()}{key} refers to environment variable {_show_key(var)}, "
+                "which is not set"
             )
         return self._environ[var]
 
@@ -165,7 +221,7 @@ class ConnectionString:
         item = self._values.get(key.lower())
         if item is None:
             return default
-        if key.lower() in SECRET_KEYS:
+        if _secret_key(key):
             raise ConnectionStringError(f"{self._where()}{item[0]} is a secret: use secret()")
         return self._resolve(item[0], item[1])
 
@@ -193,13 +249,15 @@ class ConnectionString:
             return True
         if low in {"false", "no", "0", "off"}:
             return False
-        raise ConnectionStringError(f"{self._where()}{key} must be true or false, not {value!r}")
+        raise ConnectionStringError(
+            f"{self._where()}{key} must be true or false, not {_show_key(value)!r}"
+        )
 
     def redacted(self) -> str:
         """The string with every secret replaced by ``***`` (references stay visible)."""
         parts = []
         for key, value in self._values.values():
-            if key.lower() in SECRET_KEYS and not value.startswith("env:"):
+            if _secret_key(key) and not value.startswith("env:"):
                 value = "***"
             parts.append(f"{key}={value}")
         return ";".join(parts)

@@ -19,6 +19,7 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ValidationError
 
+from l2sync_dagster.spec.errors import cut, cut_list, shorten
 from l2sync_dagster.spec.model import (
     DERIVED_FIELDS,
     RULE_ERROR,
@@ -41,9 +42,14 @@ class Problem:
     field: str | None = None
 
     def format(self, path: Path) -> str:
-        """``<display path>[ line N]: <message>``."""
-        where = display_path_of(path) + (f" line {self.line}" if self.line is not None else "")
-        return f"{where}: {self.message}"
+        """``<display path>[ line N]: <message>``, one short line with secrets masked."""
+        where = cut(display_path_of(path), 120)
+        where += f" line {self.line}" if self.line is not None else ""
+        return shorten(f"{where}: {self.message}")
+
+
+#: problems of one file shown by ``str(ConnectionFileError)``
+SHOWN_PROBLEMS = 10
 
 
 class ConnectionFileError(ValueError):
@@ -67,7 +73,13 @@ class ConnectionFileError(ValueError):
         self.line = line
         self.field = field
         self.problems: tuple[Problem, ...] = (Problem(message, line, field), *others)
-        super().__init__("\n".join(p.format(self.path) for p in self.problems))
+        shown = [p.format(self.path) for p in self.problems[:SHOWN_PROBLEMS]]
+        if len(self.problems) > SHOWN_PROBLEMS:
+            shown.append(
+                f"{cut(display_path_of(self.path), 120)}: and "
+                f"{len(self.problems) - SHOWN_PROBLEMS:,} more problems"
+            )
+        super().__init__("\n".join(shown))
 
     @classmethod
     def from_problems(cls, path: Path | str, problems: Sequence[Problem]) -> "ConnectionFileError":
@@ -92,7 +104,18 @@ class _DuplicateKey(Exception):
         self.key, self.line, self.first = key, line, first
 
 
-class _Loader(yaml.SafeLoader):
+# libyaml when present: the pure-Python parser takes seconds for a large file
+_BaseLoader: type = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
+#: bounds of a connection file (a real one has a few kilobytes and is nested 4 levels deep)
+MAX_CHARS = 1024 * 1024
+MAX_NODES = 50_000
+MAX_ALIASES = 100
+MAX_EXPANDED = 100_000
+MAX_DEPTH = 32
+
+
+class _Loader(_BaseLoader):  # type: ignore[misc, valid-type]
     """SafeLoader that keeps mapping keys as written and refuses duplicate keys.
 
     Keys are field names: ``on:`` stays ``'on'`` (YAML 1.1 would read True) and ``1:`` stays
@@ -117,32 +140,125 @@ class _Loader(yaml.SafeLoader):
                     )
             line = key_node.start_mark.line + 1
             if key in mapping:
-                raise _DuplicateKey(str(key), line, lines[key])
+                raise _DuplicateKey(cut(key), line, lines[key])
             lines[key] = line
             mapping[key] = self.construct_object(value_node, deep=deep)
         return mapping
 
 
+class _TooBig(Exception):
+    def __init__(self, message: str, line: int | None) -> None:
+        super().__init__(message)
+        self.message, self.line = message, line
+
+
+def _check_events(text: str) -> None:
+    """Refuse, before building anything, a document nested too deep or with too many nodes.
+
+    The event stream is flat, so this pass cannot itself recurse or blow up.
+    """
+    loader = _BaseLoader(text)
+    depth = nodes = aliases = 0
+    try:
+        while loader.check_event():
+            event = loader.get_event()
+            line = event.start_mark.line + 1 if event.start_mark is not None else None
+            if isinstance(event, yaml.CollectionStartEvent):
+                depth += 1
+                if depth > MAX_DEPTH:
+                    raise _TooBig(f"nested deeper than {MAX_DEPTH} levels", line)
+            elif isinstance(event, yaml.CollectionEndEvent):
+                depth -= 1
+                continue
+            elif isinstance(event, yaml.AliasEvent):
+                aliases += 1
+                if aliases > MAX_ALIASES:
+                    raise _TooBig(f"more than {MAX_ALIASES} aliases (*name)", line)
+            elif not isinstance(event, yaml.ScalarEvent):
+                continue
+            nodes += 1
+            if nodes > MAX_NODES:
+                raise _TooBig(f"more than {MAX_NODES:,} entries", line)
+    finally:
+        loader.dispose()
+
+
+def _check_expansion(root: yaml.Node) -> None:
+    """Refuse aliases that expand into too many nodes (billion laughs) or into themselves."""
+    sizes: dict[int, int] = {}
+    active: set[int] = set()
+
+    def size(node: yaml.Node) -> int:
+        known = sizes.get(id(node))
+        if known is not None:
+            return known
+        if id(node) in active:
+            raise _TooBig("an alias refers to the entry that contains it", node.start_mark.line + 1)
+        active.add(id(node))
+        total = 1
+        if isinstance(node, yaml.MappingNode):
+            for key_node, value_node in node.value:
+                total += size(key_node) + size(value_node)
+                if total > MAX_EXPANDED:
+                    break
+        elif isinstance(node, yaml.SequenceNode):
+            for item in node.value:
+                total += size(item)
+                if total > MAX_EXPANDED:
+                    break
+        active.discard(id(node))
+        if total > MAX_EXPANDED:
+            raise _TooBig(
+                f"aliases expand to more than {MAX_EXPANDED:,} entries", node.start_mark.line + 1
+            )
+        sizes[id(node)] = total
+        return total
+
+    size(root)
+
+
 def _parse_yaml(text: str, path: Path) -> tuple[Any, dict[Loc, int]]:
     """The document and a map from each field path to its 1-based line."""
-    loader = _Loader(text)
+    if len(text) > MAX_CHARS:
+        line = text.count("\n", 0, MAX_CHARS) + 1
+        raise ConnectionFileError(
+            path, f"the file is larger than {MAX_CHARS // 1024:,} KiB; a connection file is "
+            f"a few kilobytes (it has {len(text):,} characters)", line
+        )
+    loader = None
     try:
+        _check_events(text)
+        loader = _Loader(text)
         node = loader.get_single_node()
+        if node is not None:
+            _check_expansion(node)
         data = loader.construct_document(node) if node is not None else None
         lines: dict[Loc, int] = {}
         if node is not None:
             _collect_lines(node, (), lines, set())
         return data, lines
+    except _TooBig as exc:
+        raise ConnectionFileError(path, f"the file is refused: {exc.message}", exc.line) from None
     except _DuplicateKey as exc:
         raise ConnectionFileError(
             path, f"field '{exc.key}' is given twice (first on line {exc.first})", exc.line
         ) from None
+    except yaml.reader.ReaderError as exc:
+        line = text.count("\n", 0, max(exc.position, 0)) + 1
+        code = exc.character if isinstance(exc.character, int) else ord(str(exc.character)[:1])
+        raise ConnectionFileError(
+            path, f"the file holds a control character (U+{code:04X}) that YAML does not allow; "
+            "remove it", line
+        ) from None
     except yaml.MarkedYAMLError as exc:
         raise _yaml_error(exc, path) from None
     except yaml.YAMLError as exc:
-        raise ConnectionFileError(path, f"YAML syntax error: {exc}") from None
+        raise ConnectionFileError(path, shorten(f"YAML syntax error: {exc}")) from None
+    except RecursionError:
+        raise ConnectionFileError(path, f"nested deeper than {MAX_DEPTH} levels") from None
     finally:
-        loader.dispose()
+        if loader is not None:
+            loader.dispose()
 
 
 def _collect_lines(node: yaml.Node, loc: Loc, out: dict[Loc, int], seen: set[int]) -> None:
@@ -166,12 +282,12 @@ def _collect_lines(node: yaml.Node, loc: Loc, out: dict[Loc, int], seen: set[int
 def _yaml_error(exc: yaml.MarkedYAMLError, path: Path) -> ConnectionFileError:
     mark = exc.problem_mark or exc.context_mark
     line = mark.line + 1 if mark is not None else None
-    problem = exc.problem or exc.context or "invalid YAML"
+    problem = cut(exc.problem or exc.context or "invalid YAML")
     message = f"YAML syntax error: {problem}"
     if exc.problem and exc.context:
         ctx_line = exc.context_mark.line + 1 if exc.context_mark is not None else None
         where = f" on line {ctx_line}" if ctx_line is not None and ctx_line != line else ""
-        message += f" ({exc.context}{where})"
+        message += f" ({cut(exc.context)}{where})"
     return ConnectionFileError(path, message, line)
 
 
@@ -233,15 +349,32 @@ def _allowed_fields(loc: Loc) -> list[str]:
 def _unknown_field(loc: Loc, extra: str = "") -> str:
     name = str(loc[-1])
     allowed = _allowed_fields(loc[:-1])
-    message = f"unknown field '{_dotted(loc)}'"
+    message = f"unknown field '{cut(_dotted(loc))}'"
     if extra:
         message += f"; {extra}"
     if allowed:
         message += "; allowed: " + ", ".join(allowed)
-    close = difflib.get_close_matches(name, allowed, n=1, cutoff=0.6)
+    close = difflib.get_close_matches(name, allowed, n=1, cutoff=0.6) if len(name) < 100 else []
     if close:
         message += f"; did you mean '{_dotted((*loc[:-1], close[0]))}'?"
     return message
+
+
+#: unknown fields of one mapping listed one by one; more are summed up in one problem
+SHOWN_UNKNOWN = 3
+
+
+def _unknown_fields(locs: Sequence[Loc], lines: dict[Loc, int]) -> Problem:
+    """One problem for many unknown fields of the same mapping: a few names and how many more."""
+    parent = locs[0][:-1]
+    names = cut_list((_dotted(loc) for loc in locs), SHOWN_UNKNOWN, quote=True)
+    message = f"{len(locs):,} unknown fields: {names}"
+    allowed = _allowed_fields(parent)
+    if allowed:
+        message += "; allowed: " + ", ".join(allowed)
+    line = min((ln for ln in (_line_of(loc, lines) for loc in locs) if ln is not None),
+               default=None)
+    return Problem(message, line, _dotted(parent) or None)
 
 
 _QUOTE_HINT = " (quote it: YAML reads yes, no, on, off, true and false as true/false)"
@@ -319,6 +452,26 @@ def _translate(error: Any, lines: dict[Loc, int]) -> Problem:
     return Problem(f"{path}: {message}" if path else message, line, path or None)
 
 
+def _problems(errors: Sequence[Any], lines: dict[Loc, int]) -> list[Problem]:
+    """Problems for pydantic's errors; many unknown fields of one mapping become one problem."""
+    unknown: dict[Loc, list[Loc]] = {}
+    others: list[Any] = []
+    for error in errors:
+        if error["type"] == "extra_forbidden":
+            loc = tuple(p for p in error["loc"] if p != "[key]")
+            unknown.setdefault(loc[:-1], []).append(loc)
+        else:
+            others.append(error)
+    out = [_translate(error, lines) for error in others]
+    for locs in unknown.values():
+        if len(locs) > SHOWN_UNKNOWN:
+            out.append(_unknown_fields(locs, lines))
+        else:
+            out.extend(Problem(_unknown_field(loc), _line_of(loc, lines), _dotted(loc))
+                       for loc in locs)
+    return out
+
+
 # --- public API ------------------------------------------------------------------------------
 
 
@@ -362,12 +515,13 @@ def load_connection(path: Path | str) -> ConnectionSpec:
             data.pop(key)
             extra = f"the connection {key} comes from the file name" if key == "name" else ""
             problems.append(Problem(_unknown_field((key,), extra), lines.get((key,)), key))
-    data.update(name=path.stem, path=path, project_dir=project_dir_for(path))
+    data.update(name=path.stem, path=path, project_dir=project_dir_for(path),
+                lines={_dotted(loc): line for loc, line in lines.items()})
 
     try:
         spec = ConnectionSpec.model_validate(data)
     except ValidationError as exc:
-        problems.extend(_translate(err, lines) for err in exc.errors())
+        problems.extend(_problems(exc.errors(), lines))
     if problems:
         # sorted by line, problems without a line (missing top-level fields) last
         problems.sort(key=lambda p: (p.line is None, p.line or 0))
@@ -445,7 +599,7 @@ def find_connection(
     folder = Path(connections_dir)
     if not folder.is_dir():
         raise ConnectionFileError(
-            folder, f"connections folder not found (looking for connection {text!r})"
+            folder, f"connections folder not found (looking for connection '{cut(text)}')"
         )
     files = connection_files(folder)
     for matches in (
@@ -460,10 +614,10 @@ def find_connection(
     names = sorted({p.stem for p in files})
     if not names:
         raise ConnectionFileError(
-            folder, f"unknown connection {text!r}; the folder holds no connection files"
+            folder, f"unknown connection '{cut(text)}'; the folder holds no connection files"
         )
-    message = f"unknown connection {text!r}; available: {', '.join(names)}"
-    close = difflib.get_close_matches(text, names, n=3, cutoff=0.6)
+    message = f"unknown connection '{cut(text)}'; available: {cut_list(names, 20)}"
+    close = difflib.get_close_matches(text, names, n=3, cutoff=0.6) if len(text) < 200 else []
     if close:
         message += "; did you mean " + " or ".join(repr(c) for c in close) + "?"
     raise ConnectionFileError(folder, message)

@@ -21,6 +21,7 @@ from pydantic_core import PydanticCustomError
 
 from l2sync_dagster.providers.base import FieldType
 from l2sync_dagster.spec.connection_string import ConnectionString, ConnectionStringError
+from l2sync_dagster.spec.errors import cut
 
 Direction = Literal["left_to_right", "right_to_left", "bidirectional"]
 FieldDirection = Literal["both", "left_to_right", "right_to_left"]
@@ -28,7 +29,7 @@ ConflictPolicy = Literal["left_wins", "right_wins", "latest_wins", "merge", "ski
 FallbackPolicy = Literal["left_wins", "right_wins", "latest_wins", "skip", "fail"]
 
 #: fields of ConnectionSpec that come from the file's location, not from its content
-DERIVED_FIELDS: tuple[str, ...] = ("name", "path", "project_dir")
+DERIVED_FIELDS: tuple[str, ...] = ("name", "path", "project_dir", "lines")
 
 RULE_ERROR = "spec_rule"
 
@@ -71,6 +72,18 @@ class EntitySpec(BaseModel):
     key: str | None = None
     modified: str | None = None
 
+    @field_validator("provider", "query", "key", "modified")
+    @classmethod
+    def _no_control_characters(cls, value: str | None) -> str | None:
+        # a NUL reaches C libraries (SQLite, file names) and cuts the text there
+        for i, ch in enumerate(value or ""):
+            if (ord(ch) < 32 and ch not in "\t\r\n") or ord(ch) == 127:
+                raise ValueError(
+                    f"holds a control character (U+{ord(ch):04X}) at character {i + 1}; "
+                    "remove it"
+                )
+        return value
+
     @field_validator("connection_string")
     @classmethod
     def _check_connection_string(cls, value: str) -> str:
@@ -111,7 +124,7 @@ class MappingSpec(BaseModel):
                 if low in seen:
                     raise rule_error(
                         f"fields.{i}.{side}",
-                        f"{getattr(pair, side)!r} is already mapped by an earlier pair; "
+                        f"'{cut(getattr(pair, side))}' is already mapped by an earlier pair; "
                         "a field may appear in one pair only",
                     )
                 seen.add(low)
@@ -191,7 +204,7 @@ class PartitionSpec(BaseModel):
             dt.datetime.fromisoformat(str(value))
         except ValueError:
             raise ValueError(
-                f"{value!r} is not a date; write it as YYYY-MM-DD or YYYY-MM-DDTHH:MM"
+                f"'{cut(value)}' is not a date; write it as YYYY-MM-DD or YYYY-MM-DDTHH:MM"
             ) from None
         return str(value)
 
@@ -255,13 +268,16 @@ class ConnectionSpec(BaseModel):
     batch_size: Annotated[int, Field(gt=0, strict=True)] | None = None
     tags: dict[str, str] = {}
     description: str | None = None
+    #: 1-based line of each entry of the file by dotted path (``mapping.fields.2.right``);
+    #: empty when the spec was not loaded from a file. See :func:`spec.errors.line_of`.
+    lines: dict[str, int] = Field(default_factory=dict, repr=False)
 
     @field_validator("schedule")
     @classmethod
     def _check_schedule(cls, value: str | None) -> str | None:
-        if value is not None and not _is_valid_cron(value):
+        if value is not None and (len(value) > 200 or not _is_valid_cron(value)):
             raise ValueError(
-                f"{value!r} is not a valid cron expression; expected five fields "
+                f"'{cut(value)}' is not a valid cron expression; expected five fields "
                 "(minute hour day-of-month month day-of-week) like '*/15 * * * *', or @daily"
             )
         return value
@@ -272,13 +288,16 @@ class ConnectionSpec(BaseModel):
         if value is None:
             return value
         try:
+            if len(value) > 100 or "\x00" in value:
+                raise ValueError(value)
             ZoneInfo(value)
-        except (ZoneInfoNotFoundError, ValueError):
+        except (ZoneInfoNotFoundError, ValueError, OSError):
             import difflib
 
-            close = difflib.get_close_matches(value, sorted(available_timezones()), n=1)
+            close = (difflib.get_close_matches(value, sorted(available_timezones()), n=1)
+                     if len(value) <= 100 else [])
             hint = f"; did you mean {close[0]!r}?" if close else " like 'Europe/Berlin' or 'UTC'"
-            raise ValueError(f"{value!r} is not a known IANA time zone{hint}") from None
+            raise ValueError(f"'{cut(value)}' is not a known IANA time zone{hint}") from None
         return value
 
     @model_validator(mode="after")
