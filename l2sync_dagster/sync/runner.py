@@ -28,7 +28,7 @@ from typing import Any
 import pandas as pd
 
 from l2sync_dagster.engine.hashing import row_hash
-from l2sync_dagster.engine.mapping import ExplicitPair, FieldMapping, MappingError, resolve_mapping
+from l2sync_dagster.engine.mapping import FieldMapping, MappingError, resolve_for_spec
 from l2sync_dagster.engine.plan import PendingInsert, Side, SyncPlan
 from l2sync_dagster.engine.reconcile import SideInput, SyncPolicy, canonicalize, reconcile
 from l2sync_dagster.engine.windows import Window, as_window, missing_keys, window_label
@@ -260,18 +260,8 @@ class Sync:
     def mapping(self) -> FieldMapping:
         """The mapping resolved against both sides' descriptions."""
         if self._mapping is None:
-            m = self.spec.mapping
-            mapping = resolve_mapping(
-                auto=m.auto,
-                explicit=[ExplicitPair(f.left, f.right, f.type, f.direction) for f in m.fields],
-                exclude=m.exclude, left=self.describe("left"), right=self.describe("right"),
-                direction=self.spec.direction,
-            )
-            for name in self.spec.match_on:
-                if mapping.by_name(name) is None:
-                    raise MappingError(
-                        f"match_on: {name!r} is not a mapped field; mapped fields are "
-                        + ", ".join(mapping.names))
+            # errors name the file, line, side and field; match_on is checked there too
+            mapping = resolve_for_spec(self.spec, self.describe("left"), self.describe("right"))
             self._check_scopes()
             for side in SIDES:
                 if self.spec.direction in ("bidirectional", f"{_other(side)}_to_{side}") \
