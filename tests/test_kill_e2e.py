@@ -3,6 +3,7 @@ with people editing and deleting on both sides between the kill and the re-run. 
 only the journal, the recorded keys and the stamps keep the sync from duplicating.
 """
 
+import base64
 import os
 import random
 import signal
@@ -23,6 +24,11 @@ NAME = "kill_test"
 def _contacts(user: EwsUser) -> dict[str, dict]:
     got = user.control.call("GET", f"items?mailbox={user.mailbox}&folder={user.folder}")
     return {i["id"]: i["fields"] for i in got["items"] if i["type"] == "Contact"}
+
+
+def _created_order(item_id: str) -> int:
+    """The sandbox's ids count up as items are created (base64 of ``AAMk:kind:mailbox:n``)."""
+    return int(base64.b64decode(item_id).decode().rsplit(":", 1)[1])
 
 
 def _email(fields: dict) -> str | None:
@@ -82,7 +88,11 @@ deletes: {{propagate: true, max_fraction: 1.0}}
         # people at work between the kill and the re-run: enough edits that some land on
         # records the killed run had just created
         contacts = _contacts(user)
-        for key in rng.sample(sorted(contacts), min(40, len(contacts))):
+        # Outlook lists the newest contacts first: people edit those (the ones the killed run
+        # had just created), and some others
+        newest = sorted(contacts, key=_created_order)[-20:]
+        others = rng.sample(sorted(contacts), min(20, len(contacts)))
+        for key in dict.fromkeys(newest + others):
             email = _email(contacts[key])
             if email and email not in deleted:
                 user.update(key, name=f"Outlook {email}")

@@ -135,6 +135,9 @@ def writable_alternatives(desc: EntityDescription, name: str, n: int = 2) -> lis
     Close: similar spelling, or the same parent and last word (``FullName`` -> ``GivenName``,
     ``CompleteName.FullName`` -> ``CompleteName.GivenName``); the most similar first.
     """
+    declared = desc.field(name)
+    if declared is not None and declared.alternative:
+        return [declared.alternative]
     if len(name) > 200:
         return []
     parent, _, tail = name.rpartition(".")

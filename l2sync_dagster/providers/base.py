@@ -118,6 +118,8 @@ class FieldInfo:
     typed: bool = True
     read_only: bool = False
     nullable: bool = True
+    #: for a read-only field: the writable field(s) to map instead ("GivenName, Surname")
+    alternative: str | None = None
 
 
 @dataclass(frozen=True)

@@ -261,8 +261,8 @@ class Sync:
         """The mapping resolved against both sides' descriptions."""
         if self._mapping is None:
             # errors name the file, line, side and field; match_on is checked there too
-            mapping = resolve_for_spec(self.spec, self.describe("left"), self.describe("right"))
             self._check_scopes()
+            mapping = resolve_for_spec(self.spec, self.describe("left"), self.describe("right"))
             for side in SIDES:
                 if self.spec.direction in ("bidirectional", f"{_other(side)}_to_{side}") \
                         and not self.describe(side).writable:

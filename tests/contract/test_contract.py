@@ -190,7 +190,7 @@ def test_top_on_the_written_side_is_refused(case: SideCase, tmp_path: Path) -> N
         pytest.skip(f"{case.id} has no TOP syntax")
     sync = _sync(case, tmp_path, query=case.limited_query)
     try:
-        with pytest.raises(MappingError, match="limits what the sync reads"):
+        with pytest.raises(MappingError, match="limits what the sync reads|read-only"):
             sync.verify()
     finally:
         sync.close()
@@ -242,3 +242,73 @@ def test_crash_after_create_then_user_edit_no_duplicate(case: SideCase, tmp_path
     _run(_sync(case, tmp_path, query=case.query))
     assert list(case.user.records().values()) == [("Gus edited", "x")]
     assert list(_db(tmp_path).values()) == [("Gus edited", "x")]
+
+
+def test_update_delete_and_a_bad_record_fails_alone(case: SideCase, tmp_path: Path) -> None:
+    """One batch: an update, an update of a record a person deleted, a delete. Only the second
+    fails, with a reason; the others are done."""
+    keep = case.user.create("Hal", "x")
+    drop = case.user.create("Ida", "x")
+    gone = case.user.create("Jon", "x")
+    case.user.delete(gone)
+    p = _provider(case, tmp_path)
+    try:
+        q = _query(case, case.query)
+        frame = p.read(q).frame
+        ver = (lambda k: str(frame.loc[k, "_version"])) if "_version" in frame.columns \
+            else (lambda k: None)
+        outcomes = p.apply(q, [
+            Change("update", "a", keep, {case.name_field: "Hal 2"}, ver(keep)),
+            Change("update", "b", gone, {case.name_field: "nobody"}),
+            Change("delete", "c", drop, version=ver(drop)),
+        ])
+        by_ref = {o.ref: o for o in outcomes}
+        assert by_ref["a"].ok and by_ref["c"].ok, outcomes
+        # a system that keeps deleted records (Exchange's Deleted Items) may accept the
+        # update; the record must not come back either way
+        assert not by_ref["b"].ok and by_ref["b"].error or gone not in case.user.records()
+        assert case.user.records() == {keep: ("Hal 2", "x")}
+    finally:
+        p.close()
+
+
+def test_update_with_a_stale_version_is_refused(case: SideCase, tmp_path: Path) -> None:
+    """Where the system versions records (ChangeKey, ETag), an update carrying the version the
+    sync read before a person's edit must not overwrite that edit."""
+    key = case.user.create("Kim", "x")
+    p = _provider(case, tmp_path)
+    try:
+        q = _query(case, case.query)
+        frame = p.read(q).frame
+        if "_version" not in frame.columns:
+            pytest.skip(f"{case.id}: the system has no record versions")
+        old = str(frame.loc[key, "_version"])
+        case.user.update(key, name="Kim by hand")
+        assert str(p.read(q).frame.loc[key, "_version"]) != old
+        [out] = p.apply(q, [Change("update", "a", key, {case.name_field: "Kim sync"}, old)])
+        assert not out.ok
+        assert case.user.records()[key][0] == "Kim by hand"
+    finally:
+        p.close()
+
+
+def test_a_read_only_target_is_refused_naming_field_and_side(case: SideCase, tmp_path: Path
+                                                             ) -> None:
+    if not case.read_only_field:
+        pytest.skip(f"{case.id} has no read-only field")
+    query = case.query
+    if query and query.upper().startswith("SELECT ") and "*" not in query:
+        query = f"SELECT {case.read_only_field}, {query[7:]}"  # select the field too
+    sync = _sync(case, tmp_path, query=query)
+    fields = [{"left": "name", "right": case.name_field},
+              {"left": "city", "right": case.read_only_field}]
+    sync.spec = sync.spec.model_copy(update={"mapping": MappingSpec(auto=False, fields=fields)})
+    try:
+        with pytest.raises(MappingError) as err:
+            sync.verify()
+        text = str(err.value)
+        assert case.read_only_field in text and "right" in text and "read-only" in text
+        if case.writable_alternative:
+            assert case.writable_alternative in text
+    finally:
+        sync.close()

@@ -175,7 +175,8 @@ class ExchangeProvider:
         """The selected fields with their canonical types and read-only flags."""
         stmt = self.statement(query)
         names = self._column_names(stmt)
-        infos = [FieldInfo(names[f.name], f.type, True, f.read_only) for f in stmt.fields]
+        infos = [FieldInfo(names[f.name], f.type, True, f.read_only,
+                           alternative=_alternative(f.name)) for f in stmt.fields]
         infos += [FieldInfo(names[e.column], e.type, True, False) for e in stmt.extended]
         scope, restriction = self.backend.read_scope(stmt)
         return EntityDescription(fields=tuple(infos), key=KEY_INDEX, key_generated=True,
@@ -282,3 +283,11 @@ class ExchangeProvider:
 def _other_backend(name: str) -> str:
     return "Backend=ews" if name == "graph" else "Backend=graph"
 
+
+
+def _alternative(name: str) -> str | None:
+    """The writable field(s) to map instead of a read-only one, where Exchange has them."""
+    from l2sync_dagster.providers.exchange.fields import COMPLETE_NAME_SOURCES
+
+    parent, _, part = name.partition(".")
+    return COMPLETE_NAME_SOURCES.get(part) if parent == "CompleteName" else None

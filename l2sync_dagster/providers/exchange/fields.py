@@ -173,6 +173,12 @@ COMPLETE_NAME_PARTS = (
     "Nickname", "YomiFirstName", "YomiLastName",
 )
 _DEFAULT_PHONES = {"BusinessPhone", "HomePhone", "MobilePhone", "BusinessFax"}
+#: the writable contact fields Exchange derives each read-only CompleteName part from
+COMPLETE_NAME_SOURCES = {
+    "FirstName": "GivenName", "MiddleName": "MiddleName", "LastName": "Surname",
+    "Suffix": "Generation", "Initials": "Initials", "FullName": "GivenName, Surname",
+    "Nickname": "Nickname",
+}
 
 CONTACT_FIELDS: tuple[FieldDef, ...] = (
     _f("GivenName"),
