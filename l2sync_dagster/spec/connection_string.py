@@ -167,7 +167,8 @@ class ConnectionString:
             if found:
                 raise ConnectionStringError(
                     f"{self._where()}{shown} holds {found}; never write credentials in a URL: "
-                    "give the user as User=... and the secret as Password=env:VARIABLE"
+                    "put the password in Password=env:VARIABLE (the user may stay in the URL "
+                    "or go in User=)"
                 )
 
     def _where(self) -> str:
