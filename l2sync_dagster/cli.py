@@ -16,9 +16,8 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from l2sync_dagster.engine.mapping import FieldMapping, Side, resolve_for_spec
-from l2sync_dagster.providers.base import EntityDescription, Provider
-from l2sync_dagster.providers.registry import provider_class
+from l2sync_dagster.engine.mapping import FieldMapping, Side
+from l2sync_dagster.providers.base import Provider
 from l2sync_dagster.sandbox import cli as sandbox_cli
 from l2sync_dagster.spec.errors import MESSAGE_LIMIT, LocatedError, shorten
 from l2sync_dagster.spec.loader import ConnectionFileError, find_connection
@@ -162,46 +161,12 @@ def _cell(value: Any) -> str:
 
 def _open(sync: Sync, side: Side) -> Provider:
     """The side's provider; an unknown provider or a bad connection string names its line."""
-    entity = sync.entity(side)
-    try:
-        provider_class(entity.provider)
-    except Exception as exc:
-        raise LocatedError(sync.spec, f"{side}.provider", str(exc), side=side) from None
-    try:
-        return sync.provider(side)
-    except Exception as exc:
-        raise LocatedError(sync.spec, f"{side}.connection_string", str(exc), side=side) \
-            from None
-
-
-def _describe(sync: Sync, side: Side) -> EntityDescription:
-    """The side's description; a query the system refuses names the line of ``query:``."""
-    _open(sync, side)
-    try:
-        return sync.describe(side)
-    except Exception as exc:
-        path = _subject(side, str(exc), sync.entity(side).query)
-        raise LocatedError(sync.spec, path, str(exc), side=side) from None
-
-
-_QUERY_WORDS = ("query", "select", "table", "column", "field", "folder", "list", "entity")
-_FILE_WORDS = ("file name", "path", "errno", "no such file", "directory")
-
-
-def _subject(side: str, message: str, query: str | None) -> str:
-    """The entry a description error is about: the side's query, its connection string (a
-    file that cannot be opened) or the side as a whole (a server that cannot be reached)."""
-    low = message.lower()
-    if query and (str(query)[:40].lower() in low or any(w in low for w in _QUERY_WORDS)):
-        return f"{side}.query"
-    if any(w in low for w in _FILE_WORDS):
-        return f"{side}.connection_string"
-    return side
+    return sync.provider(side)
 
 
 def _mapping(sync: Sync) -> FieldMapping:
     """The mapping resolved with errors that name the file, line, side and field."""
-    return resolve_for_spec(sync.spec, _describe(sync, "left"), _describe(sync, "right"))
+    return sync.mapping()
 
 
 def _print_notes(out: Console, mapping: FieldMapping) -> None:

@@ -276,3 +276,19 @@ def test_crash_after_create_outside_the_target_filter_no_duplicate() -> None:
     crash_run(sync, "right")
     run_clean(sync)
     assert values(dst) == [("new", "out")]
+
+
+def test_a_killed_run_shows_as_interrupted(tmp_path: Path) -> None:
+    """`l2sync status` of a run whose process is gone: interrupted, not running forever."""
+    import subprocess
+    import sys
+
+    store = StateStore(f"sqlite:///{tmp_path / 'state.db'}")
+    code = ("import sys; from l2sync_dagster.state.store import StateStore;"
+            f"s = StateStore('sqlite:///{tmp_path / 'state.db'}');"
+            "s.acquire_lock('c', 'r1'); s.start_run('c', 'r1')")
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=60)
+    assert store.runs("c")[0]["status"] == "interrupted"
+    store.acquire_lock("c", "r2")  # taken over from the dead process
+    store.start_run("c", "r2")
+    assert [r["status"] for r in store.runs("c")][:1] == ["running"]

@@ -23,6 +23,7 @@ from l2sync_dagster.orchestration.metadata import (
 from l2sync_dagster.orchestration.operations import as_step_error, retry_policy
 from l2sync_dagster.orchestration.partitions import build_partitions_def, run_windows
 from l2sync_dagster.spec.model import ConnectionSpec
+from l2sync_dagster.spec.secrets import mask_secrets
 from l2sync_dagster.state.store import StateStore
 from l2sync_dagster.sync.runner import SIDES, Sync, SyncAborted
 
@@ -154,13 +155,14 @@ def build_connection_assets(
                         passed=result.passed, metadata=check_metadata(result),
                         severity=dg.AssetCheckSeverity.ERROR)
         except SyncAborted as exc:
-            raise dg.Failure(description=str(exc), allow_retries=False) from None
+            raise dg.Failure(description=mask_secrets(str(exc)), allow_retries=False) from None
         except dg.Failure:
             raise
         except Exception as exc:
             err = as_step_error(exc)
             if err is exc:
-                context.log.warning(f"transient error, the step will be retried: {exc}")
+                context.log.warning("transient error, the step will be retried: "
+                                    + mask_secrets(str(exc)))
                 raise
             raise err from None
         finally:

@@ -14,6 +14,7 @@ from l2sync_dagster.orchestration.operations import build_failure_sensor, retry_
 from l2sync_dagster.orchestration.partitions import build_partitions_def
 from l2sync_dagster.orchestration.sensors import build_connection_sensor
 from l2sync_dagster.spec.loader import load_connections
+from l2sync_dagster.spec.secrets import mask_secrets
 
 log = logging.getLogger("l2sync")
 
@@ -29,7 +30,7 @@ def build_definitions(connections_dir: Path | str, store_url: str | None = None,
     """
     specs, errors = load_connections(connections_dir)
     for err in errors:
-        log.error("l2sync: connection file skipped: %s", err)
+        log.error("l2sync: connection file skipped: %s", mask_secrets(str(err)))
     policy = retry or retry_policy()
     assets, jobs, schedules, sensors = [], [], [], []
     for spec in specs:

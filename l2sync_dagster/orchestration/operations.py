@@ -17,6 +17,7 @@ import dagster as dg
 
 from l2sync_dagster.providers.base import ProviderError
 from l2sync_dagster.spec.model import ConnectionSpec
+from l2sync_dagster.spec.secrets import mask_secrets
 
 MAX_RETRIES = 3
 RETRY_DELAY_S = 5.0
@@ -44,7 +45,8 @@ def as_step_error(exc: Exception) -> Exception:
     if is_transient(exc):
         return exc
     kind = type(exc).__name__
-    return dg.Failure(description=f"{kind}: {exc}"[:REASON_CHARS], allow_retries=False,
+    return dg.Failure(description=mask_secrets(f"{kind}: {exc}")[:REASON_CHARS],
+                      allow_retries=False,
                       metadata={"error": dg.MetadataValue.text(kind),
                                 "transient": dg.MetadataValue.bool(False)})
 

@@ -29,6 +29,7 @@ import dagster as dg
 from l2sync_dagster.providers.base import Query, can_probe
 from l2sync_dagster.spec.connection_string import SECRET_KEYS, ConnectionString
 from l2sync_dagster.spec.model import ConnectionSpec
+from l2sync_dagster.spec.secrets import mask_secrets
 
 if TYPE_CHECKING:  # dagster does not export the type define_asset_job returns
     from dagster._core.definitions.unresolved_asset_job_definition import (
@@ -158,7 +159,7 @@ def build_connection_sensor(
         try:
             fingerprints = probe_with_timeout(spec, settings.timeout, store_url)
         except ProbeFailed as exc:
-            return dg.SkipReason(str(exc))
+            return dg.SkipReason(mask_secrets(str(exc)))
         old = json.loads(context.cursor) if context.cursor else {}
         if old == fingerprints:
             return dg.SkipReason("no change on either side since the last run request")

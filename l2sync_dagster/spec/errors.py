@@ -156,3 +156,18 @@ class LocatedError(ValueError):
         self.side = side
         self.key = key
         super().__init__(located(spec, path, message, side=side, key=key, kind=kind))
+
+
+_QUERY_WORDS = ("query", "select", "table", "column", "field", "folder", "list", "entity")
+_FILE_WORDS = ("file name", "path", "errno", "no such file", "directory")
+
+
+def error_subject(side: str, message: str, query: str | None) -> str:
+    """The entry a description error is about: the side's query, its connection string (a
+    file that cannot be opened) or the side as a whole (a server that cannot be reached)."""
+    low = message.lower()
+    if query and (str(query)[:40].lower() in low or any(w in low for w in _QUERY_WORDS)):
+        return f"{side}.query"
+    if any(w in low for w in _FILE_WORDS):
+        return f"{side}.connection_string"
+    return side

@@ -39,6 +39,7 @@ from l2sync_dagster.engine.canonical import to_canonical
 from l2sync_dagster.engine.mapping import FieldMapping
 from l2sync_dagster.engine.plan import ArchiveRow, Conflict, PendingInsert
 from l2sync_dagster.engine.reconcile import empty_archive, value_column
+from l2sync_dagster.spec.secrets import mask_secrets
 
 STATE_URL_ENV = "L2SYNC_STATE_URL"
 
@@ -164,6 +165,14 @@ def _pid_alive(pid: int) -> bool:
     except PermissionError:
         return True
     return True
+
+
+def _running(lock: Any, run_id: str) -> bool:
+    """True when ``lock`` (a lock row or None) shows run ``run_id`` still going: it holds the
+    lock and its process lives (or lives on another host, which this one cannot ask)."""
+    if lock is None or lock["run_id"] != run_id:
+        return False
+    return lock["host"] != socket.gethostname() or _pid_alive(int(lock["pid"]))
 
 
 class StateStore:
@@ -465,11 +474,12 @@ class StateStore:
 
     def finish_run(self, run_id: str, status: str, counts: dict[str, Any] | None = None,
                    message: str | None = None) -> None:
-        """Record how a run ended."""
+        """Record how a run ended (secrets in the message or the counts' notes masked)."""
         with self.engine.begin() as conn:
             conn.execute(update(run_table).where(run_table.c.run_id == run_id).values(
-                finished_at=_now(), status=status, counts_json=_json(counts or {}),
-                message=message))
+                finished_at=_now(), status=status,
+                counts_json=mask_secrets(_json(counts or {})),
+                message=None if message is None else mask_secrets(message)))
 
     def runs(self, connection: str, limit: int = 10) -> list[dict[str, Any]]:
         """The most recent runs of a connection, newest first."""
@@ -477,10 +487,15 @@ class StateStore:
         with self.engine.connect() as conn:
             rows = conn.execute(select(t).where(t.c.connection == connection)
                                 .order_by(t.c.started_at.desc()).limit(limit)).mappings().all()
+            held = conn.execute(select(lock_table).where(
+                lock_table.c.connection == connection)).mappings().first()
         out = []
         for r in rows:
             d = dict(r)
             d["counts"] = json.loads(d.pop("counts_json") or "{}")
+            if d["status"] == "running" and not _running(held, d["run_id"]):
+                # its process is gone (killed, or the machine went down): say so
+                d["status"] = "interrupted"
             out.append(d)
         return out
 

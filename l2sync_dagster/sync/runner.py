@@ -44,6 +44,7 @@ from l2sync_dagster.providers.base import (
     provider_stats,
     web_link_of,
 )
+from l2sync_dagster.spec.errors import LocatedError, error_subject
 from l2sync_dagster.spec.model import ConnectionSpec
 from l2sync_dagster.state.store import StateStore, default_state_url
 from l2sync_dagster.sync.scope import judge_read
@@ -230,13 +231,25 @@ class Sync:
         return out
 
     def provider(self, side: Side) -> Provider:
-        """The open provider of a side (opened on first use)."""
+        """The open provider of a side (opened on first use). An unknown provider or a bad
+        connection string is a :class:`LocatedError` naming the file, line and side."""
         if side not in self._providers:
-            from l2sync_dagster.providers.registry import open_provider
+            from l2sync_dagster.providers.registry import open_provider, provider_class
 
             e = self.entity(side)
-            self._providers[side] = open_provider(e.provider, e.connection_string,
-                                                  Path(self.spec.project_dir))
+            try:
+                provider_class(e.provider)
+            except Exception as exc:
+                raise LocatedError(self.spec, f"{side}.provider", str(exc), side=side) \
+                    from None
+            try:
+                self._providers[side] = open_provider(e.provider, e.connection_string,
+                                                      Path(self.spec.project_dir))
+            except Exception as exc:
+                if getattr(exc, "transient", False):
+                    raise  # a retry may help: keep the error as it is
+                raise LocatedError(self.spec, f"{side}.connection_string", str(exc),
+                                   side=side) from None
         return self._providers[side]
 
     def close(self) -> None:
@@ -246,9 +259,17 @@ class Sync:
         self._providers.clear()
 
     def describe(self, side: Side) -> EntityDescription:
-        """The entity description of a side (cached)."""
+        """The entity description of a side (cached); a query the system refuses is a
+        :class:`LocatedError` naming the line of ``query:`` (or of the connection string)."""
         if side not in self._descriptions:
-            self._descriptions[side] = self.provider(side).describe(self.query(side))
+            provider = self.provider(side)
+            try:
+                self._descriptions[side] = provider.describe(self.query(side))
+            except Exception as exc:
+                if isinstance(exc, LocatedError) or getattr(exc, "transient", False):
+                    raise
+                path = error_subject(side, str(exc), self.entity(side).query)
+                raise LocatedError(self.spec, path, str(exc), side=side) from None
         return self._descriptions[side]
 
     def verify(self) -> dict[Side, str]:
