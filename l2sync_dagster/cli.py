@@ -7,7 +7,9 @@ connection file); 3 the run finished but some records were rejected or refused b
 
 import argparse
 import json
+import logging
 import sys
+import time
 from collections.abc import Sequence
 from typing import IO, Any
 
@@ -23,7 +25,8 @@ from l2sync_dagster.spec.errors import MESSAGE_LIMIT, LocatedError, shorten
 from l2sync_dagster.spec.loader import ConnectionFileError, find_connection
 from l2sync_dagster.spec.model import ConnectionSpec
 from l2sync_dagster.spec.secrets import mask_secrets
-from l2sync_dagster.sync.runner import SIDES, Sync
+from l2sync_dagster.sync.retry import MAX_RETRIES, RETRY_DELAY_S, is_transient, retry_delay
+from l2sync_dagster.sync.runner import SIDES, RunReport, Sync
 
 #: problems of one connection file printed before "and N more"
 SHOWN_PROBLEMS = 10
@@ -235,8 +238,8 @@ def _run_spec(spec: ConnectionSpec, args: argparse.Namespace, out: Console) -> i
             return 0
         if args.command == "run":
             _mapping(sync)
-            report = sync.run(full=args.full, allow_mass_delete=args.allow_mass_delete)
-            counts = report.counts()
+            report = _run_with_retries(sync, args, err)
+            counts = report.details()
             if args.json:
                 print(mask_secrets(json.dumps(counts, default=str)))
             else:
@@ -253,6 +256,29 @@ def _run_spec(spec: ConnectionSpec, args: argparse.Namespace, out: Console) -> i
     finally:
         sync.close()
     return 1
+
+
+def _run_with_retries(sync: Sync, args: argparse.Namespace, err: Console) -> RunReport:
+    """``sync.run`` with the retry policy of the Dagster assets: transient errors (a server
+    down, throttling that outlasted the provider's waits, a dropped connection) are retried
+    with exponential back-off; a retried run resumes from the journal without duplicates."""
+    for attempt in range(1, MAX_RETRIES + 2):
+        try:
+            return sync.run(full=args.full, allow_mass_delete=args.allow_mass_delete)
+        except Exception as exc:
+            if attempt > MAX_RETRIES or not is_transient(exc):
+                raise
+            wait = retry_delay(attempt, RETRY_DELAY_S if _RETRY_DELAY is None else _RETRY_DELAY)
+            err.print(mask_secrets(f"{sync.spec.name}: transient error ({shorten(str(exc))}); "
+                                   f"retry {attempt} of {MAX_RETRIES} in {wait:.0f} s"),
+                      markup=False, highlight=False)
+            sync.close()
+            time.sleep(wait)
+    raise AssertionError("unreachable")
+
+
+#: tests shorten the back-off (seconds per step); None: the policy's own
+_RETRY_DELAY: float | None = None
 
 
 def _status(sync: Sync, out: Console) -> int:
@@ -302,9 +328,26 @@ def _error_lines(command: str, exc: BaseException) -> list[str]:
     return shown
 
 
+class _BackOffAsProgress(logging.Filter):
+    """exchangelib warns on every server back-off; the CLI shows them as one progress line
+    each on stderr (and the run's totals say how long it waited) instead of log records."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if "back off" in record.getMessage():
+            secs = record.args[1] if isinstance(record.args, tuple) and len(record.args) > 1 \
+                else "?"
+            err.print(f"throttled by the server: waiting {secs} s", markup=False,
+                      highlight=False)
+            return False
+        return True
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``l2sync`` script."""
     args = _parser().parse_args(argv)
+    ews_log = logging.getLogger("exchangelib.util")
+    if not any(isinstance(f, _BackOffAsProgress) for f in ews_log.filters):
+        ews_log.addFilter(_BackOffAsProgress())
     # rich falls back to 80 columns when stdout is not a terminal; tables need more
     out = Console(file=_Masked(lambda: sys.stdout), highlight=False,  # type: ignore[arg-type]
                   width=None if sys.stdout.isatty() else 120)

@@ -15,12 +15,10 @@ from collections.abc import Sequence
 
 import dagster as dg
 
-from l2sync_dagster.providers.base import ProviderError
 from l2sync_dagster.spec.model import ConnectionSpec
 from l2sync_dagster.spec.secrets import mask_secrets
+from l2sync_dagster.sync.retry import MAX_RETRIES, RETRY_DELAY_S, is_transient
 
-MAX_RETRIES = 3
-RETRY_DELAY_S = 5.0
 FAILURE_SENSOR = "l2sync_failed_syncs"
 REASON_CHARS = 2000
 
@@ -30,13 +28,6 @@ def retry_policy(delay: float = RETRY_DELAY_S, max_retries: int = MAX_RETRIES
     """Exponential back-off: Dagster waits ``delay``, ``3*delay``, ``7*delay`` before the
     1st, 2nd and 3rd retry ((2**n - 1) * delay)."""
     return dg.RetryPolicy(max_retries=max_retries, delay=delay, backoff=dg.Backoff.EXPONENTIAL)
-
-
-def is_transient(exc: BaseException) -> bool:
-    """True when retrying the run may help (the system was unavailable, not misconfigured)."""
-    if isinstance(exc, ProviderError):
-        return exc.transient
-    return isinstance(exc, ConnectionError | TimeoutError)
 
 
 def as_step_error(exc: Exception) -> Exception:

@@ -130,6 +130,30 @@ class RunReport:
     applied: ApplyReport | None = None
     message: str | None = None
     window: str | None = None
+    #: requests made and seconds waited on throttling, per side
+    stats: dict[str, dict[str, float]] = field(default_factory=dict)
+
+    def details(self, limit: int = 200) -> dict[str, Any]:
+        """``counts()`` plus what a data engineer needs to act: every failed write and rejected
+        record with its key and reason (at most ``limit`` of each), requests and throttling
+        waits, and how each side was read (change feed or full read, and its scope)."""
+        out = self.counts()
+        plan = self.prepared.plan if self.prepared else None
+        failures = self.applied.errors if self.applied else []
+        out["failures"] = failures[:limit]
+        out["rejections"] = [{"side": r.side, "key": r.key, "reason": r.reason}
+                             for r in (plan.rejections if plan else [])][:limit]
+        if self.stats:
+            out["requests"] = self.stats
+        if self.prepared:
+            out["reads"] = {
+                side: {"feed": "incremental" if r.cursor_used is not None else "full",
+                       "scope": r.description.scope,
+                       **({"restriction": r.description.restriction}
+                          if r.description.restriction else {}),
+                       "records": len(r.result.frame), "seconds": round(r.seconds, 3)}
+                for side, r in self.prepared.reads.items()}
+        return out
 
     def counts(self) -> dict[str, Any]:
         """Counts per side, conflicts, rejections: JSON-compatible."""
@@ -615,6 +639,7 @@ class Sync:
             raise SyncAborted(f"{self.spec.display_path}: {prep.plan.blocked}")
         report.applied = self.apply(prep)
         self.save_cursors(prep, report.applied)
+        report.stats = dict(self.stats())
         report.status = "succeeded" if not report.applied.failed else "partial"
         if report.applied.failed:
             report.message = f"{report.applied.failed} writes failed"
