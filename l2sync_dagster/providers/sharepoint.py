@@ -13,7 +13,8 @@ or client credentials (``ClientId``, ``TenantId``, ``ClientSecret=env:VAR`` or
 ``PageSize`` (items per page, default 1000) tunes reads.
 
 The query (``query:`` in the connection file) is optional: empty, or the title of the list
-when the URL names only the site.
+when the URL names only the site. A read always covers the whole list (``describe().scope`` is
+``all``): a view in the URL only locates the list, its filter is not applied.
 
 Fields are the list's columns (internal names) with types from their definitions; read-only
 and hidden columns are read but refused as targets. Lookup and person columns appear twice:
@@ -23,6 +24,9 @@ eTag and ``_modified`` its lastModifiedDateTime. Reads use the list-item delta q
 read is a delta round from scratch, an incremental read follows the stored delta link (a 410
 falls back to a complete read). Writes go through ``$batch`` (20 per batch) with ``If-Match``
 on updates and deletes, so a concurrent edit is a per-record error, not a lost update.
+``apply(..., created=...)`` hands over the new item ids after each ``$batch`` answer. SharePoint
+makes item ids and a list has no hidden field a client may stamp (only a column someone adds to
+the list could hold one), so the provider offers no ``stamps``; ``lookup`` fetches items by id.
 """
 
 import hashlib

@@ -25,7 +25,16 @@ Keys:
   ``MaxPageSize`` (``Prefer: odata.maxpagesize``, default 5000).
 
 The query is a select statement, raw OData query options or empty (the whole entity set); see
-:mod:`l2sync_dagster.providers.odata.select`.
+:mod:`l2sync_dagster.providers.odata.select`. ``describe().scope`` is ``limited`` for ``TOP``,
+``LIMIT``, ``$top`` or ``$skip``, ``filtered`` for ``WHERE``, ``$filter`` or ``$search`` and
+``all`` otherwise (no connection-string key restricts a read); ``lookup`` reads keys with
+``$filter=key eq .. or ..`` whatever the query selects.
+
+Writes: request URLs inside a ``$batch`` are relative to the service root. A multipart batch
+carries one change set (retried as independent requests when it fails); a JSON batch carries
+independent requests with ``odata.continue-on-error``, because a server may answer success for a
+member of a failed atomicity group that it rolled back. ``apply(..., created=...)`` hands over
+the new keys after each batch answer, in the calling thread.
 """
 
 import logging
