@@ -84,6 +84,8 @@ def _parser() -> argparse.ArgumentParser:
     pl.add_argument("--full", action="store_true", help="ignore cursors, read everything")
     rn = add("run", "sync now")
     rn.add_argument("--json", action="store_true", help="print one JSON object with the counts")
+    rn.add_argument("--no-check", action="store_true",
+                    help="skip the in_sync check (re-reading what was written)")
     rn.add_argument("--full", action="store_true", help="ignore cursors, read everything")
     rn.add_argument("--allow-mass-delete", action="store_true",
                     help="let this run exceed deletes.max_fraction")
@@ -248,6 +250,13 @@ def _run_spec(spec: ConnectionSpec, args: argparse.Namespace, out: Console) -> i
                     _print_conflicts(out, report.prepared.plan)
                     _print_rejections(out, report.prepared.plan,
                                       report.applied.errors if report.applied else [])
+            if report.check is not None and not report.check.passed:
+                first = report.check.mismatches[0]
+                err.print(f"{spec.name}: in_sync check: {len(report.check.mismatches)} of "
+                          f"{report.check.checked} written records differ from the plan "
+                          f"({first['side']} {first['key']}: {first['problem']})",
+                          markup=False)
+                return 3
             if report.applied and (report.applied.failed or report.prepared.plan.rejections):
                 err.print(f"{spec.name}: finished with {counts['failed']} failed writes and "
                           f"{counts['rejected']} rejected records", markup=False)
@@ -264,7 +273,8 @@ def _run_with_retries(sync: Sync, args: argparse.Namespace, err: Console) -> Run
     with exponential back-off; a retried run resumes from the journal without duplicates."""
     for attempt in range(1, MAX_RETRIES + 2):
         try:
-            return sync.run(full=args.full, allow_mass_delete=args.allow_mass_delete)
+            return sync.run(full=args.full, allow_mass_delete=args.allow_mass_delete,
+                            check=not args.no_check)
         except Exception as exc:
             if attempt > MAX_RETRIES or not is_transient(exc):
                 raise

@@ -148,7 +148,7 @@ def test_scaffolded_example_runs(tmp_path):
         with sandbox.load_component_and_build_defs(defs_path=path) as (_, defs):
             assert _keys(defs) == {f"example_contacts/{s}"
                                    for s in ("left", "right", "plan", "apply_right")}
-            result = dg.materialize(list(defs.assets or []),
+            result = dg.materialize(list(defs.assets or []), resources=defs.resources,
                                     instance=dg.DagsterInstance.ephemeral())
         assert result.success
         (mat,) = [m for m in result.asset_materializations_for_node("example_contacts_sync")

@@ -49,7 +49,8 @@ def test_one_way_connection_has_only_its_apply_step(tmp_path):
 def _materialize(conns: Path, selection: str | None = None) -> dg.ExecuteInProcessResult:
     defs = build_definitions(conns)
     assets = list(defs.assets or [])
-    return dg.materialize(assets, selection=selection, instance=dg.DagsterInstance.ephemeral(),
+    return dg.materialize(assets, resources=defs.resources,
+                          selection=selection, instance=dg.DagsterInstance.ephemeral(),
                           raise_on_error=False)
 
 

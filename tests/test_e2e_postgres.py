@@ -134,7 +134,8 @@ def test_csv_and_postgres_both_ways_with_state_in_postgres(project):
 def test_dagster_materialize_against_postgres(project, postgres):
     tmp, engine, table = project
     defs = build_definitions(tmp / "connections")
-    result = dg.materialize(list(defs.assets or []), instance=dg.DagsterInstance.ephemeral())
+    result = dg.materialize(list(defs.assets or []), resources=defs.resources,
+                            instance=dg.DagsterInstance.ephemeral())
     assert result.success
     (check,) = result.get_asset_check_evaluations()
     assert check.passed

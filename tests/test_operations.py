@@ -201,7 +201,8 @@ def test_a_failed_untagged_materialization_is_recorded_too(tmp_path, monkeypatch
     defs = build_definitions(demo_project(tmp_path), retry=retry_policy(delay=0.05))
     _failing_reads(monkeypatch, [ValueError("unexpected")])
     instance = dg.DagsterInstance.ephemeral()
-    result = dg.materialize(list(defs.assets or []), instance=instance, raise_on_error=False)
+    result = dg.materialize(list(defs.assets or []), resources=defs.resources,
+                            instance=instance, raise_on_error=False)
     assert not result.success and "l2sync/connection" not in \
         instance.get_run_by_id(result.run_id).tags
     _sense_failure(defs, instance, result.run_id)

@@ -95,7 +95,8 @@ class Cal:
         self.instance = dg.DagsterInstance.ephemeral()
 
     def run(self, partition: str) -> dg.ExecuteInProcessResult:
-        result = dg.materialize(list(self.defs.assets or []), partition_key=partition,
+        result = dg.materialize(list(self.defs.assets or []), resources=self.defs.resources,
+                                partition_key=partition,
                                 instance=self.instance, raise_on_error=False)
         assert result.success, result.all_events
         return result

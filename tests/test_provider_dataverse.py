@@ -446,7 +446,8 @@ def test_materialize_through_dagster(dv, tmp_path, monkeypatch):
     monkeypatch.delenv("L2SYNC_STATE_URL", raising=False)
     path = project(tmp_path, BOTH_WAYS.format(cs=dv.cs()), 2)
     defs = build_definitions(path.parent)
-    result = dg.materialize(list(defs.assets or []), instance=dg.DagsterInstance.ephemeral(),
+    result = dg.materialize(list(defs.assets or []), resources=defs.resources,
+                            instance=dg.DagsterInstance.ephemeral(),
                             raise_on_error=False)
     assert result.success
     mats = {m.asset_key.to_user_string(): {k: v.value for k, v in m.metadata.items()}

@@ -403,7 +403,8 @@ def test_example_connection_through_dagster(open_mailbox, sandbox: SandboxProces
     conns.mkdir()
     shutil.copy(REPO / "connections" / "graph_contacts_to_sharepoint.yaml", conns)
     defs = build_definitions(conns)
-    result = dg.materialize(list(defs.assets or []), instance=dg.DagsterInstance.ephemeral())
+    result = dg.materialize(list(defs.assets or []), resources=defs.resources,
+                            instance=dg.DagsterInstance.ephemeral())
     assert result.success
     for check in result.get_asset_check_evaluations():
         assert check.passed

@@ -192,7 +192,8 @@ def test_crash_during_updates_then_rerun(project, sandbox, drop_after):
 
 def test_dagster_materialize(project):
     defs = build_definitions(project / "connections")
-    result = dg.materialize(list(defs.assets or []), instance=dg.DagsterInstance.ephemeral())
+    result = dg.materialize(list(defs.assets or []), resources=defs.resources,
+                            instance=dg.DagsterInstance.ephemeral())
     assert result.success
     checks = result.get_asset_check_evaluations()
     assert checks and all(c.passed for c in checks)

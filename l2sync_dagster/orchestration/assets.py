@@ -7,25 +7,15 @@ one run over the union of its windows); transient provider errors are retried wi
 back-off, any other error fails the step without retry (see ``operations.py``).
 """
 
-from contextlib import nullcontext
 from typing import TYPE_CHECKING
 
 import dagster as dg
 
-from l2sync_dagster.orchestration.metadata import (
-    apply_metadata,
-    check_metadata,
-    plan_metadata,
-    read_metadata,
-    run_tags,
-    sync_metadata,
-)
-from l2sync_dagster.orchestration.operations import as_step_error, retry_policy
-from l2sync_dagster.orchestration.partitions import build_partitions_def, run_windows
+from l2sync_dagster.orchestration.operations import retry_policy
+from l2sync_dagster.orchestration.partitions import build_partitions_def
+from l2sync_dagster.orchestration.resource import L2SyncResource, SyncConfig
 from l2sync_dagster.spec.model import ConnectionSpec
-from l2sync_dagster.spec.secrets import mask_secrets
-from l2sync_dagster.state.store import StateStore
-from l2sync_dagster.sync.runner import SIDES, Sync, SyncAborted
+from l2sync_dagster.sync.runner import SIDES
 
 if TYPE_CHECKING:  # dagster does not export the type define_asset_job returns
     from dagster._core.definitions.unresolved_asset_job_definition import (
@@ -54,10 +44,12 @@ def check_asset(spec: ConnectionSpec) -> dg.AssetKey:
 
 
 def build_connection_assets(
-    spec: ConnectionSpec, store_url: str | None = None, *,
-    retry: dg.RetryPolicy | None = None,
+    spec: ConnectionSpec, *, retry: dg.RetryPolicy | None = None,
 ) -> dg.AssetsDefinition:
-    """The multi-asset of one connection (``retry``: the policy for transient errors)."""
+    """The multi-asset of one connection (``retry``: the policy for transient errors). The
+    decorated function only hands the step to the ``l2sync`` resource
+    (:class:`L2SyncResource`, which ``build_definitions`` provides): the run itself is
+    ``sync.steps.run_steps``, as for the command line."""
     keys = asset_keys(spec)
     group = spec.dagster_name
     title = spec.title or spec.name
@@ -82,6 +74,7 @@ def build_connection_assets(
                                 description="re-reads what was written and compares it with "
                                             "the plan")]
     partitions_def = build_partitions_def(spec)
+    check_key = dg.AssetCheckKey(check_asset(spec), "in_sync")
 
     @dg.multi_asset(
         name=f"{group}_sync",
@@ -95,79 +88,8 @@ def build_connection_assets(
         backfill_policy=dg.BackfillPolicy.single_run() if partitions_def else None,
         retry_policy=retry or retry_policy(),
     )
-    def _sync(context: dg.AssetExecutionContext):
-        selected = context.selected_asset_keys
-        applies = [s for s in ("right", "left") if keys.get(f"apply_{s}") in selected]
-        wants_plan = keys["plan"] in selected or bool(applies)
-        progress_log = context.log
-
-        def progress(stage: str, done: int, total: int) -> None:
-            if total and (done == total or done % 10000 == 0):
-                progress_log.info(f"{stage}: {done}/{total}")
-
-        run_id = context.run.run_id
-        sync: Sync | None = None
-        try:
-            store = StateStore(store_url) if store_url else None
-            windows = run_windows(context) if partitions_def is not None else None
-            if windows is not None:
-                window, parts = windows
-                context.log.info(f"syncing the window [{window[0].isoformat()}, "
-                                 f"{window[1].isoformat()}) ({len(parts)} partitions)")
-                sync = Sync(spec, store, progress=progress, window=window, windows=parts)
-            else:
-                sync = Sync(spec, store, progress=progress)
-            # only runs that write take the connection's lock and are recorded as sync runs
-            guard = sync.recorded_run(run_id) if applies else nullcontext()
-            with guard:
-                reads = {}
-                for side in SIDES:
-                    if keys[side] in selected or wants_plan:
-                        reads[side] = sync.read(side)
-                    if keys[side] in selected:
-                        yield dg.MaterializeResult(asset_key=keys[side],
-                                                   metadata=read_metadata(reads[side]))
-                if not wants_plan:
-                    return
-                prep = sync.prepare(reads=reads)
-                prep.run_id = run_id
-                if keys["plan"] in selected:
-                    yield dg.MaterializeResult(
-                        asset_key=keys["plan"],
-                        metadata={**plan_metadata(prep.plan, links=sync.web_links()),
-                                  **sync_metadata(sync, prep)})
-                if not applies:
-                    return
-                report = sync.finish(prep)
-                assert report.applied is not None
-                extra = sync_metadata(sync, prep)
-                for side in applies:
-                    yield dg.MaterializeResult(
-                        asset_key=keys[f"apply_{side}"],
-                        metadata={**apply_metadata(side, prep.plan, report.applied,
-                                                   links=sync.web_links()), **extra})
-                context.instance.add_run_tags(run_id, run_tags(report))
-                check_key = dg.AssetCheckKey(check_asset(spec), "in_sync")
-                if check_key in context.selected_asset_check_keys:
-                    result = sync.check(prep, report.applied)
-                    yield dg.AssetCheckResult(
-                        asset_key=check_asset(spec), check_name="in_sync",
-                        passed=result.passed, metadata=check_metadata(result),
-                        severity=dg.AssetCheckSeverity.ERROR)
-        except SyncAborted as exc:
-            raise dg.Failure(description=mask_secrets(str(exc)), allow_retries=False) from None
-        except dg.Failure:
-            raise
-        except Exception as exc:
-            err = as_step_error(exc)
-            if err is exc:
-                context.log.warning("transient error, the step will be retried: "
-                                    + mask_secrets(str(exc)))
-                raise
-            raise err from None
-        finally:
-            if sync is not None:
-                sync.close()
+    def _sync(context: dg.AssetExecutionContext, config: SyncConfig, l2sync: L2SyncResource):
+        yield from l2sync.run(context, spec, keys, check_key, config)
 
     return _sync
 

@@ -12,6 +12,7 @@ from l2sync_dagster.orchestration.assets import (
 )
 from l2sync_dagster.orchestration.operations import build_failure_sensor, retry_policy
 from l2sync_dagster.orchestration.partitions import build_partitions_def
+from l2sync_dagster.orchestration.resource import L2SyncResource
 from l2sync_dagster.orchestration.sensors import build_connection_sensor
 from l2sync_dagster.spec.loader import load_connections
 from l2sync_dagster.spec.secrets import mask_secrets
@@ -34,7 +35,7 @@ def build_definitions(connections_dir: Path | str, store_url: str | None = None,
     policy = retry or retry_policy()
     assets, jobs, schedules, sensors = [], [], [], []
     for spec in specs:
-        assets.append(build_connection_assets(spec, store_url, retry=policy))
+        assets.append(build_connection_assets(spec, retry=policy))
         job = build_connection_job(spec)
         jobs.append(job)
         schedule = build_connection_schedule(spec, job)
@@ -45,4 +46,5 @@ def build_definitions(connections_dir: Path | str, store_url: str | None = None,
             sensors.append(sensor)
     if specs:
         sensors.append(build_failure_sensor(specs))
-    return dg.Definitions(assets=assets, jobs=jobs, schedules=schedules, sensors=sensors)
+    return dg.Definitions(assets=assets, jobs=jobs, schedules=schedules, sensors=sensors,
+                          resources={"l2sync": L2SyncResource(state_url=store_url)})

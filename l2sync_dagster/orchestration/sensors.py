@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any
 
 import dagster as dg
 
-from l2sync_dagster.providers.base import Query, can_probe
+from l2sync_dagster.providers.base import Query
 from l2sync_dagster.spec.connection_string import SECRET_KEYS, ConnectionString
 from l2sync_dagster.spec.model import ConnectionSpec
 from l2sync_dagster.spec.secrets import mask_secrets
@@ -75,32 +75,27 @@ def scrub(text: str, spec: ConnectionSpec) -> str:
 
 def probe_sides(spec: ConnectionSpec, cursors: dict[str, str | None] | None = None
                 ) -> dict[str, str]:
-    """Both sides' fingerprints. Raises ProbeFailed naming the side that could not answer."""
-    from l2sync_dagster.providers.registry import open_provider
+    """Both sides' fingerprints (``Sync.probe``: the providers opened as a run opens them).
+    Raises ProbeFailed naming the side that could not answer."""
+    from l2sync_dagster.sync.runner import Sync
 
     out: dict[str, str] = {}
-    for side in SIDES:
-        e = spec.left if side == "left" else spec.right
-        provider: Any = None
+    sync = Sync(spec)
+    try:
+        for side in SIDES:
+            e = spec.left if side == "left" else spec.right
+            try:
+                out[side] = sync.probe(side, (cursors or {}).get(side))  # type: ignore[arg-type]
+            except Exception as exc:
+                text = str(exc)
+                if not text.startswith(f"{side} side"):
+                    text = f"{side} side ({e.provider}) probe failed: {type(exc).__name__}: {exc}"
+                raise ProbeFailed(scrub(text, spec)[:1000]) from None
+    finally:
         try:
-            provider = open_provider(e.provider, e.connection_string, Path(spec.project_dir))
-            if not can_probe(provider):
-                raise ProbeFailed(
-                    f"{side} side: the {e.provider} provider cannot be probed (it has no "
-                    "probe()); this connection cannot be watched by a sensor, use a schedule")
-            out[side] = str(provider.probe(_query(spec, side), (cursors or {}).get(side)))
-        except ProbeFailed:
-            raise
-        except Exception as exc:
-            raise ProbeFailed(scrub(f"{side} side ({e.provider}) probe failed: "
-                                    f"{type(exc).__name__}: {exc}", spec)[:1000]) from None
-        finally:
-            close = getattr(provider, "close", None)
-            if callable(close):
-                try:
-                    close()
-                except Exception:  # closing must not hide the probe's outcome
-                    pass
+            sync.close()
+        except Exception:  # closing must not hide the probe's outcome
+            pass
     return out
 
 

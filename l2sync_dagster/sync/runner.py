@@ -37,6 +37,7 @@ from l2sync_dagster.providers.base import (
     EntityDescription,
     Outcome,
     Provider,
+    ProviderError,
     Query,
     ReadResult,
     can_find_stamps,
@@ -132,6 +133,8 @@ class RunReport:
     window: str | None = None
     #: requests made and seconds waited on throttling, per side
     stats: dict[str, dict[str, float]] = field(default_factory=dict)
+    #: the in_sync check, when the run made it
+    check: "CheckResult | None" = None
 
     def details(self, limit: int = 200) -> dict[str, Any]:
         """``counts()`` plus what a data engineer needs to act: every failed write and rejected
@@ -153,6 +156,9 @@ class RunReport:
                           if r.description.restriction else {}),
                        "records": len(r.result.frame), "seconds": round(r.seconds, 3)}
                 for side, r in self.prepared.reads.items()}
+        if self.check is not None:
+            out["check"] = {"passed": self.check.passed, "checked": self.check.checked,
+                            "mismatches": self.check.mismatches[:limit]}
         return out
 
     def counts(self) -> dict[str, Any]:
@@ -187,7 +193,7 @@ class Sync:
         """``window`` = (start, end): sync only that time window of a partitioned connection;
         ``windows`` = the partitions it covers (recorded as seen; default: ``[window]``)."""
         self.spec = spec
-        self.store = store or StateStore(default_state_url(Path(spec.project_dir)))
+        self._store = store
         self.progress = progress or (lambda stage, done, total: None)
         self._providers: dict[Side, Provider] = {}
         self._descriptions: dict[Side, EntityDescription] = {}
@@ -197,6 +203,17 @@ class Sync:
         self.window: Window | None = as_window(*window) if window is not None else None
         self.windows: list[Window] = [as_window(*w) for w in windows] if windows else (
             [self.window] if self.window is not None else [])
+
+    @property
+    def store(self) -> StateStore:
+        """The state store (the project's default, opened on first use)."""
+        if self._store is None:
+            self._store = StateStore(default_state_url(Path(self.spec.project_dir)))
+        return self._store
+
+    @store.setter
+    def store(self, value: StateStore) -> None:
+        self._store = value
 
     # --- providers and mapping -------------------------------------------------------------
     def entity(self, side: Side) -> Any:
@@ -662,16 +679,23 @@ class Sync:
                 raise
 
     def run(self, *, full: bool = False, allow_mass_delete: bool = False,
-            dry_run: bool = False) -> RunReport:
-        """A whole run: lock, read, plan, apply, advance cursors, record the run."""
-        if dry_run:
-            prep = self.prepare(full=full, allow_mass_delete=allow_mass_delete)
-            return RunReport(self.spec.name, prep.run_id, "planned", prep)
-        run_id = uuid.uuid4().hex
-        with self.recorded_run(run_id):
-            prep = self.prepare(full=full, allow_mass_delete=allow_mass_delete)
-            prep.run_id = run_id
-            return self.finish(prep)
+            dry_run: bool = False, check: bool = False) -> RunReport:
+        """A whole run (``sync.steps.run_steps`` to the end): lock, read, plan, apply, advance
+        cursors, record the run, and with ``check`` the in_sync check."""
+        from l2sync_dagster.sync.steps import RunOptions, run_to_end
+
+        return run_to_end(self, RunOptions(full=full, allow_mass_delete=allow_mass_delete,
+                                           dry_run=dry_run, check=check))
+
+    def probe(self, side: Side, cursor: str | None = None) -> str:
+        """The side's cheapest fingerprint (``Provider.probe``), for sensors. Raises
+        ``ProviderError`` when the provider cannot be probed."""
+        provider = self.provider(side)
+        if not callable(getattr(provider, "probe", None)):
+            raise ProviderError(
+                f"{side} side: the {self.entity(side).provider} provider cannot be probed (it "
+                "has no probe()); this connection cannot be watched by a sensor, use a schedule")
+        return str(provider.probe(self.query(side), cursor))
 
 
 def _apply(provider: Provider, query: Query, changes: list[Change],
