@@ -48,7 +48,17 @@ MAX_TOP = 1_000_000
 
 
 class QueryError(ValueError):
-    """The query cannot be translated; the message says what to change."""
+    """The query cannot be translated; the message says what to change (one line, long
+    names and values in it cut)."""
+
+    def __init__(self, message: str) -> None:
+        from l2sync_dagster.spec.errors import shorten
+
+        super().__init__(shorten(message))
+
+
+#: parentheses and NOTs a WHERE clause may nest (deeper is refused, not a RecursionError)
+MAX_NESTING = 64
 
 
 @dataclass(frozen=True)
@@ -260,6 +270,7 @@ class _Parser:
         self.toks = _tokenize(text)
         self.i = 0
         self.r = resolver
+        self.depth = 0
 
     def peek(self, offset: int = 0) -> _Tok | None:
         j = self.i + offset
@@ -382,10 +393,19 @@ class _Parser:
             parts.append(self.not_expr())
         return parts[0] if len(parts) == 1 else " and ".join(parts)
 
+    def nested(self) -> None:
+        self.depth += 1
+        if self.depth > MAX_NESTING:
+            raise QueryError(f"the WHERE clause nests more than {MAX_NESTING} parentheses or "
+                             "NOTs; simplify it")
+
     def not_expr(self) -> str:
         if self.is_kw("not"):
             self.i += 1
-            return f"not ({self.not_expr()})"
+            self.nested()
+            inner = self.not_expr()
+            self.depth -= 1
+            return f"not ({inner})"
         return self.primary()
 
     def primary(self) -> str:
@@ -394,8 +414,10 @@ class _Parser:
             raise QueryError("the WHERE clause ends where a condition was expected")
         if tok.text == "(":
             self.i += 1
+            self.nested()
             inner = self.or_expr()
             self.expect(")")
+            self.depth -= 1
             return f"({inner})"
         return self.comparison()
 
