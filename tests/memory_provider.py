@@ -12,7 +12,7 @@ from typing import Any, ClassVar
 
 import pandas as pd
 
-from l2sync_dagster.engine.windows import as_window, in_window
+from l2sync_dagster.contract import as_window, in_window
 from l2sync_dagster.providers.base import (
     Change,
     EntityDescription,

@@ -14,7 +14,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from l2sync_dagster.providers.base import MODIFIED, VERSION, EntityDescription, FieldInfo
+from l2sync_dagster.contract import MODIFIED, VERSION, EntityDescription, FieldInfo
 from l2sync_dagster.spec.errors import cut, cut_list, located, pretty_path
 
 Side = Literal["left", "right"]

@@ -18,6 +18,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from l2sync_dagster.contract import MODIFIED, VERSION
 from l2sync_dagster.engine.canonical import ARROW_TYPES, to_canonical, to_json_value, to_python
 from l2sync_dagster.engine.hashing import row_hash
 from l2sync_dagster.engine.mapping import FieldMapping, MappingError
@@ -31,7 +32,6 @@ from l2sync_dagster.engine.plan import (
     SyncPlan,
     other,
 )
-from l2sync_dagster.providers.base import MODIFIED, VERSION
 
 UNCHANGED, CHANGED, DELETED, ABSENT = 0, 1, 2, 3
 # Arrow kernels release the GIL: per-column work runs on a few threads.

@@ -6,45 +6,11 @@ changed: an update) or is gone (a delete); only the provider can tell which (its
 Pure functions: no I/O, no Dagster.
 """
 
-import datetime as dt
 from collections.abc import Sequence
-from typing import Any
 
 import pandas as pd
 
-Window = tuple[dt.datetime | None, dt.datetime | None]
-
-
-def utc(value: Any) -> dt.datetime:
-    """A timezone-aware UTC datetime (naive values are taken as UTC)."""
-    ts = pd.Timestamp(value)
-    ts = ts.tz_localize("UTC") if ts.tzinfo is None else ts.tz_convert("UTC")
-    return ts.to_pydatetime()
-
-
-def as_window(start: Any, end: Any) -> Window:
-    """A half-open UTC window ``[start, end)``; either end may be None (unbounded)."""
-    s = None if start is None else utc(start)
-    e = None if end is None else utc(end)
-    if s is not None and e is not None and e <= s:
-        raise ValueError(f"window end {e.isoformat()} is not after its start {s.isoformat()}")
-    return s, e
-
-
-def in_window(values: pd.Series, window: Window) -> pd.Series:
-    """A boolean mask: which values (dates, datetimes or ISO strings) lie in ``window``.
-
-    Naive values are taken as UTC; empty and unparseable values lie in no window.
-    """
-    raw = values.where(values.astype(str).str.strip() != "", None)
-    parsed = pd.to_datetime(raw, errors="coerce", utc=True, format="mixed")
-    mask = parsed.notna()
-    start, end = window
-    if start is not None:
-        mask &= parsed >= pd.Timestamp(start)
-    if end is not None:
-        mask &= parsed < pd.Timestamp(end)
-    return mask.fillna(False).astype(bool)
+from l2sync_dagster.contract import Window
 
 
 def missing_keys(archive: pd.DataFrame, side: str, read_keys: Sequence[str] | pd.Index

@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any
 
 import dagster as dg
 
-from l2sync_dagster.providers.base import Query
+from l2sync_dagster.contract import Query
 from l2sync_dagster.spec.connection_string import SECRET_KEYS, ConnectionString
 from l2sync_dagster.spec.model import ConnectionSpec
 from l2sync_dagster.spec.secrets import mask_secrets

@@ -51,151 +51,31 @@ Providers written before ``probe`` existed fail ``isinstance(p, Provider)``; use
 :func:`can_probe` rather than ``isinstance`` to ask whether a provider can be probed.
 """
 
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, ClassVar, Literal, Protocol, runtime_checkable
+from typing import Any, ClassVar, Protocol, runtime_checkable
 
 import numpy as np
 import pandas as pd
 
-from l2sync_dagster.spec.connection_string import ConnectionString
-
-#: how much of an entity a read of the query can return (see the module docstring)
-ReadScope = Literal["all", "filtered", "limited"]
-
-#: canonical field types understood by the engine's converters
-FieldType = Literal[
-    "string", "integer", "float", "decimal", "boolean", "date", "datetime", "json"
-]
-FIELD_TYPES: tuple[str, ...] = (
-    "string", "integer", "float", "decimal", "boolean", "date", "datetime", "json"
+from l2sync_dagster.contract import (  # noqa: F401  (the record contract, re-exported)
+    FIELD_TYPES,
+    KEY_INDEX,
+    MODIFIED,
+    VERSION,
+    Change,
+    CreatedCallback,
+    EntityDescription,
+    FieldInfo,
+    FieldType,
+    Outcome,
+    ProviderError,
+    Query,
+    ReadResult,
+    ReadScope,
+    Window,
 )
-
-MODIFIED = "_modified"
-VERSION = "_version"
-KEY_INDEX = "_key"
-
-
-class ProviderError(RuntimeError):
-    """A provider call failed as a whole (unreachable, unauthorized, bad query...).
-
-    ``transient`` tells the orchestration layer whether a retry may help.
-    """
-
-    def __init__(self, message: str, *, transient: bool = False) -> None:
-        super().__init__(message)
-        self.transient = transient
-
-
-@dataclass(frozen=True)
-class Query:
-    """The data entity inside a connection: what to read and write.
-
-    ``text`` is provider specific (a table name or ``SELECT ...`` for SQL, unused for a file).
-    ``key`` names the native key field (None: the provider's default). ``modified`` names the
-    last-modified field used as watermark, when the system has one. ``window_field`` names the
-    field a time-partitioned connection slices on: ``read(..., window=(start, end))`` then
-    returns only records with ``start <= field < end`` (pushed down to the system's query).
-    """
-
-    text: str | None = None
-    key: str | None = None
-    modified: str | None = None
-    window_field: str | None = None
-
-
-@dataclass(frozen=True)
-class FieldInfo:
-    """One field of a data entity as the provider describes it.
-
-    ``typed`` is True when ``type`` comes from a schema (a SQL column) rather than a guess
-    (a CSV column is text; its type is only a guess).
-    """
-
-    name: str
-    type: str = "string"
-    typed: bool = True
-    read_only: bool = False
-    nullable: bool = True
-    #: for a read-only field: the writable field(s) to map instead ("GivenName, Surname")
-    alternative: str | None = None
-
-
-@dataclass(frozen=True)
-class EntityDescription:
-    """Fields of a data entity, which one is the key and whether the system makes new keys."""
-
-    fields: tuple[FieldInfo, ...]
-    key: str
-    key_generated: bool = False
-    writable: bool = True
-    modified: str | None = None
-    #: what a read of the query can return: "all", "filtered" (WHERE) or "limited" (TOP)
-    scope: ReadScope = "all"
-    #: the clause that restricts the read, as written ("TOP 5", "WHERE statecode = 0")
-    restriction: str | None = None
-    #: inserts can carry ``Change.stamp`` into the record and ``find_stamps`` finds it
-    stamps: bool = False
-
-    def field(self, name: str) -> FieldInfo | None:
-        """The field with this name, compared case-insensitively."""
-        low = name.lower()
-        for f in self.fields:
-            if f.name.lower() == low:
-                return f
-        return None
-
-
-@dataclass
-class ReadResult:
-    """What one read returns.
-
-    ``complete`` is True when ``frame`` holds every record in scope (a record of the archive that
-    is missing from a complete read was deleted). An incremental read (``complete=False``) holds
-    only changed records; ``deleted`` lists the keys the change feed reports deleted. ``cursor``
-    is the opaque value to pass to the next read to get only what changed since this one.
-    ``present_keys`` lists every key in scope when the provider can list them cheaply; it lets
-    an incremental read reveal deletes. An incremental read of a *filtered* query must list in
-    ``deleted`` (or leave out of ``present_keys``) the records that changed and no longer match
-    the filter: the runner looks every such key up before it judges anything deleted.
-    """
-
-    frame: pd.DataFrame
-    complete: bool = True
-    deleted: list[str] = field(default_factory=list)
-    cursor: str | None = None
-    present_keys: pd.Index | None = None
-
-
-@dataclass(frozen=True)
-class Change:
-    """One write. ``ref`` is the engine's id for the record, echoed back in the outcome.
-
-    insert: ``key`` is the key to create (None when the system generates it), ``values`` all
-    mapped fields. update: ``key`` the native key, ``values`` only the fields to change.
-    delete: ``key`` only. ``version`` is the expected version for optimistic concurrency.
-    ``stamp`` (inserts, providers describing ``stamps=True``): an id to store in the created
-    record where the user does not see it, found again by ``find_stamps``.
-    """
-
-    op: Literal["insert", "update", "delete"]
-    ref: str
-    key: str | None = None
-    values: dict[str, Any] = field(default_factory=dict)
-    version: str | None = None
-    stamp: str | None = None
-
-
-@dataclass(frozen=True)
-class Outcome:
-    """The result of one :class:`Change`: the record's key (new for inserts), version, or error."""
-
-    ref: str
-    ok: bool
-    key: str | None = None
-    version: str | None = None
-    error: str | None = None
+from l2sync_dagster.spec.connection_string import ConnectionString
 
 
 @runtime_checkable
@@ -252,11 +132,6 @@ class Provider(Protocol):
         ...
 
 
-#: what ``Provider.apply`` calls with insert outcomes before they become durable
-CreatedCallback = Callable[[Sequence["Outcome"]], None]
-
-#: the window a partitioned run reads: [start, end) in UTC; either end may be None
-Window = tuple[Any, Any]
 
 
 def can_probe(provider: object) -> bool:

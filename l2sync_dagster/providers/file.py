@@ -362,7 +362,7 @@ class FileProvider:
 
     def _in_window(self, frame: pd.DataFrame, query: Query, window: tuple[Any, Any]
                    ) -> pd.DataFrame:
-        from l2sync_dagster.engine.windows import as_window, in_window
+        from l2sync_dagster.contract import as_window, in_window
 
         name = query.window_field
         if not name:

@@ -19,7 +19,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError, available_timezones
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from pydantic_core import PydanticCustomError
 
-from l2sync_dagster.providers.base import FieldType
+from l2sync_dagster.contract import FieldType
 from l2sync_dagster.spec.connection_string import ConnectionString, ConnectionStringError
 from l2sync_dagster.spec.errors import cut
 

@@ -1,7 +1,7 @@
 """Which errors a retry may cure, and how long to wait: one policy for the `l2sync` command
 line and the Dagster assets (which hand the same numbers to ``dagster.RetryPolicy``)."""
 
-from l2sync_dagster.providers.base import ProviderError
+from l2sync_dagster.contract import ProviderError
 
 MAX_RETRIES = 3
 RETRY_DELAY_S = 5.0

@@ -22,7 +22,8 @@ from dataclasses import dataclass, field
 
 import pandas as pd
 
-from l2sync_dagster.providers.base import EntityDescription, Query, ReadResult, can_lookup
+from l2sync_dagster.contract import EntityDescription, Query, ReadResult
+from l2sync_dagster.providers.base import can_lookup
 
 
 @dataclass
