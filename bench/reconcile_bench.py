@@ -15,9 +15,12 @@ import pandas as pd
 import pyarrow as pa
 from results_io import save_result
 
+from l2sync_dagster.engine.archive import value_column
+from l2sync_dagster.engine.classify import SideInput
 from l2sync_dagster.engine.hashing import row_hash
 from l2sync_dagster.engine.mapping import FieldMapping, FieldPair
-from l2sync_dagster.engine.reconcile import SideInput, SyncPolicy, reconcile, value_column
+from l2sync_dagster.engine.policy import SyncPolicy
+from l2sync_dagster.engine.reconcile import reconcile
 
 N_STR, N_FLT = 10, 10
 

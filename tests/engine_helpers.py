@@ -4,10 +4,11 @@ from typing import Any
 
 import pandas as pd
 
+from l2sync_dagster.engine.archive import empty_archive, value_column
 from l2sync_dagster.engine.canonical import to_canonical
+from l2sync_dagster.engine.classify import SideInput
 from l2sync_dagster.engine.mapping import FieldMapping, FieldPair
 from l2sync_dagster.engine.plan import SyncPlan
-from l2sync_dagster.engine.reconcile import SideInput, empty_archive, value_column
 
 
 def mapping(*names: str, types: dict[str, str] | None = None) -> FieldMapping:

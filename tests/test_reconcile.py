@@ -3,7 +3,9 @@
 import pytest
 from engine_helpers import archive_after, mapping, side
 
-from l2sync_dagster.engine.reconcile import SyncPolicy, empty_archive, reconcile
+from l2sync_dagster.engine.archive import empty_archive
+from l2sync_dagster.engine.policy import SyncPolicy
+from l2sync_dagster.engine.reconcile import reconcile
 
 M = mapping("id", "name", "city")
 

@@ -35,10 +35,10 @@ from sqlalchemy import (
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import IntegrityError
 
+from l2sync_dagster.engine.archive import empty_archive, value_column
 from l2sync_dagster.engine.canonical import to_canonical
 from l2sync_dagster.engine.mapping import FieldMapping
 from l2sync_dagster.engine.plan import ArchiveRow, Conflict, PendingInsert
-from l2sync_dagster.engine.reconcile import empty_archive, value_column
 from l2sync_dagster.spec.secrets import mask_secrets
 
 STATE_URL_ENV = "L2SYNC_STATE_URL"

@@ -28,10 +28,12 @@ from typing import Any
 import pandas as pd
 
 from l2sync_dagster.contract import Window, as_window
+from l2sync_dagster.engine.classify import SideInput, canonicalize
 from l2sync_dagster.engine.hashing import row_hash
 from l2sync_dagster.engine.mapping import FieldMapping, MappingError, resolve_for_spec
 from l2sync_dagster.engine.plan import PendingInsert, Side, SyncPlan
-from l2sync_dagster.engine.reconcile import SideInput, SyncPolicy, canonicalize, reconcile
+from l2sync_dagster.engine.policy import SyncPolicy
+from l2sync_dagster.engine.reconcile import reconcile
 from l2sync_dagster.engine.windows import missing_keys, window_label
 from l2sync_dagster.providers.base import (
     Change,
