@@ -35,8 +35,7 @@ from sqlalchemy import (
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import IntegrityError
 
-from l2sync_dagster.engine.archive import empty_archive, value_column
-from l2sync_dagster.engine.canonical import to_canonical
+from l2sync_dagster.engine.archive import ARCHIVE_COLUMNS, archive_frame, empty_archive
 from l2sync_dagster.engine.mapping import FieldMapping
 from l2sync_dagster.engine.plan import ArchiveRow, Conflict, PendingInsert
 from l2sync_dagster.spec.secrets import mask_secrets
@@ -206,9 +205,7 @@ class StateStore:
         the pairs named in ``pair_ids`` (journaled inserts).
         """
         t = archive_table
-        cols = (t.c.pair_id, t.c.left_key, t.c.right_key, t.c.left_hash,
-                t.c.right_hash, t.c.left_dirty, t.c.right_dirty, t.c.left_version,
-                t.c.right_version, t.c.values_json)
+        cols = (*(t.c[name] for name in ARCHIVE_COLUMNS), t.c.values_json)
         with self.engine.connect() as conn:
             if window is None:
                 rows = conn.execute(
@@ -235,23 +232,8 @@ class StateStore:
         if not rows:
             return empty_archive(mapping)
         cols = list(zip(*rows, strict=True))
-        frame = pd.DataFrame({
-            "pair_id": pd.Series(cols[0], dtype=object),
-            "left_key": pd.Series(cols[1], dtype=object),
-            "right_key": pd.Series(cols[2], dtype=object),
-            "left_hash": pd.Series([0 if v is None else v for v in cols[3]], dtype="int64"),
-            "right_hash": pd.Series([0 if v is None else v for v in cols[4]], dtype="int64"),
-            "left_dirty": pd.Series(cols[5], dtype=bool),
-            "right_dirty": pd.Series(cols[6], dtype=bool),
-            "left_version": pd.Series(cols[7], dtype=object),
-            "right_version": pd.Series(cols[8], dtype=object),
-        })
-        decoded = [json.loads(v) for v in cols[9]]
-        for p in mapping.pairs:
-            raw = pd.Series([d.get(p.name) for d in decoded], dtype=object)
-            conv = to_canonical(raw, p.type)
-            frame[value_column(p.name)] = pd.arrays.ArrowExtensionArray(conv.values)
-        return frame
+        return archive_frame(mapping, dict(zip(ARCHIVE_COLUMNS, cols, strict=False)),
+                             [json.loads(v) for v in cols[-1]])
 
     def archive_size(self, connection: str) -> int:
         """Number of pairs in the archive."""
