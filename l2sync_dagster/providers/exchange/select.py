@@ -65,6 +65,7 @@ from l2sync_dagster.providers.exchange.fields import (
     item_type,
     suggestion,
 )
+from l2sync_dagster.providers.select_tokens import Token, TokenCursor, tokenize
 
 #: the longest select statement accepted (a guard against runaway input)
 MAX_LENGTH = 20_000
@@ -250,32 +251,12 @@ _TOKEN_RE = re.compile(
 )
 
 
-@dataclass
-class _Tok:
-    kind: str
-    text: str
-    pos: int
-
-    @property
-    def upper(self) -> str:
-        return self.text.upper() if self.kind == "word" else ""
+def _tokens(text: str) -> list[Token]:
+    return tokenize(text, _TOKEN_RE, lambda t, pos: SelectError(
+        f"unexpected character {t[pos]!r} at position {pos + 1}"))
 
 
-def _tokens(text: str) -> list[_Tok]:
-    out: list[_Tok] = []
-    pos = 0
-    while pos < len(text):
-        m = _TOKEN_RE.match(text, pos)
-        if m is None:
-            raise SelectError(f"unexpected character {text[pos]!r} at position {pos + 1}")
-        kind = m.lastgroup or ""
-        if kind != "ws":
-            out.append(_Tok(kind, m.group(), pos))
-        pos = m.end()
-    return out
-
-
-def _unquote(tok: _Tok) -> str:
+def _unquote(tok: Token) -> str:
     t = tok.text
     if tok.kind == "string":
         return t[1:-1].replace("''", "'")
@@ -286,22 +267,11 @@ def _unquote(tok: _Tok) -> str:
     return t
 
 
-class _Parser:
+class _Parser(TokenCursor):
     def __init__(self, text: str) -> None:
+        super().__init__(_tokens(text), lambda what: SelectError(
+            f"unexpected end of the statement: expected {what}"))
         self.text = text
-        self.toks = _tokens(text)
-        self.i = 0
-
-    def peek(self, offset: int = 0) -> _Tok | None:
-        j = self.i + offset
-        return self.toks[j] if j < len(self.toks) else None
-
-    def next(self, what: str) -> _Tok:
-        tok = self.peek()
-        if tok is None:
-            raise SelectError(f"unexpected end of the statement: expected {what}")
-        self.i += 1
-        return tok
 
     def keyword(self, *words: str) -> bool:
         """Consume the keyword sequence when it comes next."""
@@ -510,7 +480,7 @@ def parse_select(text: str, naming: dict[str, str] | None = None) -> SelectState
             raise SelectError(f"TOP needs a whole number from 1 to {MAX_TOP}, not {tok.text!r}")
         top = int(tok.text)
     # select list: raw items, resolved once the item type is known
-    items: list[tuple[str, str | None, _Tok]] = []
+    items: list[tuple[str, str | None, Token]] = []
     while True:
         tok = p.next("a field name or *")
         if tok.kind == "word" and tok.upper == "FROM":

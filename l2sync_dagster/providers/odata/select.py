@@ -22,6 +22,8 @@ from decimal import Decimal, InvalidOperation
 from typing import Any
 from urllib.parse import quote, unquote
 
+from l2sync_dagster.providers.select_tokens import Token, TokenCursor, tokenize
+
 #: characters left as they are in an encoded query option value; a space is always ``%20``
 _SAFE = "'(),:$*@/"
 _IDENT_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(/[A-Za-z_][A-Za-z0-9_]*)*$")
@@ -236,52 +238,23 @@ class FieldResolver:
 
 
 # --- select statements -----------------------------------------------------------------------
-@dataclass
-class _Tok:
-    kind: str
-    text: str
-    pos: int
-
-    @property
-    def low(self) -> str:
-        return self.text.lower()
+def _unmatched(text: str, pos: int) -> QueryError:
+    snippet = text[pos:pos + 15]
+    if text[pos] == "'":
+        return QueryError(f"unclosed text value starting at {snippet!r}")
+    return QueryError(f"unexpected character {text[pos]!r} at position {pos} (near {snippet!r})")
 
 
-def _tokenize(text: str) -> list[_Tok]:
-    toks: list[_Tok] = []
-    pos = 0
-    while pos < len(text):
-        m = _TOKEN_RE.match(text, pos)
-        if not m:
-            snippet = text[pos:pos + 15]
-            if text[pos] == "'":
-                raise QueryError(f"unclosed text value starting at {snippet!r}")
-            raise QueryError(f"unexpected character {text[pos]!r} at position {pos} "
-                             f"(near {snippet!r})")
-        kind = m.lastgroup or ""
-        if kind != "ws":
-            toks.append(_Tok(kind, m.group(), pos))
-        pos = m.end()
-    return toks
+def _tokenize(text: str) -> list[Token]:
+    return tokenize(text, _TOKEN_RE, _unmatched)
 
 
-class _Parser:
+class _Parser(TokenCursor):
     def __init__(self, text: str, resolver: FieldResolver) -> None:
-        self.toks = _tokenize(text)
-        self.i = 0
+        super().__init__(_tokenize(text),
+                         lambda what: QueryError(f"the query ends where {what} was expected"))
         self.r = resolver
         self.depth = 0
-
-    def peek(self, offset: int = 0) -> _Tok | None:
-        j = self.i + offset
-        return self.toks[j] if j < len(self.toks) else None
-
-    def next(self, what: str) -> _Tok:
-        tok = self.peek()
-        if tok is None:
-            raise QueryError(f"the query ends where {what} was expected")
-        self.i += 1
-        return tok
 
     def is_kw(self, *words: str) -> bool:
         tok = self.peek()
