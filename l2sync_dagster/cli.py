@@ -20,6 +20,7 @@ from rich.table import Table
 
 from l2sync_dagster.engine.mapping import FieldMapping, Side
 from l2sync_dagster.providers.base import Provider
+from l2sync_dagster.report_tables import counts_table, print_conflicts, print_rejections
 from l2sync_dagster.sandbox import cli as sandbox_cli
 from l2sync_dagster.spec.errors import MESSAGE_LIMIT, LocatedError, shorten
 from l2sync_dagster.spec.loader import ConnectionFileError, find_connection
@@ -110,46 +111,6 @@ class _Progress:
         if stage not in self.tasks:
             self.tasks[stage] = self.progress.add_task(stage, total=max(total, 1))
         self.progress.update(self.tasks[stage], completed=done, total=max(total, 1))
-
-
-def _counts_table(counts: dict[str, Any]) -> Table:
-    table = Table(title=f"{counts['connection']}: {counts['status']}")
-    table.add_column("")
-    keys = ["read", "new", "changed", "deleted", "inserted", "updated", "failed", "rejected"]
-    for side in SIDES:
-        table.add_column(side, justify="right")
-    for k in keys:
-        table.add_row(k, *[str(counts[s].get(k, "")) for s in SIDES])
-    return table
-
-
-def _print_conflicts(out: Console, plan: Any) -> None:
-    if not plan.conflicts:
-        return
-    table = Table(title=f"{len(plan.conflicts)} conflicts")
-    for col in ("kind", "left key", "right key", "fields", "left", "right", "resolution"):
-        table.add_column(col)
-    for c in plan.conflicts[:50]:
-        show = c.fields[:3]
-        table.add_row(
-            c.kind, str(c.left_key), str(c.right_key), ", ".join(c.fields),
-            "(deleted)" if c.left is None else ", ".join(f"{f}={c.left.get(f)!r}" for f in show),
-            "(deleted)" if c.right is None else ", ".join(f"{f}={c.right.get(f)!r}" for f in show),
-            c.resolution)
-    out.print(table)
-
-
-def _print_rejections(out: Console, plan: Any, errors: Sequence[dict[str, str]]) -> None:
-    rows = [(r.side, r.key, r.reason) for r in plan.rejections]
-    rows += [(e["side"], e["key"], f"{e['op']}: {e['error']}") for e in errors]
-    if not rows:
-        return
-    table = Table(title=f"{len(rows)} records not synced")
-    for col in ("side", "key", "reason"):
-        table.add_column(col)
-    for r in rows[:50]:
-        table.add_row(*r)
-    out.print(table)
 
 
 def _cell(value: Any) -> str:
@@ -245,10 +206,10 @@ def _run_spec(spec: ConnectionSpec, args: argparse.Namespace, out: Console) -> i
             if args.json:
                 print(mask_secrets(json.dumps(counts, default=str)))
             else:
-                out.print(_counts_table(counts))
+                out.print(counts_table(counts))
                 if report.prepared:
-                    _print_conflicts(out, report.prepared.plan)
-                    _print_rejections(out, report.prepared.plan,
+                    print_conflicts(out, report.prepared.plan)
+                    print_rejections(out, report.prepared.plan,
                                       report.applied.errors if report.applied else [])
             if report.check is not None and not report.check.passed:
                 first = report.check.mismatches[0]

@@ -25,6 +25,10 @@ FIELD_TYPES: tuple[str, ...] = (
     "string", "integer", "float", "decimal", "boolean", "date", "datetime", "json"
 )
 
+#: how booleans may be written in text (a CSV cell, a connection string, a JSON string)
+TRUE_WORDS = frozenset({"true", "t", "yes", "y", "1", "on"})
+FALSE_WORDS = frozenset({"false", "f", "no", "n", "0", "off"})
+
 MODIFIED = "_modified"
 VERSION = "_version"
 KEY_INDEX = "_key"

@@ -21,9 +21,9 @@ from typing import Any
 
 from rich.console import Console
 
-from l2sync_dagster.cli import _counts_table, _print_conflicts
 from l2sync_dagster.cli import main as l2sync
 from l2sync_dagster.providers.graph.client import GraphClient
+from l2sync_dagster.report_tables import counts_table, print_conflicts
 from l2sync_dagster.sandbox.control import SandboxControl
 from l2sync_dagster.sandbox.environment import sandbox_environment
 from l2sync_dagster.sandbox.server import RunningSandbox, start_sandbox
@@ -217,9 +217,9 @@ def dynamics_accounts(connections: Path, sbx: RunningSandbox) -> int:
         finally:
             sync.close()
         out = Console(highlight=False, width=None if sys.stdout.isatty() else 120)
-        out.print(_counts_table(report.counts()))
+        out.print(counts_table(report.counts()))
         if report.prepared:
-            _print_conflicts(out, report.prepared.plan)
+            print_conflicts(out, report.prepared.plan)
         now = {a["accountid"]: a for a in dataverse.call("GET", "rows/accounts")["value"]}
         items = {i["fields"].get("Title"): i for i in _list_items(graph, "Customers")}
         for acc in (first, second):

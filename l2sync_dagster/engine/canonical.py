@@ -23,6 +23,9 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from l2sync_dagster.contract import FALSE_WORDS as _FALSE
+from l2sync_dagster.contract import TRUE_WORDS as _TRUE
+
 ARROW_TYPES: dict[str, pa.DataType] = {
     "string": pa.string(),
     "integer": pa.int64(),
@@ -34,9 +37,7 @@ ARROW_TYPES: dict[str, pa.DataType] = {
     "json": pa.string(),
 }
 
-_TRUE = {"true", "t", "yes", "y", "1", "on"}
 _INT_RE = re.compile(r"^\s*[+-]?\d{1,25}\s*$")
-_FALSE = {"false", "f", "no", "n", "0", "off"}
 
 
 @dataclass

@@ -12,6 +12,7 @@ import datetime as dt
 
 import dagster as dg
 
+from l2sync_dagster.contract import utc
 from l2sync_dagster.spec.model import ConnectionSpec
 
 _CLASSES: dict[str, type[dg.TimeWindowPartitionsDefinition]] = {
@@ -38,10 +39,6 @@ def build_partitions_def(spec: ConnectionSpec) -> dg.TimeWindowPartitionsDefinit
     )
 
 
-def _utc(value: dt.datetime) -> dt.datetime:
-    return value.astimezone(dt.UTC)
-
-
 def run_windows(context: dg.AssetExecutionContext) -> tuple[Window, list[Window]] | None:
     """The window a run syncs (the union for a backfill range) and its partitions' windows;
     None for an unpartitioned run."""
@@ -53,5 +50,5 @@ def run_windows(context: dg.AssetExecutionContext) -> tuple[Window, list[Window]
     if isinstance(pdef, dg.TimeWindowPartitionsDefinition):
         for key in context.partition_keys:
             w = pdef.time_window_for_partition_key(key)
-            parts.append((_utc(w.start), _utc(w.end)))
-    return (_utc(whole.start), _utc(whole.end)), parts
+            parts.append((utc(w.start), utc(w.end)))
+    return (utc(whole.start), utc(whole.end)), parts

@@ -8,6 +8,7 @@ variable; it is resolved when the value is asked for, and values that are secret
 import os
 from collections.abc import Iterable, Mapping
 
+from l2sync_dagster.contract import FALSE_WORDS, TRUE_WORDS
 from l2sync_dagster.spec.secrets import is_secret_key, url_secret
 
 SECRET_KEYS = frozenset({"password", "clientsecret", "secret", "token", "apikey", "accesstoken"})
@@ -246,9 +247,9 @@ class ConnectionString:
         if value is None or value == "":
             return default
         low = value.strip().lower()
-        if low in {"true", "yes", "1", "on"}:
+        if low in TRUE_WORDS:
             return True
-        if low in {"false", "no", "0", "off"}:
+        if low in FALSE_WORDS:
             return False
         raise ConnectionStringError(
             f"{self._where()}{key} must be true or false, not {_show_key(value)!r}"

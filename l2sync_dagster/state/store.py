@@ -35,6 +35,7 @@ from sqlalchemy import (
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import IntegrityError
 
+from l2sync_dagster.contract import utc
 from l2sync_dagster.engine.archive import ARCHIVE_COLUMNS, archive_frame, empty_archive
 from l2sync_dagster.engine.mapping import FieldMapping
 from l2sync_dagster.engine.plan import ArchiveRow, Conflict, PendingInsert
@@ -215,9 +216,9 @@ class StateStore:
                 start, end = window
                 cond = [t.c.connection == connection, t.c.window_at.is_not(None)]
                 if start is not None:
-                    cond.append(t.c.window_at >= _utc(start))
+                    cond.append(t.c.window_at >= utc(start))
                 if end is not None:
-                    cond.append(t.c.window_at < _utc(end))
+                    cond.append(t.c.window_at < utc(end))
                 found = {r[0]: r for r in conn.execute(select(*cols).where(*cond)).all()}
                 lookups = [(t.c.pair_id, list(pair_ids))]
                 for side, side_keys in (keys or {}).items():
@@ -296,7 +297,7 @@ class StateStore:
         now = _now()
         with self.engine.begin() as conn:
             for start, end in windows:
-                s, e = _utc(start), _utc(end)
+                s, e = utc(start), utc(end)
                 conn.execute(delete(t).where(t.c.connection == connection,
                                              t.c.window_start == s, t.c.window_end == e))
                 conn.execute(insert(t).values(connection=connection, window_start=s,
@@ -534,13 +535,6 @@ class StateStore:
         return dict(row) if row else None
 
 
-def _utc(value: Any) -> dt.datetime:
-    """A datetime in UTC (naive values are taken as UTC)."""
-    ts = pd.Timestamp(value)
-    ts = ts.tz_localize("UTC") if ts.tzinfo is None else ts.tz_convert("UTC")
-    return ts.to_pydatetime()
-
-
 def _as_aware(value: dt.datetime | None) -> dt.datetime | None:
     """SQLite returns naive datetimes; the store writes UTC only."""
     if value is None or value.tzinfo is not None:
@@ -561,7 +555,7 @@ def _window_value(values: dict[str, Any], window_field: str | None) -> dt.dateti
         return None
     if ts is pd.NaT:
         return None
-    return _utc(ts)
+    return utc(ts)
 
 
 def _add_missing_columns(engine: Engine) -> None:

@@ -14,7 +14,6 @@ window that a read did not return is looked up (``lookup``): found = it moved to
 gets no deletes judged for such records (a note in the run's metadata says so).
 """
 
-import datetime as dt
 import inspect
 import logging
 import time
@@ -718,15 +717,3 @@ def _apply(provider: Provider, query: Query, changes: list[Change],
 
 def _other(side: Side) -> Side:
     return "right" if side == "left" else "left"
-
-
-def utc_now() -> dt.datetime:
-    """Now, in UTC."""
-    return dt.datetime.now(dt.UTC)
-
-
-def frame_preview(frame: pd.DataFrame, rows: int = 5) -> str:
-    """The first rows of a frame as a markdown table (for run metadata)."""
-    if frame.empty:
-        return "(no records)"
-    return frame.head(rows).reset_index().to_markdown(index=False)

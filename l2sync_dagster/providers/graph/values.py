@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from l2sync_dagster.contract import TRUE_WORDS
 from l2sync_dagster.providers.base import KEY_INDEX, MODIFIED, VERSION, typed_column
 
 
@@ -113,7 +114,7 @@ def parse_value(value: Any, type_: str) -> Any:
             return None
     if type_ == "boolean":
         if isinstance(value, str):
-            return value.strip().lower() in {"true", "1", "yes"}
+            return value.strip().lower() in TRUE_WORDS
         return bool(value)
     if type_ == "datetime":
         return parse_datetime(value)
@@ -141,7 +142,7 @@ def format_value(value: Any, type_: str) -> Any:
         return float(value)
     if type_ == "boolean":
         if isinstance(value, str):
-            return value.strip().lower() in {"true", "1", "yes", "y", "t", "on"}
+            return value.strip().lower() in TRUE_WORDS
         return bool(value)
     if type_ == "string":
         return value if isinstance(value, str) else str(value)

@@ -14,6 +14,7 @@ from urllib.parse import quote
 import numpy as np
 import pandas as pd
 
+from l2sync_dagster.contract import FALSE_WORDS, TRUE_WORDS
 from l2sync_dagster.providers.base import (
     MODIFIED,
     ProviderError,
@@ -103,9 +104,9 @@ def json_value(value: Any, ftype: str, name: str = "") -> Any:
     if ftype == "boolean":
         if isinstance(value, str):
             low = value.strip().lower()
-            if low in ("true", "1", "yes"):
+            if low in TRUE_WORDS:
                 return True
-            if low in ("false", "0", "no"):
+            if low in FALSE_WORDS:
                 return False
             raise ProviderError(f"{name}: {value!r} is not true or false")
         return bool(value)
