@@ -12,7 +12,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import sqlalchemy as sa
-from conftest import PG_PASSWORD_ENV
+from conftest import MARIADB_PASSWORD_ENV, PG_PASSWORD_ENV
+from mariadb_server import MariaDbServer
 from postgres_server import PostgresServer
 
 from l2sync_dagster.providers.base import Change, ProviderError, Query
@@ -44,16 +45,18 @@ class Db:
         return table
 
     def people(self) -> sa.Table:
+        # MariaDB refuses generated columns of an AUTO_INCREMENT column
+        twice = "char_length(name) * 2" if self.kind == "mariadb" else "id * 2"
         return self.create(
             sa.Column("id", sa.Integer, primary_key=True),
             sa.Column("name", sa.String(100), nullable=False),
             sa.Column("amount", sa.Numeric(10, 2)),
-            sa.Column("price", sa.Float),
+            sa.Column("price", sa.Double),
             sa.Column("active", sa.Boolean),
             sa.Column("born", sa.Date),
             sa.Column("modified", sa.DateTime),
             sa.Column("data", sa.JSON),
-            sa.Column("twice", sa.Integer, sa.Computed("id * 2", persisted=True)),
+            sa.Column("twice", sa.Integer, sa.Computed(twice, persisted=True)),
         )
 
     def rows(self, table: sa.Table) -> list[dict]:
@@ -62,11 +65,26 @@ class Db:
             return [dict(r._mapping) for r in result]
 
 
-@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres),
+                        pytest.param("mariadb", marks=pytest.mark.mariadb)])
 def db(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Db]:
     if request.param == "sqlite":
         engine = sa.create_engine(f"sqlite:///{tmp_path / 'test.db'}")
         yield Db("sqlite", engine, "URL=sqlite:///test.db", tmp_path)
+        engine.dispose()
+        return
+    if request.param == "mariadb":
+        maria: MariaDbServer = request.getfixturevalue("mariadb")
+        request.getfixturevalue("mariadb_password_env")
+        engine = sa.create_engine(maria.url_with_password())
+        schema = f"t_{uuid.uuid4().hex[:10]}"
+        with engine.begin() as conn:
+            conn.exec_driver_sql(f"CREATE DATABASE {schema}")
+        yield Db("mariadb", engine,
+                 f"URL={maria.url};Password=env:{MARIADB_PASSWORD_ENV};Schema={schema}",
+                 tmp_path, schema)
+        with engine.begin() as conn:
+            conn.exec_driver_sql(f"DROP DATABASE {schema}")
         engine.dispose()
         return
     server: PostgresServer = request.getfixturevalue("postgres")
@@ -196,7 +214,7 @@ def test_read(db: Db) -> None:
     assert frame.loc["1", "data"] == {"a": [1, 2]} and frame.loc["20", "data"] is None
     assert bool(frame.loc["1", "active"]) and pd.isna(frame.loc["20", "active"])
     assert frame.loc["1", "born"] == dt.date(2000, 1, 2)
-    assert frame.loc["20", "twice"] == 40
+    assert frame.loc["20", "twice"] == (6 if db.kind == "mariadb" else 40)
     assert str(frame["_modified"].dt.tz) == "UTC"
     assert frame.loc["1", "_modified"] == pd.Timestamp(T1, tz="UTC")
     assert json.loads(result.cursor) == {"watermark": "2024-01-02T10:00:00+00:00"}
