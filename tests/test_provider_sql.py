@@ -606,3 +606,45 @@ def test_wrong_database_or_role(postgres: PostgresServer, pg_url: str) -> None:
     with pytest.raises(ProviderError, match="authentication failed for user 'nobody'"):
         p.verify(Query())
     p.close()
+
+
+@pytest.mark.postgres
+def test_watermark_uses_the_database_clock_on_postgres(
+    postgres: PostgresServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A server whose sessions are in New York: ``timestamp`` columns hold New York wall time
+    (``DEFAULT now()``); our own writes must be stamped by that clock too, or the watermark
+    runs five hours ahead and skips the application's next edit."""
+    role, password = f"tz_{uuid.uuid4().hex[:8]}", uuid.uuid4().hex
+    admin = sa.create_engine(sa.make_url(postgres.url).set(
+        username="postgres", password=postgres.superuser_password))
+    with admin.begin() as conn:
+        conn.exec_driver_sql(f"CREATE ROLE {role} LOGIN PASSWORD '{password}'")
+        conn.exec_driver_sql(f"ALTER ROLE {role} SET timezone = 'America/New_York'")
+        conn.exec_driver_sql(f"CREATE SCHEMA {role} AUTHORIZATION {role}")
+    app = sa.create_engine(sa.make_url(postgres.url).set(username=role, password=password))
+    try:
+        with app.begin() as conn:
+            conn.exec_driver_sql(
+                f"CREATE TABLE {role}.orders (id SERIAL PRIMARY KEY, name TEXT, "
+                "updated_at TIMESTAMP NOT NULL DEFAULT now())")
+            conn.exec_driver_sql(f"INSERT INTO {role}.orders (name) VALUES ('one'), ('two')")
+        monkeypatch.setenv("L2SYNC_TZ_PW", password)
+        p = SqlProvider.from_connection_string(
+            f"URL={postgres.url};User={role};Password=env:L2SYNC_TZ_PW;Schema={role}")
+        q = Query("orders", key="id", modified="updated_at")
+        first = p.read(q)
+        assert p.apply(q, [Change("update", "r", key="1", values={"name": "ours"})])[0].ok
+        second = p.read(q, cursor=first.cursor)
+        with app.begin() as conn:
+            conn.exec_driver_sql(
+                f"UPDATE {role}.orders SET name = 'theirs', updated_at = now() WHERE id = 2")
+        third = p.read(q, cursor=second.cursor)
+        assert "2" in third.frame.index, "the application's edit was skipped by the watermark"
+        p.close()
+    finally:
+        app.dispose()
+        with admin.begin() as conn:
+            conn.exec_driver_sql(f"DROP SCHEMA {role} CASCADE")
+            conn.exec_driver_sql(f"DROP ROLE {role}")
+        admin.dispose()
