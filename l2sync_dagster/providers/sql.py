@@ -11,7 +11,10 @@ database, and every read runs in a read-only transaction that is rolled back (Po
 Oracle ``SET TRANSACTION READ ONLY``, MySQL/MariaDB ``START TRANSACTION READ ONLY``, SQLite
 ``PRAGMA query_only``), never in autocommit. Identifiers are always quoted by SQLAlchemy and
 values always travel as bound parameters. Incremental reads use a watermark on the query's
-``modified`` column.
+``modified`` column; the rows this provider writes are stamped there by the database's clock
+(in the statement, see :func:`sql_dialect.database_now`), never the client's, so the watermark
+cannot run ahead of another application's edits. What differs per database (drivers, session
+time zone, reflected types, error codes) is in :mod:`sql_dialect`.
 
 Read scope: a table is ``"all"``; a SELECT with WHERE/HAVING is ``"filtered"``, one with
 LIMIT/TOP/OFFSET/FETCH ``"limited"`` (TOP with WHERE too). ``lookup`` finds keys in the
