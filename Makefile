@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: setup demo test lint ui bench postgres browser odata-cap clean
+.PHONY: setup demo test lint ui bench postgres mariadb browser odata-cap clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -20,6 +20,14 @@ postgres:
 	elif [ "$$(id -u)" = 0 ]; then \
 		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql >/dev/null; \
 	else echo "PostgreSQL tests need Debian's postgresql package: sudo apt-get install postgresql"; fi
+
+# Debian's MariaDB server for the tests (they start their own instance, as the mysql user, on
+# a loopback port in a temporary directory).
+mariadb:
+	@if [ -x /usr/sbin/mariadbd ] && [ -x /usr/bin/mariadb-install-db ]; then :; \
+	elif [ "$$(id -u)" = 0 ]; then \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq mariadb-server >/dev/null; \
+	else echo "MariaDB tests need Debian's mariadb-server package: sudo apt-get install mariadb-server"; fi
 
 # Debian's Chromium for the browser test of the Dagster UI.
 browser:
@@ -48,7 +56,7 @@ demo: setup
 lint: setup
 	$(BIN)/ruff check .
 
-test: setup postgres browser odata-cap lint
+test: setup postgres mariadb browser odata-cap lint
 	$(BIN)/pytest -q
 
 ui: setup

@@ -3,12 +3,14 @@
 from collections.abc import Iterator
 
 import pytest
+from mariadb_server import MariaDbServer
 from postgres_server import PostgresServer
 from sandbox_process import SandboxProcess
 
 from l2sync_dagster.sandbox.schemas import KINDS, find_schema_dir
 
 PG_PASSWORD_ENV = "PG_TEST_PASSWORD"
+MARIADB_PASSWORD_ENV = "MARIADB_TEST_PASSWORD"
 
 
 @pytest.fixture(scope="session")
@@ -32,6 +34,28 @@ def pg_password_env(postgres: PostgresServer, monkeypatch: pytest.MonkeyPatch) -
     connection strings like ``URL=...;Password=env:PG_TEST_PASSWORD``."""
     monkeypatch.setenv(PG_PASSWORD_ENV, postgres.password)
     return PG_PASSWORD_ENV
+
+
+@pytest.fixture(scope="session")
+def mariadb() -> Iterator[MariaDbServer]:
+    """A real MariaDB server for the whole session, its time zone -05:00 (not UTC).
+
+    ``mariadb.url`` is a SQLAlchemy URL without password (``mysql+pymysql://sync@127.0.0.1:PORT/
+    l2sync_test``); ``mariadb.password`` is the password of the ``sync`` user (every privilege).
+    Skips (fails on CI) when Debian's mariadb-server package is not installed.
+    """
+    server = MariaDbServer.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def mariadb_password_env(mariadb: MariaDbServer, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Sets ``MARIADB_TEST_PASSWORD`` to the server's password and returns the variable name."""
+    monkeypatch.setenv(MARIADB_PASSWORD_ENV, mariadb.password)
+    return MARIADB_PASSWORD_ENV
 
 
 @pytest.fixture(scope="session")

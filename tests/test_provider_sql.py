@@ -12,7 +12,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import sqlalchemy as sa
-from conftest import PG_PASSWORD_ENV
+from conftest import MARIADB_PASSWORD_ENV, PG_PASSWORD_ENV
+from mariadb_server import MariaDbServer
 from postgres_server import PostgresServer
 
 from l2sync_dagster.providers.base import Change, ProviderError, Query
@@ -44,16 +45,18 @@ class Db:
         return table
 
     def people(self) -> sa.Table:
+        # MariaDB refuses generated columns of an AUTO_INCREMENT column
+        twice = "char_length(name) * 2" if self.kind == "mariadb" else "id * 2"
         return self.create(
             sa.Column("id", sa.Integer, primary_key=True),
             sa.Column("name", sa.String(100), nullable=False),
             sa.Column("amount", sa.Numeric(10, 2)),
-            sa.Column("price", sa.Float),
+            sa.Column("price", sa.Double),
             sa.Column("active", sa.Boolean),
             sa.Column("born", sa.Date),
             sa.Column("modified", sa.DateTime),
             sa.Column("data", sa.JSON),
-            sa.Column("twice", sa.Integer, sa.Computed("id * 2", persisted=True)),
+            sa.Column("twice", sa.Integer, sa.Computed(twice, persisted=True)),
         )
 
     def rows(self, table: sa.Table) -> list[dict]:
@@ -62,11 +65,26 @@ class Db:
             return [dict(r._mapping) for r in result]
 
 
-@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres),
+                        pytest.param("mariadb", marks=pytest.mark.mariadb)])
 def db(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Db]:
     if request.param == "sqlite":
         engine = sa.create_engine(f"sqlite:///{tmp_path / 'test.db'}")
         yield Db("sqlite", engine, "URL=sqlite:///test.db", tmp_path)
+        engine.dispose()
+        return
+    if request.param == "mariadb":
+        maria: MariaDbServer = request.getfixturevalue("mariadb")
+        request.getfixturevalue("mariadb_password_env")
+        engine = sa.create_engine(maria.url_with_password())
+        schema = f"t_{uuid.uuid4().hex[:10]}"
+        with engine.begin() as conn:
+            conn.exec_driver_sql(f"CREATE DATABASE {schema}")
+        yield Db("mariadb", engine,
+                 f"URL={maria.url};Password=env:{MARIADB_PASSWORD_ENV};Schema={schema}",
+                 tmp_path, schema)
+        with engine.begin() as conn:
+            conn.exec_driver_sql(f"DROP DATABASE {schema}")
         engine.dispose()
         return
     server: PostgresServer = request.getfixturevalue("postgres")
@@ -196,7 +214,7 @@ def test_read(db: Db) -> None:
     assert frame.loc["1", "data"] == {"a": [1, 2]} and frame.loc["20", "data"] is None
     assert bool(frame.loc["1", "active"]) and pd.isna(frame.loc["20", "active"])
     assert frame.loc["1", "born"] == dt.date(2000, 1, 2)
-    assert frame.loc["20", "twice"] == 40
+    assert frame.loc["20", "twice"] == (6 if db.kind == "mariadb" else 40)
     assert str(frame["_modified"].dt.tz) == "UTC"
     assert frame.loc["1", "_modified"] == pd.Timestamp(T1, tz="UTC")
     assert json.loads(result.cursor) == {"watermark": "2024-01-02T10:00:00+00:00"}
@@ -588,3 +606,45 @@ def test_wrong_database_or_role(postgres: PostgresServer, pg_url: str) -> None:
     with pytest.raises(ProviderError, match="authentication failed for user 'nobody'"):
         p.verify(Query())
     p.close()
+
+
+@pytest.mark.postgres
+def test_watermark_uses_the_database_clock_on_postgres(
+    postgres: PostgresServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A server whose sessions are in New York: ``timestamp`` columns hold New York wall time
+    (``DEFAULT now()``); our own writes must be stamped by that clock too, or the watermark
+    runs five hours ahead and skips the application's next edit."""
+    role, password = f"tz_{uuid.uuid4().hex[:8]}", uuid.uuid4().hex
+    admin = sa.create_engine(sa.make_url(postgres.url).set(
+        username="postgres", password=postgres.superuser_password))
+    with admin.begin() as conn:
+        conn.exec_driver_sql(f"CREATE ROLE {role} LOGIN PASSWORD '{password}'")
+        conn.exec_driver_sql(f"ALTER ROLE {role} SET timezone = 'America/New_York'")
+        conn.exec_driver_sql(f"CREATE SCHEMA {role} AUTHORIZATION {role}")
+    app = sa.create_engine(sa.make_url(postgres.url).set(username=role, password=password))
+    try:
+        with app.begin() as conn:
+            conn.exec_driver_sql(
+                f"CREATE TABLE {role}.orders (id SERIAL PRIMARY KEY, name TEXT, "
+                "updated_at TIMESTAMP NOT NULL DEFAULT now())")
+            conn.exec_driver_sql(f"INSERT INTO {role}.orders (name) VALUES ('one'), ('two')")
+        monkeypatch.setenv("L2SYNC_TZ_PW", password)
+        p = SqlProvider.from_connection_string(
+            f"URL={postgres.url};User={role};Password=env:L2SYNC_TZ_PW;Schema={role}")
+        q = Query("orders", key="id", modified="updated_at")
+        first = p.read(q)
+        assert p.apply(q, [Change("update", "r", key="1", values={"name": "ours"})])[0].ok
+        second = p.read(q, cursor=first.cursor)
+        with app.begin() as conn:
+            conn.exec_driver_sql(
+                f"UPDATE {role}.orders SET name = 'theirs', updated_at = now() WHERE id = 2")
+        third = p.read(q, cursor=second.cursor)
+        assert "2" in third.frame.index, "the application's edit was skipped by the watermark"
+        p.close()
+    finally:
+        app.dispose()
+        with admin.begin() as conn:
+            conn.exec_driver_sql(f"DROP SCHEMA {role} CASCADE")
+            conn.exec_driver_sql(f"DROP ROLE {role}")
+        admin.dispose()

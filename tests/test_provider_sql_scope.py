@@ -12,7 +12,7 @@ from test_provider_sql import Db, insert
 from l2sync_dagster.providers.base import Change, ProviderError, Query
 from l2sync_dagster.providers.sql_statement import StatementError, parse_select
 
-db = test_provider_sql.db  # the SQLite + PostgreSQL fixture
+db = test_provider_sql.db  # the SQLite + PostgreSQL + MariaDB fixture
 
 
 def towns(db: Db) -> tuple[sa.Table, str]:
@@ -199,6 +199,20 @@ def test_postgres_function_that_writes_is_stopped_by_read_only(db: Db) -> None:
                              f"$$ DELETE FROM {name}; SELECT 1 $$")
     p = db.provider()
     with pytest.raises(ProviderError, match="read-only transaction"):
+        p.describe(Query(f"SELECT id, {db.schema}.wipe() AS w FROM {name}", key="id"))
+    assert count(db, table) == 4
+    p.close()
+
+
+@pytest.mark.mariadb
+@pytest.mark.parametrize("db", ["mariadb"], indirect=True)
+def test_mariadb_function_that_writes_is_stopped_by_read_only(db: Db) -> None:
+    table, name = towns(db)
+    with db.engine.begin() as conn:
+        conn.exec_driver_sql(f"CREATE FUNCTION {db.schema}.wipe() RETURNS INT MODIFIES SQL DATA "
+                             f"BEGIN DELETE FROM {name}; RETURN 1; END")
+    p = db.provider()
+    with pytest.raises(ProviderError, match="READ ONLY transaction"):
         p.describe(Query(f"SELECT id, {db.schema}.wipe() AS w FROM {name}", key="id"))
     assert count(db, table) == 4
     p.close()

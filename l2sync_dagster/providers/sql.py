@@ -11,7 +11,10 @@ database, and every read runs in a read-only transaction that is rolled back (Po
 Oracle ``SET TRANSACTION READ ONLY``, MySQL/MariaDB ``START TRANSACTION READ ONLY``, SQLite
 ``PRAGMA query_only``), never in autocommit. Identifiers are always quoted by SQLAlchemy and
 values always travel as bound parameters. Incremental reads use a watermark on the query's
-``modified`` column.
+``modified`` column; the rows this provider writes are stamped there by the database's clock
+(in the statement, see :func:`sql_dialect.database_now`), never the client's, so the watermark
+cannot run ahead of another application's edits. What differs per database (drivers, session
+time zone, reflected types, error codes) is in :mod:`sql_dialect`.
 
 Read scope: a table is ``"all"``; a SELECT with WHERE/HAVING is ``"filtered"``, one with
 LIMIT/TOP/OFFSET/FETCH ``"limited"`` (TOP with WHERE too). ``lookup`` finds keys in the
@@ -42,6 +45,7 @@ import sqlalchemy as sa
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.engine import URL, Connection, Engine, make_url
 
+from l2sync_dagster.contract import FALSE_WORDS, TRUE_WORDS
 from l2sync_dagster.providers.base import (
     KEY_INDEX,
     MODIFIED,
@@ -54,6 +58,15 @@ from l2sync_dagster.providers.base import (
     Query,
     ReadResult,
     typed_column,
+)
+from l2sync_dagster.providers.sql_dialect import (
+    MYSQL_FAMILY,
+    classify,
+    database_now,
+    missing_driver_hint,
+    prepare_engine,
+    refine_types,
+    with_installed_driver,
 )
 from l2sync_dagster.providers.sql_statement import (
     SelectStatement,
@@ -72,8 +85,6 @@ IN_CHUNK = 500
 #: rows sampled to guess the field types of a SELECT query
 SAMPLE_ROWS = 1000
 
-_TRUE = {"true", "t", "yes", "y", "1", "on"}
-_FALSE = {"false", "f", "no", "n", "0", "off"}
 _INT_RE = re.compile(r"^[+-]?\d+$")
 _CONNECT_ARGS = {
     # prepare_threshold=None: psycopg's cached generic plans go stale as tables grow (O(n))
@@ -213,13 +224,18 @@ class SqlProvider:
     ) -> None:
         """Open (lazily) the database at ``url``; put the password in the URL object, never
         in a string that might be printed."""
-        self.url = make_url(url) if isinstance(url, str) else url
+        self.url = with_installed_driver(make_url(url) if isinstance(url, str) else url)
         self.schema = schema or None
         self.batch_size = batch_size
         connect_args = dict(_CONNECT_ARGS.get(self.url.get_driver_name(), {}))
-        self.engine: Engine = sa.create_engine(
-            self.url, pool_pre_ping=True, connect_args=connect_args
-        )
+        try:
+            self.engine: Engine = sa.create_engine(
+                self.url, pool_pre_ping=True, connect_args=connect_args, hide_parameters=True
+            )
+        except ImportError as exc:
+            hint = missing_driver_hint(self.url)
+            raise ImportError(hint or str(exc)) from None
+        prepare_engine(self.engine)
         self._password = self.url.password
         self._entities: dict[Query, _Entity] = {}
         self._backend = self.url.get_backend_name()
@@ -302,12 +318,30 @@ class SqlProvider:
         low = msg.lower()
         url = self.url
         where = f"{url.host or 'localhost'}:{url.port or 'default port'}"
-        if url.get_backend_name() == "sqlite":
+        backend = url.get_backend_name()
+        if backend == "sqlite":
             return ProviderError(
                 f"cannot open SQLite database {url.database!r}: {msg}; check the path in URL= "
                 "(its folder must exist)"
             )
-        if any(
+        kind = classify(backend, exc)
+        if kind == "auth":
+            return ProviderError(
+                f"authentication failed for user {url.username!r} at {where}: check User= (or "
+                f"the user in URL=) and the Password=env:VAR variable ({msg})"
+            )
+        if kind == "grant":
+            return ProviderError(
+                f"user {url.username!r} may not use database {url.database!r} at {where}: the "
+                "password is right, but the user lacks a grant; ask the database's "
+                f"administrator to grant it access (or check the database in URL=) ({msg})"
+            )
+        if kind == "database":
+            return ProviderError(
+                f"database {url.database!r} does not exist at {where}: check the database "
+                f"name in URL= ({msg})"
+            )
+        if kind is None and any(
             s in low
             for s in (
                 "authentication failed",
@@ -321,7 +355,7 @@ class SqlProvider:
                 f"authentication failed for user {url.username!r} at {where}: check User= (or "
                 f"the user in URL=) and the Password=env:VAR variable ({msg})"
             )
-        if "does not exist" in low and "database" in low:
+        if kind is None and "does not exist" in low and "database" in low:
             return ProviderError(
                 f"database {url.database!r} does not exist at {where}: check the database "
                 f"name in URL= ({msg})"
@@ -463,6 +497,7 @@ class SqlProvider:
     def _table_entity(self, conn: Connection, query: Query, text: str) -> _Entity:
         schema, name = self._find_table(conn, text)
         table = sa.Table(name, sa.MetaData(), schema=schema, autoload_with=conn)
+        refine_types(table, conn)
         for col in table.primary_key.columns:
             # SQLite reflects `id INTEGER PRIMARY KEY` as nullable; SQLAlchemy then refuses the
             # batched INSERT ... RETURNING (no "sentinel"), and every batch fell back to one
@@ -888,7 +923,11 @@ class SqlProvider:
                 and mod not in row
                 and (change.op == "insert" or row)
             ):
-                row[mod] = self._bind(dt.datetime.now(dt.UTC), ent.columns[mod], ent)
+                mod_col = ent.columns[mod]
+                if database_now(self._backend, mod_col.type) is not None:
+                    row[mod] = DB_NOW  # stamped by the database's clock, in the statement
+                else:
+                    row[mod] = self._bind(dt.datetime.now(dt.UTC), mod_col, ent)
         return _Prepared(pos, change, key_value, row)
 
     def _execute(
@@ -922,8 +961,12 @@ class SqlProvider:
         single_pk = list(table.primary_key.columns) == [key_col]
         out: dict[int, Outcome] = {}
         for cols, group in _group_by_columns(run).items():
-            rows = [p.row for p in group]
+            stamped = self._stamped(table, cols)
+            cols = tuple(c for c in cols if isinstance(c, str))
+            rows = [{c: p.row[c] for c in cols} for p in group]
             stmt = table.insert()
+            if stamped:
+                stmt = stmt.values(stamped)
             keys: list[Any]
             if key_col.name in cols:
                 conn.execute(stmt, rows)
@@ -959,18 +1002,55 @@ class SqlProvider:
             else:
                 todo.append(p)
         for cols, group in _group_by_columns(todo).items():
-            params = {c: f"p{i}" for i, c in enumerate(cols)}
-            stmt = (
-                table.update()
-                .where(key_col == sa.bindparam("k"))
-                .values({table.c[c]: sa.bindparam(params[c]) for c in cols})
-            )
-            rows = [{"k": p.key, **{params[c]: p.row[c] for c in cols}} for p in group]
-            conn.execute(stmt, rows)
+            stamped = self._stamped(table, cols)
+            cols = tuple(c for c in cols if isinstance(c, str))
+            if self._backend in MYSQL_FAMILY and len(group) > 1:
+                self._update_joined(conn, table, key_col, cols, stamped, group)
+            else:
+                params = {c: f"p{i}" for i, c in enumerate(cols)}
+                stmt = (
+                    table.update()
+                    .where(key_col == sa.bindparam("k"))
+                    .values({table.c[c]: sa.bindparam(params[c]) for c in cols})
+                )
+                if stamped:
+                    stmt = stmt.values(stamped)
+                rows = [{"k": p.key, **{params[c]: p.row[c] for c in cols}} for p in group]
+                conn.execute(stmt, rows)
             for p in group:
                 new_key = p.row.get(key_col.name, p.key)
                 out[p.pos] = Outcome(p.change.ref, True, key=key_str(new_key))
         return out
+
+    def _stamped(self, table: sa.Table, cols: Sequence[Any]) -> dict[str, Any]:
+        """The columns of a group stamped by the database's clock -> their SQL."""
+        out = {}
+        for c in cols:
+            if isinstance(c, tuple):  # (name, DB_NOW) from _group_by_columns
+                out[c[0]] = database_now(self._backend, table.c[c[0]].type)
+        return out
+
+    @staticmethod
+    def _update_joined(conn: Connection, table: sa.Table, key_col: Any, cols: Sequence[str],
+                       stamped: dict[str, Any], group: list["_Prepared"]) -> None:
+        """MySQL/MariaDB: one ``UPDATE t, (SELECT ... UNION ALL SELECT ...) v SET ... WHERE
+        t.key = v.k`` per chunk of rows (their drivers send an executemany of UPDATEs as one
+        statement per row)."""
+        for chunk in _chunks(group, IN_CHUNK):
+            selects = [
+                sa.select(sa.literal(p.key, key_col.type).label("k"),
+                          *[sa.literal(p.row[c], table.c[c].type).label(f"p{i}")
+                            for i, c in enumerate(cols)])
+                for p in chunk
+            ]
+            values = sa.union_all(*selects).subquery("l2sync_v")
+            stmt = (
+                table.update()
+                .where(key_col == values.c.k)
+                .values({**{table.c[c]: values.c[f"p{i}"] for i, c in enumerate(cols)},
+                         **{table.c[c]: expr for c, expr in stamped.items()}})
+            )
+            conn.execute(stmt)
 
     def _delete(self, conn: Connection, ent: _Entity, run: list["_Prepared"]) -> dict[int, Outcome]:
         assert ent.table is not None
@@ -1034,6 +1114,16 @@ class SqlProvider:
             except ValueError:
                 return value
         return value
+
+
+class _DbNow:
+    """The value of a ``modified`` column that the statement sets to the database's clock."""
+
+    def __repr__(self) -> str:
+        return "DB_NOW"
+
+
+DB_NOW = _DbNow()
 
 
 class _CallbackFailed(Exception):
@@ -1153,10 +1243,14 @@ def _is_generated(table: sa.Table, col: Any, dialect: str) -> bool:
     return default is not None and "nextval(" in str(getattr(default, "arg", "")).lower()
 
 
-def _group_by_columns(run: list[_Prepared]) -> dict[tuple[str, ...], list[_Prepared]]:
-    groups: dict[tuple[str, ...], list[_Prepared]] = {}
+def _group_by_columns(run: list[_Prepared]) -> dict[tuple[Any, ...], list[_Prepared]]:
+    """Changes grouped by the columns they write; a column stamped by the database's clock
+    appears as ``(name, DB_NOW)``."""
+    groups: dict[tuple[Any, ...], list[_Prepared]] = {}
     for p in run:
-        groups.setdefault(tuple(sorted(p.row)), []).append(p)
+        cols = tuple(sorted((c if v is not DB_NOW else (c, DB_NOW) for c, v in p.row.items()),
+                            key=lambda c: c if isinstance(c, str) else c[0]))
+        groups.setdefault(cols, []).append(p)
     return groups
 
 
@@ -1188,8 +1282,8 @@ def _parse_text(value: str, ftype: str, sql_type: Any) -> Any:
             return float(text)
         if ftype == "decimal":
             return Decimal(text)
-        if ftype == "boolean" and text.lower() in _TRUE | _FALSE:
-            return text.lower() in _TRUE
+        if ftype == "boolean" and text.lower() in TRUE_WORDS | FALSE_WORDS:
+            return text.lower() in TRUE_WORDS
         if ftype == "json":
             return json.loads(text)
         if ftype == "datetime":

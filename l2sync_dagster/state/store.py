@@ -32,6 +32,7 @@ from sqlalchemy import (
     select,
     update,
 )
+from sqlalchemy.dialects import mssql, mysql
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import IntegrityError
 
@@ -39,9 +40,17 @@ from l2sync_dagster.contract import utc
 from l2sync_dagster.engine.archive import ARCHIVE_COLUMNS, archive_frame, empty_archive
 from l2sync_dagster.engine.mapping import FieldMapping
 from l2sync_dagster.engine.plan import ArchiveRow, Conflict, PendingInsert
+from l2sync_dagster.providers.sql_dialect import missing_driver_hint, prepare_engine
 from l2sync_dagster.spec.secrets import mask_secrets
 
 STATE_URL_ENV = "L2SYNC_STATE_URL"
+
+#: JSON and free text: MySQL/MariaDB ``TEXT`` holds only 64 KiB (a record's values can be
+#: longer), SQL Server's ``TEXT`` is deprecated; elsewhere ``TEXT``/``CLOB`` are unbounded
+LongText = (Text().with_variant(mysql.LONGTEXT(), "mysql", "mariadb")
+            .with_variant(mssql.NVARCHAR(None), "mssql"))
+#: a UTC time; MySQL/MariaDB ``DATETIME`` keeps microseconds only when told to
+Stamp = DateTime(timezone=True).with_variant(mysql.DATETIME(fsp=6), "mysql", "mariadb")
 
 metadata = MetaData()
 
@@ -49,36 +58,36 @@ archive_table = Table(
     "l2sync_archive", metadata,
     Column("connection", String(200), primary_key=True),
     Column("pair_id", String(64), primary_key=True),
-    Column("left_key", Text),
-    Column("right_key", Text),
+    Column("left_key", LongText),
+    Column("right_key", LongText),
     Column("left_hash", BigInteger),
     Column("right_hash", BigInteger),
     Column("left_dirty", Boolean, nullable=False, default=False),
     Column("right_dirty", Boolean, nullable=False, default=False),
-    Column("left_version", Text),
-    Column("right_version", Text),
+    Column("left_version", LongText),
+    Column("right_version", LongText),
     Column("mapping", String(32)),
-    Column("values_json", Text, nullable=False),
-    Column("updated_at", DateTime(timezone=True)),
-    Column("window_at", DateTime(timezone=True)),
+    Column("values_json", LongText, nullable=False),
+    Column("updated_at", Stamp),
+    Column("window_at", Stamp),
 )
 window_table = Table(
     "l2sync_window", metadata,
     Column("connection", String(200), primary_key=True),
-    Column("window_start", DateTime(timezone=True), primary_key=True),
-    Column("window_end", DateTime(timezone=True), primary_key=True),
+    Column("window_start", Stamp, primary_key=True),
+    Column("window_end", Stamp, primary_key=True),
     Column("run_id", String(64)),
     Column("status", String(20)),
-    Column("synced_at", DateTime(timezone=True)),
-    Column("counts_json", Text),
+    Column("synced_at", Stamp),
+    Column("counts_json", LongText),
 )
 cursor_table = Table(
     "l2sync_cursor", metadata,
     Column("connection", String(200), primary_key=True),
     Column("side", String(8), primary_key=True),
-    Column("cursor", Text),
+    Column("cursor", LongText),
     Column("mapping", String(32)),
-    Column("updated_at", DateTime(timezone=True)),
+    Column("updated_at", Stamp),
 )
 conflict_table = Table(
     "l2sync_conflict", metadata,
@@ -87,24 +96,24 @@ conflict_table = Table(
     Column("run_id", String(64)),
     Column("pair_id", String(64)),
     Column("kind", String(40)),
-    Column("left_key", Text),
-    Column("right_key", Text),
-    Column("fields_json", Text),
-    Column("base_json", Text),
-    Column("left_json", Text),
-    Column("right_json", Text),
-    Column("resolution", Text),
-    Column("recorded_at", DateTime(timezone=True)),
+    Column("left_key", LongText),
+    Column("right_key", LongText),
+    Column("fields_json", LongText),
+    Column("base_json", LongText),
+    Column("left_json", LongText),
+    Column("right_json", LongText),
+    Column("resolution", LongText),
+    Column("recorded_at", Stamp),
 )
 run_table = Table(
     "l2sync_run", metadata,
     Column("run_id", String(64), primary_key=True),
     Column("connection", String(200), index=True, nullable=False),
-    Column("started_at", DateTime(timezone=True)),
-    Column("finished_at", DateTime(timezone=True)),
+    Column("started_at", Stamp),
+    Column("finished_at", Stamp),
     Column("status", String(20)),
-    Column("counts_json", Text),
-    Column("message", Text),
+    Column("counts_json", LongText),
+    Column("message", LongText),
 )
 lock_table = Table(
     "l2sync_lock", metadata,
@@ -112,18 +121,18 @@ lock_table = Table(
     Column("run_id", String(64), nullable=False),
     Column("host", String(255)),
     Column("pid", Integer),
-    Column("acquired_at", DateTime(timezone=True)),
+    Column("acquired_at", Stamp),
 )
 pending_table = Table(
     "l2sync_pending", metadata,
     Column("connection", String(200), primary_key=True),
     Column("pair_id", String(64), primary_key=True),
     Column("side", String(8), primary_key=True),
-    Column("source_key", Text, nullable=False),
-    Column("target_key", Text),
+    Column("source_key", LongText, nullable=False),
+    Column("target_key", LongText),
     Column("expected_hash", BigInteger),
     Column("run_id", String(64)),
-    Column("values_json", Text),
+    Column("values_json", LongText),
 )
 created_table = Table(
     # records the sync created on a side after that side's saved cursor was taken: a change
@@ -182,9 +191,18 @@ class StateStore:
         if engine is None:
             if url is None:
                 raise ValueError("StateStore needs a URL or an engine")
-            engine = create_engine(url, connect_args=_connect_args(url))
+            try:
+                # hide_parameters: an error must not echo every record's values
+                engine = create_engine(url, connect_args=_connect_args(url),
+                                       hide_parameters=True)
+            except ImportError as exc:
+                from sqlalchemy.engine import make_url
+
+                raise ImportError(
+                    f"state store: {missing_driver_hint(make_url(url)) or exc}") from None
             if engine.dialect.name == "sqlite":
                 event.listen(engine, "connect", _sqlite_pragmas)
+            prepare_engine(engine)
         self.engine = engine
         metadata.create_all(engine)
         _add_missing_columns(engine)
@@ -562,15 +580,38 @@ def _add_missing_columns(engine: Engine) -> None:
     """Add columns newer versions introduced to tables an older version created."""
     from sqlalchemy import inspect, text
 
+    name = engine.dialect.name
     have = {c["name"] for c in inspect(engine).get_columns(archive_table.name)}
     if "window_at" not in have:
-        kind = "TIMESTAMP WITH TIME ZONE" if engine.dialect.name == "postgresql" else "TIMESTAMP"
+        kind = {"postgresql": "TIMESTAMP WITH TIME ZONE", "mysql": "DATETIME(6)",
+                "mariadb": "DATETIME(6)"}.get(name, "TIMESTAMP")
         with engine.begin() as conn:
             conn.execute(text(f"ALTER TABLE {archive_table.name} ADD COLUMN window_at {kind}"))
     have = {c["name"] for c in inspect(engine).get_columns(pending_table.name)}
     if "values_json" not in have:
+        kind = "LONGTEXT" if name in ("mysql", "mariadb") else "TEXT"
         with engine.begin() as conn:
-            conn.execute(text(f"ALTER TABLE {pending_table.name} ADD COLUMN values_json TEXT"))
+            conn.execute(text(f"ALTER TABLE {pending_table.name} ADD COLUMN values_json {kind}"))
+    if name in ("mysql", "mariadb"):
+        _widen_mysql_text(engine)
+
+
+def _widen_mysql_text(engine: Engine) -> None:
+    """MySQL/MariaDB stores made by older versions have ``TEXT`` (64 KiB) columns: make them
+    ``LONGTEXT``, so that a record with long values cannot fail every later run."""
+    from sqlalchemy import inspect, text
+
+    insp = inspect(engine)
+    for table in metadata.sorted_tables:
+        reflected = {c["name"]: c["type"] for c in insp.get_columns(table.name)}
+        for col in table.columns:
+            if not isinstance(col.type, Text) or col.name not in reflected:
+                continue
+            if isinstance(reflected[col.name], mysql.LONGTEXT):
+                continue
+            null = "" if col.nullable else " NOT NULL"
+            with engine.begin() as conn:
+                conn.execute(text(f"ALTER TABLE {table.name} MODIFY `{col.name}` LONGTEXT{null}"))
 
 
 def _delete_pending(conn: Any, connection: str, pairs: Sequence[tuple[str, str]]) -> None:

@@ -11,7 +11,8 @@ from l2sync_dagster.providers.base import Change, Query
 from l2sync_dagster.providers.registry import open_provider
 
 FACTORIES = {**case_sql.CASES, **case_file.CASES}
-PARAMS = [pytest.param(k, marks=pytest.mark.postgres) if "postgres" in k else k
+PARAMS = [pytest.param(k, marks=pytest.mark.postgres) if "postgres" in k
+          else pytest.param(k, marks=pytest.mark.mariadb) if "mariadb" in k else k
           for k in FACTORIES]
 
 
