@@ -344,8 +344,12 @@ def test_events_time_zones_all_day_and_recurrence(graph: Graph) -> None:
 
 def test_todo_lists_tasks_and_delta(graph_schema: None, graph: Graph) -> None:
     lists = graph.ok("GET", f"/users/{SYNC}/todo/lists")["value"]
-    assert [x["displayName"] for x in lists] == ["Follow-ups"]
-    tasks_path = f"/users/{SYNC}/todo/lists/{lists[0]['id']}/tasks"
+    # every mailbox has the default list "Tasks"; it cannot be deleted
+    assert [(x["displayName"], x["wellknownListName"]) for x in lists] == [
+        ("Tasks", "defaultList"), ("Follow-ups", "none")]
+    _error(graph.call("DELETE", f"/users/{SYNC}/todo/lists/{lists[0]['id']}"), 400,
+           "invalidRequest")
+    tasks_path = f"/users/{SYNC}/todo/lists/{lists[1]['id']}/tasks"
     _, link, _ = graph.delta_round(f"{tasks_path}/delta")
     due = (datetime.now(UTC) + timedelta(days=2)).strftime("%Y-%m-%dT%H:%M:%S")
     task = graph.ok("POST", tasks_path, 201, json={
@@ -376,7 +380,8 @@ def test_messages_folders_text_body_and_delta(graph: Graph) -> None:
     assert len(changes) == 3
     all_mail, _ = graph.all_pages(f"/users/{SYNC}/messages?$select=subject,receivedDateTime")
     received = [m["receivedDateTime"] for m in all_mail]
-    assert len(all_mail) == 5 and received == sorted(received, reverse=True)
+    # every folder's messages (Inbox/Projects/Alpha holds one)
+    assert len(all_mail) == 6 and received == sorted(received, reverse=True)
 
 
 # ---------------------------------------------------------------------- $batch and throttling
@@ -429,6 +434,58 @@ def test_throttling_with_retry_after(graph: Graph) -> None:
     assert inner["status"] == 429 and inner["headers"]["Retry-After"] == "1"
     graph.control.clear_faults()
     assert graph.control.stats()["throttled"] == 3
+
+
+def test_folder_trees_of_mail_and_contacts(graph_schema: None, graph: Graph) -> None:
+    mail = f"/users/{SYNC}/mailFolders"
+    # the mailbox root holds the well-known folders; the demo has Inbox/Projects/{Alpha,Beta}
+    root = graph.ok("GET", f"{mail}/msgfolderroot")
+    tops = graph.ok("GET", f"{mail}?$top=50")["value"]
+    assert {f["displayName"] for f in tops} >= {"Inbox", "Drafts", "Sent Items"}
+    assert all(f["parentFolderId"] == root["id"] for f in tops)
+    assert [f["id"] for f in graph.ok("GET", f"{mail}/msgfolderroot/childFolders?$top=50")
+            ["value"]] == [f["id"] for f in tops]
+    inbox = graph.ok("GET", f"{mail}/inbox")
+    assert inbox["childFolderCount"] == 1
+    (projects,) = graph.ok("GET", f"{mail}/inbox/childFolders")["value"]
+    assert projects["displayName"] == "Projects" and projects["childFolderCount"] == 2
+    sub = f"{mail}/inbox/childFolders/{projects['id']}/childFolders"
+    assert sorted(f["displayName"] for f in graph.ok("GET", sub)["value"]) == ["Alpha", "Beta"]
+    gamma = graph.ok("POST", sub, 201, json={"displayName": "Gamma"})
+    assert gamma["parentFolderId"] == projects["id"] and gamma["childFolderCount"] == 0
+    _error(graph.call("POST", sub, json={"displayName": "gamma"}), 409, "ErrorFolderExists")
+    _error(graph.call("POST", sub, json={"displayName": "X", "colour": "red"}), 400,
+           "invalidRequest")
+    graph.ok("POST", f"{mail}/{gamma['id']}/childFolders", 201, json={"displayName": "Deep"})
+    msg = graph.ok("POST", f"{mail}/{gamma['id']}/messages", 201, json={"subject": "In Gamma"})
+    assert msg["parentFolderId"] == gamma["id"]
+    assert graph.ok("GET", f"/users/{SYNC}/messages/{msg['id']}")["subject"] == "In Gamma"
+    _error(graph.call("DELETE", f"{mail}/inbox"), 403, "ErrorDeleteDistinguishedFolder")
+    graph.ok("DELETE", f"{mail}/{gamma['id']}", 204)  # with its subfolder and messages
+    _error(graph.call("GET", f"/users/{SYNC}/messages/{msg['id']}"), 404, "ErrorItemNotFound")
+    assert len(graph.ok("GET", sub)["value"]) == 2
+    # a folder is a child of its parent only
+    alpha = next(f for f in graph.ok("GET", sub)["value"] if f["displayName"] == "Alpha")
+    _error(graph.call("GET", f"{mail}/drafts/childFolders/{alpha['id']}"), 404,
+           "ErrorItemNotFound")
+    # contact folders: /contactFolders lists those of the default folder, childFolders nest
+    folders = f"/users/{SYNC}/contactFolders"
+    partners = graph.ok("POST", folders, 201, json={"displayName": "Partners"})
+    eu = graph.ok("POST", f"{folders}/{partners['id']}/childFolders", 201,
+                  json={"displayName": "EU"})
+    assert eu["parentFolderId"] == partners["id"]
+    assert [f["displayName"] for f in graph.ok("GET", folders)["value"]] == ["Partners"]
+    assert [f["id"] for f in graph.ok("GET", f"{folders}/{partners['id']}/childFolders")
+            ["value"]] == [eu["id"]]
+    nested = f"{folders}/{partners['id']}/childFolders/{eu['id']}/contacts"
+    contact = graph.ok("POST", nested, 201, json={"givenName": "Elena"})
+    assert contact["parentFolderId"] == eu["id"]
+    graph.ok("DELETE", f"{folders}/{partners['id']}", 204)
+    _error(graph.call("GET", f"{folders}/{eu['id']}"), 404, "ErrorItemNotFound")
+    # childFolders is no navigation property of a To Do list (CSDL)
+    lists = graph.ok("GET", f"/users/{SYNC}/todo/lists")["value"]
+    _error(graph.call("GET", f"/users/{SYNC}/todo/lists/{lists[0]['id']}/childFolders"), 400,
+           "BadRequest")
 
 
 def _todo_tasks(graph: Graph) -> str:

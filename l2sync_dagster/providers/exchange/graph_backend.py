@@ -303,6 +303,9 @@ class GraphBackend(ExchangeBackend):
     def read(self, stmt: SelectStatement, cursor: str | None = None,
              window: Window | None = None, window_field: str | None = None) -> ReadResult:
         """Every item of the scope (plus a cursor), or the changes since ``cursor``."""
+        if stmt.scope.recursive or stmt.scope.has_wildcards:
+            # folders come and go between runs: resolve the tree again for every read
+            self._folders.pop(stmt.scope.text + "|" + stmt.item_type.name, None)
         folders = self.folders(stmt)
         links: dict[str, str] = {}
         if cursor and window is None:
@@ -314,6 +317,11 @@ class GraphBackend(ExchangeBackend):
                     log.info("select statement changed since the cursor; reading everything")
             except (ValueError, AttributeError):
                 log.warning("ignoring a cursor that is not a Graph delta state")
+        if set(links) - {f.id for f in folders}:
+            # a folder of the scope is gone: only a complete read tells which items went
+            log.info("a folder of %s is gone since the cursor; reading everything",
+                     stmt.scope.text)
+            links = {}
         delta_text, separate_text = self._body_modes(stmt)
         headers = self._headers(stmt, text_body=delta_text)
         params = self._delta_params(stmt, window)

@@ -98,6 +98,12 @@ class GraphService(Service):
                 raise GraphError(400, "invalidRequest", "; ".join(problems[:5]))
         return body
 
+    def navigation_or_400(self, type_name: str, prop: str) -> None:
+        """Refuse (400, as Graph does) a path segment that is no navigation property of
+        ``type_name`` in the CSDL."""
+        if self.csdl is not None and self.csdl.navigation(type_name, prop) is None:
+            raise GraphError(400, "BadRequest", f"Resource not found for the segment '{prop}'.")
+
     def check_fields_or_400(self, columns: dict[str, Any], fields: Any) -> None:
         """List item fields checked against the list's columns."""
         if not isinstance(fields, dict):

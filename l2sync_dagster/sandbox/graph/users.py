@@ -48,6 +48,8 @@ _MANAGED = {"id", "changeKey", "createdDateTime", "lastModifiedDateTime", "paren
             "seriesMasterId", "type", "bodyPreview", "originalStartTimeZone",
             "originalEndTimeZone"}
 WELL_KNOWN_MAIL = ("inbox", "sentitems", "drafts", "deleteditems", "archive")
+_WELL_KNOWN_NAMES = {"inbox": "Inbox", "sentitems": "Sent Items", "drafts": "Drafts",
+                     "deleteditems": "Deleted Items", "archive": "Archive"}
 
 
 def key(kind: str, user: str, *parts: str) -> str:
@@ -283,18 +285,32 @@ def ensure_user(svc: Any, upn: str) -> None:
         mail = store.collection(key("mailFolders", upn), "mailFolders")
         assert mail is not None
         if "wellKnown" not in mail.meta:
-            names = {"inbox": "Inbox", "sentitems": "Sent Items", "drafts": "Drafts",
-                     "deleteditems": "Deleted Items", "archive": "Archive"}
-            mail.meta["wellKnown"] = {}
-            for wk, display in names.items():
+            # the mailbox root ("Top of Information Store") holds the well-known folders
+            root = new_entity(svc, MAIL_FOLDERS, {
+                "displayName": "Top of Information Store", "childFolderCount": 0,
+                "unreadItemCount": 0, "totalItemCount": 0, "isHidden": False},
+                parentFolderId=outlook_id())
+            store.put(mail, root)
+            store.collection(key("messages", upn, root["id"]), "messages")
+            mail.meta["wellKnown"] = {"msgfolderroot": root["id"]}
+            for wk, display in _WELL_KNOWN_NAMES.items():
                 entity = new_entity(svc, MAIL_FOLDERS, {
                     "displayName": display, "childFolderCount": 0, "unreadItemCount": 0,
-                    "totalItemCount": 0, "isHidden": False})
+                    "totalItemCount": 0, "isHidden": False}, parentFolderId=root["id"])
                 mail.meta["wellKnown"][wk] = entity["id"]
                 store.put(mail, entity)
                 store.collection(key("messages", upn, entity["id"]), "messages")
         store.collection(key("events", upn), "events")
-        store.collection(key("todoLists", upn), "todoLists")
+        lists = store.collection(key("todoLists", upn), "todoLists")
+        assert lists is not None
+        if "default" not in lists.meta:
+            # every mailbox has the default To Do list "Tasks" (it cannot be deleted)
+            default_list = new_entity(svc, TODO_LISTS, {"displayName": "Tasks"},
+                                      wellknownListName="defaultList", isOwner=True,
+                                      isShared=False)
+            store.put(lists, default_list)
+            lists.meta["default"] = default_list["id"]
+            store.collection(key("todoTasks", upn, default_list["id"]), "todoTasks")
 
 
 def route_user(ctx: Ctx, upn: str, rest: list[str]) -> Response:
@@ -364,28 +380,89 @@ def route_user(ctx: Ctx, upn: str, rest: list[str]) -> Response:
     raise GraphError(400, "BadRequest", f"Resource not found for the segment '{head}'.")
 
 
-def _contact_folders(ctx: Ctx, upn: str, rest: list[str], base: str) -> Response:
+# ---------------------------------------------------------------------- folder trees
+def _children(folders: Collection, parent: str) -> list[dict[str, Any]]:
+    """The folders whose parent is ``parent``."""
+    return [f for f in folders.items.values() if f.get("parentFolderId") == parent]
+
+
+def _subtree(folders: Collection, folder_id: str) -> list[str]:
+    """``folder_id`` and the ids of every folder below it."""
+    out, queue = [], [folder_id]
+    while queue:
+        current = queue.pop(0)
+        out.append(current)
+        queue += [f["id"] for f in _children(folders, current)]
+    return out
+
+
+def _new_folder(ctx: Ctx, kind: Kind, folders: Collection, parent: str,
+                **fixed: Any) -> dict[str, Any]:
+    """A new child folder of ``parent`` from a checked body (409 when a sibling has the name)."""
     svc = ctx.service
-    store = svc.store
+    body = svc.checked_body(ctx, kind.type)
+    name = body.get("displayName")
+    if not isinstance(name, str) or not name.strip():
+        raise GraphError(400, "ErrorInvalidRequest", "The displayName property is required.")
+    if any(str(f.get("displayName", "")).lower() == name.lower()
+           for f in _children(folders, parent)):
+        raise GraphError(409, "ErrorFolderExists", "A folder with the specified name already "
+                         "exists.")
+    entity = new_entity(svc, kind, body, parentFolderId=parent, **fixed)
+    svc.store.put(folders, entity)
+    return entity
+
+
+def _drop_subtree(svc: Any, folders: Collection, folder_id: str, items_kind: str,
+                  upn: str) -> None:
+    """Remove the folders below ``folder_id`` and every item collection of the subtree (the
+    folder itself was removed by the caller)."""
+    for fid in _subtree(folders, folder_id):
+        if fid != folder_id:
+            svc.store.delete(folders, fid)
+        svc.store.drop(key(items_kind, upn, fid))
+
+
+def _contact_folders(ctx: Ctx, upn: str, rest: list[str], base: str) -> Response:
+    store = ctx.service.store
     folders = store.collection(key("contactFolders", upn))
     assert folders is not None
     default = folders.meta["default"]
     if not rest:
-        fixed = {"parentFolderId": default}
-        resp = collection_route(ctx, CONTACT_FOLDERS, folders, [], f"{base}/contactFolders",
-                                fixed=fixed)
-        if ctx.method == "POST" and resp.status == 201:
-            store.collection(key("contacts", upn, json.loads(resp.body)["id"]), "contacts")
-        return resp
-    folder_id = rest[0]
-    if folder_id == "delta":
+        # the folders of the default Contacts folder (as Graph lists them)
+        return _contact_children(ctx, upn, folders, default, f"{base}/contactFolders")
+    if rest[0] == "delta":
         return collection_route(ctx, CONTACT_FOLDERS, folders, ["delta"],
                                 f"{base}/contactFolders")
+    return _contact_folder(ctx, upn, folders, rest[0], rest[1:], f"{base}/contactFolders")
+
+
+def _contact_children(ctx: Ctx, upn: str, folders: Collection, parent: str,
+                      context: str) -> Response:
+    svc = ctx.service
+    emit = svc.emitter(ctx, CONTACT_FOLDERS)
+    if ctx.method == "GET":
+        with svc.store.lock:
+            entities = _children(folders, parent)
+        return paged(ctx, CONTACT_FOLDERS, entities, emit, context)
+    if ctx.method == "POST":
+        with svc.store.lock:
+            entity = _new_folder(ctx, CONTACT_FOLDERS, folders, parent)
+            svc.store.collection(key("contacts", upn, entity["id"]), "contacts")
+        return Response.json(emit(entity), 201, operation="contactFolders.create")
+    raise GraphError(405, "ErrorInvalidRequest", f"{ctx.method} is not supported here.")
+
+
+def _contact_folder(ctx: Ctx, upn: str, folders: Collection, folder_id: str, rest: list[str],
+                    context: str) -> Response:
+    svc = ctx.service
+    store = svc.store
+    default = folders.meta["default"]
     contacts = store.collection(key("contacts", upn, folder_id))
     if contacts is None:
         raise GraphError(404, "ErrorItemNotFound", "The specified object was not found in the "
                          "store.")
-    if len(rest) == 1:
+    if not rest:
         if folder_id == default:
             if ctx.method != "GET":
                 raise GraphError(403, "ErrorAccessDenied", "The default contacts folder cannot "
@@ -393,14 +470,25 @@ def _contact_folders(ctx: Ctx, upn: str, rest: list[str], base: str) -> Response
             entity = {"id": default, "displayName": "Contacts", "parentFolderId": outlook_id()}
             return Response.json(svc.emitter(ctx, CONTACT_FOLDERS)(entity),
                                  operation="contactFolders.get")
-        return collection_route(ctx, CONTACT_FOLDERS, folders, [folder_id],
-                                f"{base}/contactFolders",
-                                on_delete=lambda e: store.drop(key("contacts", upn, e["id"])))
-    if rest[1] == "contacts":
-        return collection_route(ctx, CONTACTS, contacts, rest[2:],
-                                f"{base}/contactFolders('{folder_id}')/contacts",
+        return collection_route(
+            ctx, CONTACT_FOLDERS, folders, [folder_id], context,
+            on_delete=lambda e: _drop_subtree(svc, folders, e["id"], "contacts", upn))
+    if rest[0] == "childFolders":
+        svc.navigation_or_400(CONTACT_FOLDERS.type, "childFolders")
+        if len(rest) == 1:
+            return _contact_children(ctx, upn, folders, folder_id,
+                                     f"{context}('{folder_id}')/childFolders")
+        child = folders.items.get(rest[1])
+        if child is None or child.get("parentFolderId") != folder_id:
+            raise GraphError(404, "ErrorItemNotFound", "The specified object was not found in "
+                             "the store.")
+        return _contact_folder(ctx, upn, folders, rest[1], rest[2:],
+                               f"{context}('{folder_id}')/childFolders")
+    if rest[0] == "contacts":
+        return collection_route(ctx, CONTACTS, contacts, rest[1:],
+                                f"{context}('{folder_id}')/contacts",
                                 fixed={"parentFolderId": folder_id})
-    raise GraphError(400, "BadRequest", f"Resource not found for the segment '{rest[1]}'.")
+    raise GraphError(400, "BadRequest", f"Resource not found for the segment '{rest[0]}'.")
 
 
 # ---------------------------------------------------------------------- calendar
@@ -537,6 +625,8 @@ def _todo(ctx: Ctx, upn: str, rest: list[str], base: str) -> Response:
         raise GraphError(404, "ErrorItemNotFound", "The specified object was not found in the "
                          "store.")
     if len(rest) == 1:
+        if ctx.method == "DELETE" and list_id == lists.meta.get("default"):
+            raise GraphError(400, "invalidRequest", "The default task list cannot be deleted.")
         return collection_route(ctx, TODO_LISTS, lists, [list_id], f"{base}/todo/lists",
                                 on_delete=lambda e: store.drop(key("todoTasks", upn, e["id"])))
     if rest[1] == "tasks":
@@ -554,44 +644,83 @@ def mail_folder_id(svc: Any, upn: str, name: str) -> str:
 
 def _mail_folders(ctx: Ctx, upn: str, rest: list[str], base: str) -> Response:
     svc = ctx.service
-    store = svc.store
-    folders = store.collection(key("mailFolders", upn))
+    folders = svc.store.collection(key("mailFolders", upn))
     assert folders is not None
+    root = folders.meta["wellKnown"]["msgfolderroot"]
     if not rest:
-        if ctx.method != "GET":
-            raise GraphError(405, "ErrorInvalidRequest", "Mail folders are read-only here.")
-        return _with_counts(ctx, upn, folders, base, None)
+        # the folders of the mailbox root (Inbox, Drafts, ... and the user's own)
+        return _mail_children(ctx, upn, folders, root, f"{base}/mailFolders")
     folder_id = mail_folder_id(svc, upn, rest[0])
+    return _mail_folder(ctx, upn, folders, folder_id, rest[1:],
+                        f"{base}/mailFolders('{rest[0]}')")
+
+
+def _mail_children(ctx: Ctx, upn: str, folders: Collection, parent: str,
+                   context: str) -> Response:
+    svc = ctx.service
+    if ctx.method == "GET":
+        with svc.store.lock:
+            entities = _with_counts(svc, upn, folders, _children(folders, parent))
+        return paged(ctx, MAIL_FOLDERS, entities, svc.emitter(ctx, MAIL_FOLDERS), context)
+    if ctx.method == "POST":
+        with svc.store.lock:
+            entity = _new_folder(ctx, MAIL_FOLDERS, folders, parent, childFolderCount=0,
+                                 unreadItemCount=0, totalItemCount=0)
+            entity.setdefault("isHidden", False)
+            svc.store.collection(key("messages", upn, entity["id"]), "messages")
+        return Response.json(svc.emitter(ctx, MAIL_FOLDERS)(entity), 201,
+                             operation="mailFolders.create")
+    raise GraphError(405, "ErrorInvalidRequest", f"{ctx.method} is not supported here.")
+
+
+def _mail_folder(ctx: Ctx, upn: str, folders: Collection, folder_id: str, rest: list[str],
+                 context: str) -> Response:
+    svc = ctx.service
+    store = svc.store
     messages = store.collection(key("messages", upn, folder_id))
-    if messages is None:
+    if messages is None or folder_id not in folders.items:
         raise GraphError(404, "ErrorItemNotFound", "The specified object was not found in the "
                          "store.")
-    if len(rest) == 1:
-        if ctx.method != "GET":
-            raise GraphError(405, "ErrorInvalidRequest", "Mail folders are read-only here.")
-        return _with_counts(ctx, upn, folders, base, folder_id)
-    if rest[1] == "messages":
-        return collection_route(ctx, MESSAGES, messages, rest[2:],
-                                f"{base}/mailFolders('{rest[0]}')/messages",
+    if not rest:
+        if ctx.method == "GET":
+            with store.lock:
+                (entity,) = _with_counts(svc, upn, folders, [folders.items[folder_id]])
+            return Response.json(svc.emitter(ctx, MAIL_FOLDERS)(entity),
+                                 operation="mailFolders.get")
+        if folder_id in folders.meta["wellKnown"].values():
+            raise GraphError(403, "ErrorDeleteDistinguishedFolder" if ctx.method == "DELETE"
+                             else "ErrorAccessDenied", "Distinguished folders cannot be "
+                             "deleted or renamed.")
+        return collection_route(
+            ctx, MAIL_FOLDERS, folders, [folder_id], context,
+            on_delete=lambda e: _drop_subtree(svc, folders, e["id"], "messages", upn))
+    if rest[0] == "childFolders":
+        svc.navigation_or_400(MAIL_FOLDERS.type, "childFolders")
+        if len(rest) == 1:
+            return _mail_children(ctx, upn, folders, folder_id, f"{context}/childFolders")
+        child = folders.items.get(rest[1])
+        if child is None or child.get("parentFolderId") != folder_id:
+            raise GraphError(404, "ErrorItemNotFound", "The specified object was not found in "
+                             "the store.")
+        return _mail_folder(ctx, upn, folders, rest[1], rest[2:],
+                            f"{context}/childFolders('{rest[1]}')")
+    if rest[0] == "messages":
+        return collection_route(ctx, MESSAGES, messages, rest[1:], f"{context}/messages",
                                 fixed={"parentFolderId": folder_id})
-    raise GraphError(400, "BadRequest", f"Resource not found for the segment '{rest[1]}'.")
+    raise GraphError(400, "BadRequest", f"Resource not found for the segment '{rest[0]}'.")
 
 
-def _with_counts(ctx: Ctx, upn: str, folders: Collection, base: str,
-                 one: str | None) -> Response:
-    svc = ctx.service
+def _with_counts(svc: Any, upn: str, folders: Collection,
+                 chosen: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The folders with their item, unread and child folder counts."""
     out = []
-    with svc.store.lock:
-        for f in folders.items.values():
-            msgs = svc.store.collection(key("messages", upn, f["id"]))
-            items = list(msgs.items.values()) if msgs else []
-            out.append({**f, "totalItemCount": len(items),
-                        "unreadItemCount": sum(1 for m in items if not m.get("isRead"))})
-    emit = svc.emitter(ctx, MAIL_FOLDERS)
-    if one is None:
-        return paged(ctx, MAIL_FOLDERS, out, emit, f"{base}/mailFolders")
-    return Response.json(emit(next(f for f in out if f["id"] == one)),
-                         operation="mailFolders.get")
+    for f in chosen:
+        msgs = svc.store.collection(key("messages", upn, f["id"]))
+        items = list(msgs.items.values()) if msgs else []
+        out.append({**f, "totalItemCount": len(items),
+                    "unreadItemCount": sum(1 for m in items if not m.get("isRead")),
+                    "childFolderCount": len(_children(folders, f["id"]))})
+    return out
 
 
 def _messages(ctx: Ctx, upn: str, rest: list[str], base: str) -> Response:
