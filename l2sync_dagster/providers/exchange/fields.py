@@ -25,8 +25,13 @@ written reads back identically and a second run writes nothing):
 
 - multi-valued fields (``Categories``, attendees, ``Members``, ``Children``...) are ``json``
   lists of strings in server order; an empty list is null.
-- attendees and recipients are lists of SMTP addresses; ``Members`` of a contact group is the
-  list of member SMTP addresses.
+- attendees and recipients are lists of SMTP addresses; ``Members`` of a contact group lists
+  each member as ``Name <address>`` (RFC 5322; the bare address when the member has no name of
+  its own). Writing bare addresses keeps the names (and the contact each member points to) of
+  the members already in the group; ``Name <address>`` names a member.
+- ``DisplayName`` of a contact or group is writable (Exchange requires one: an insert without
+  it gets ``GivenName MiddleName Surname``, else ``FileAs``, ``CompanyName`` or the first
+  e-mail address, as Outlook composes it); the ``CompleteName.*`` parts are read-only.
 - ``Recurrence`` is a ``json`` object (see :data:`RECURRENCE_DOC`).
 - datetimes are timezone-aware UTC; ``Birthday``/``WeddingAnniversary`` and task dates
   (``StartDate``, ``DueDate``) are ``date``; an all-day event's ``Start``/``End`` are
@@ -217,7 +222,8 @@ CONTACT_FIELDS: tuple[FieldDef, ...] = (
 CONTACT_GROUP_FIELDS: tuple[FieldDef, ...] = (
     _f("DisplayName"),
     _f("FileAs", default=False),
-    _f("Members", "json", filterable=False, doc="list of member SMTP addresses"),
+    _f("Members", "json", filterable=False,
+       doc="list of members as 'Name <address>' (or the bare address)"),
 )
 
 CALENDAR_FIELDS: tuple[FieldDef, ...] = (
