@@ -342,6 +342,62 @@ def test_events_time_zones_all_day_and_recurrence(graph: Graph) -> None:
     assert len(changes) == 4 and all(c["@removed"] == {"reason": "deleted"} for c in changes)
 
 
+def test_series_exceptions_cancelled_and_changed_occurrences(graph_schema: None,
+                                                            graph: Graph) -> None:
+    path = f"/users/{SYNC}/events"
+    series = graph.ok("POST", path, 201, json={
+        "subject": "Standup",
+        "start": {"dateTime": "2031-05-05T09:00:00", "timeZone": "W. Europe Standard Time"},
+        "end": {"dateTime": "2031-05-05T09:15:00", "timeZone": "W. Europe Standard Time"},
+        "recurrence": {"pattern": {"type": "daily", "interval": 1},
+                       "range": {"type": "numbered", "numberOfOccurrences": 5,
+                                 "startDate": "2031-05-05"}}})
+    window = "startDateTime=2031-05-01T00:00:00Z&endDateTime=2031-05-31T00:00:00Z"
+    view = f"/users/{SYNC}/calendarView/delta?{window}"
+    _, link, _ = graph.delta_round(view)
+    instances = graph.ok("GET", f"{path}/{series['id']}/instances?{window}")["value"]
+    assert [i["originalStart"] for i in instances] == [
+        f"2031-05-0{d}T07:00:00Z" for d in range(5, 10)]
+    second, third = instances[1]["id"], instances[2]["id"]
+    assert graph.ok("GET", f"{path}/{second}")["type"] == "occurrence"
+    graph.ok("DELETE", f"{path}/{second}", 204)
+    moved = graph.ok("PATCH", f"{path}/{third}", json={
+        "subject": "Standup (moved)",
+        "start": {"dateTime": "2031-05-07T11:00:00", "timeZone": "UTC"},
+        "end": {"dateTime": "2031-05-07T11:30:00", "timeZone": "UTC"}})
+    assert moved["type"] == "exception" and moved["originalStart"] == "2031-05-07T07:00:00Z"
+    _error(graph.call("GET", f"{path}/{second}"), 404, "ErrorItemNotFound")
+    _error(graph.call("PATCH", f"{path}/{third}", json={"recurrence": None}), 400,
+           "ErrorInvalidRequest")
+    now = graph.ok("GET", f"{path}/{series['id']}/instances?{window}")["value"]
+    assert [(i["type"], i["start"]["dateTime"][:16]) for i in now] == [
+        ("occurrence", "2031-05-05T07:00"), ("exception", "2031-05-07T11:00"),
+        ("occurrence", "2031-05-08T07:00"), ("occurrence", "2031-05-09T07:00")]
+    # the master: cancelledOccurrences only when selected, exceptions by $expand
+    master = graph.ok("GET", f"{path}/{series['id']}")
+    assert "cancelledOccurrences" not in master
+    master = graph.ok("GET", f"{path}/{series['id']}?$select=subject,cancelledOccurrences"
+                      "&$expand=exceptionOccurrences($select=start,end,originalStart)")
+    assert master["cancelledOccurrences"] == [f"OID.{series['id']}.2031-05-06"]
+    (exc,) = master["exceptionOccurrences"]
+    assert exc["originalStart"] == "2031-05-07T07:00:00Z"
+    assert exc["start"]["dateTime"].startswith("2031-05-07T11:00")
+    _error(graph.call("GET", f"/users/{SYNC}/contacts?$expand=exceptionOccurrences"), 400,
+           "BadRequest")
+    # the feed: the cancelled occurrence removed, the series' instances again
+    changes, _, _ = graph.delta_round(link)
+    removed = [c["id"] for c in changes if "@removed" in c]
+    assert removed == [second]
+    assert {c["type"] for c in changes if "@removed" not in c} == {"occurrence", "exception"}
+    # a new pattern drops the exceptions, as in Outlook
+    graph.ok("PATCH", f"{path}/{series['id']}", json={"recurrence": {
+        "pattern": {"type": "daily", "interval": 1},
+        "range": {"type": "numbered", "numberOfOccurrences": 3, "startDate": "2031-05-05"}}})
+    again = graph.ok("GET", f"{path}/{series['id']}?$select=cancelledOccurrences"
+                     "&$expand=exceptionOccurrences")
+    assert again["cancelledOccurrences"] == [] and again["exceptionOccurrences"] == []
+
+
 def test_todo_lists_tasks_and_delta(graph_schema: None, graph: Graph) -> None:
     lists = graph.ok("GET", f"/users/{SYNC}/todo/lists")["value"]
     # every mailbox has the default list "Tasks"; it cannot be deleted

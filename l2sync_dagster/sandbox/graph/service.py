@@ -35,7 +35,7 @@ from l2sync_dagster.sandbox.service import (
 from l2sync_dagster.sandbox.tokens import Principal
 
 GRAPH_RESOURCE = "https://graph.microsoft.com"
-_EXPANDABLE = {"singleValueExtendedProperties", "fields"}
+_EXPANDABLE = {"singleValueExtendedProperties", "fields", "exceptionOccurrences"}
 _OPTIONS = {"$select", "$top", "$skip", "$filter", "$orderby", "$expand", "$skiptoken",
             "$deltatoken"}
 
@@ -125,9 +125,19 @@ class GraphService(Service):
                                      f"failed: Could not find a property named '{name}' on "
                                      f"type 'microsoft.graph.{kind.type}'.")
 
+        expand = ctx.extra.get("expand_opts") or {}
+        for name in expand:
+            if name == "exceptionOccurrences":
+                self.navigation_or_400(kind.type, name)
+
         def emit(entity: dict[str, Any]) -> dict[str, Any]:
             out = shape(ctx, entity, select=select,
                         all_day=bool(entity.get("isAllDay")))
+            if "exceptionOccurrences" in expand:
+                inner = expand["exceptionOccurrences"]
+                out["exceptionOccurrences"] = [
+                    shape(ctx, e, select=inner.select, all_day=bool(e.get("isAllDay")))
+                    for e in users.exception_events(entity)]
             self.check_out(kind.type, out, ctx.raw_path)
             return out
         return emit

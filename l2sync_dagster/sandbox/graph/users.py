@@ -20,6 +20,7 @@ from l2sync_dagster.sandbox.graph.common import (
 )
 from l2sync_dagster.sandbox.graph.delta import delta
 from l2sync_dagster.sandbox.graph.query import parse_datetime
+from l2sync_dagster.sandbox.graph.recurrence import occurrence_dates
 from l2sync_dagster.sandbox.graph.store import (
     Collection,
     change_key,
@@ -46,7 +47,7 @@ _CHANGE_KEY_TYPES = {"contact", "event", "message"}
 #: set by the server, ignored when a client sends them
 _MANAGED = {"id", "changeKey", "createdDateTime", "lastModifiedDateTime", "parentFolderId",
             "seriesMasterId", "type", "bodyPreview", "originalStartTimeZone",
-            "originalEndTimeZone"}
+            "originalEndTimeZone", "cancelledOccurrences", "originalStart"}
 WELL_KNOWN_MAIL = ("inbox", "sentitems", "drafts", "deleteditems", "archive")
 _WELL_KNOWN_NAMES = {"inbox": "Inbox", "sentitems": "Sent Items", "drafts": "Drafts",
                      "deleteditems": "Deleted Items", "archive": "Archive"}
@@ -186,9 +187,11 @@ def _normalize_event(entity: dict[str, Any]) -> None:
         rng.setdefault("endDate", "0001-01-01")
         rng.setdefault("recurrenceTimeZone", "UTC")
         entity["type"] = "seriesMaster"
+        entity.setdefault("cancelledOccurrences", [])
     else:
         entity["recurrence"] = None
         entity["type"] = "singleInstance"
+        entity.pop("cancelledOccurrences", None)
 
 
 def merge(kind: Kind, entity: dict[str, Any], body: dict[str, Any]) -> dict[str, Any]:
@@ -206,6 +209,10 @@ def merge(kind: Kind, entity: dict[str, Any], body: dict[str, Any]) -> dict[str,
             updated[k] = list(props.values())
         else:
             updated[k] = v
+    if kind.type == "event" and {"recurrence", "start", "end"} & set(body):
+        # a new pattern or time for the series: its exceptions go (as in Outlook)
+        updated.pop("_exceptions", None)
+        updated.pop("cancelledOccurrences", None)
     normalize(kind, updated)
     stamp_version(kind, updated)
     return updated
@@ -368,6 +375,8 @@ def route_user(ctx: Ctx, upn: str, rest: list[str]) -> Response:
         if tail == ["delta"]:
             raise GraphError(400, "BadRequest", "Use /calendarView/delta with startDateTime and "
                              "endDateTime to track event changes.")
+        if len(tail) == 1 and "_OCC" in tail[0] and tail[0] not in coll.items:
+            return _occurrence(ctx, coll, tail[0])
         return collection_route(ctx, EVENTS, coll, tail, f"{base}/events")
     if head == "calendarView":
         return _calendar_view(ctx, upn, tail, base)
@@ -507,72 +516,147 @@ def _window(ctx: Ctx, token_window: dict[str, str] | None = None) -> tuple[datet
         raise GraphError(400, "ErrorInvalidParameter", f"Invalid time window: {exc}") from exc
 
 
-_WEEKDAYS = ["monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday"]
+def _utc_text(value: datetime) -> str:
+    return value.strftime("%Y-%m-%dT%H:%M:%S.0000000")
 
 
-def _occurrence_dates(recurrence: dict[str, Any], until: date) -> Iterable[date]:
-    """The dates of a patterned recurrence (daily, weekly, absoluteMonthly, absoluteYearly)."""
-    pattern, rng = recurrence["pattern"], recurrence["range"]
-    start = date.fromisoformat(rng["startDate"])
-    end = until
-    if rng["type"] == "endDate" and rng.get("endDate"):
-        end = min(end, date.fromisoformat(rng["endDate"]))
-    limit = rng.get("numberOfOccurrences") if rng["type"] == "numbered" else None
-    interval = max(int(pattern.get("interval") or 1), 1)
-    kind = pattern["type"]
-    count = 0
-    day = start
-    while day <= end and (limit is None or count < limit):
-        hit = False
-        if kind == "daily":
-            hit = (day - start).days % interval == 0
-        elif kind == "weekly":
-            days = pattern.get("daysOfWeek") or [_WEEKDAYS[start.weekday()]]
-            week = ((day - start).days + start.weekday()) // 7
-            hit = _WEEKDAYS[day.weekday()] in days and week % interval == 0
-        elif kind == "absoluteMonthly":
-            months = (day.year - start.year) * 12 + day.month - start.month
-            hit = day.day == (pattern.get("dayOfMonth") or start.day) and months % interval == 0
-        elif kind == "absoluteYearly":
-            hit = day.month == (pattern.get("month") or start.month) and \
-                day.day == (pattern.get("dayOfMonth") or start.day)
-        else:  # relative patterns: only the first occurrence (documented limit)
-            hit = day == start
-            if hit:
-                limit = 1
-        if hit:
-            count += 1
-            yield day
-        day += timedelta(days=1)
+def occurrence_id(master_id: str, day: date) -> str:
+    """The id of the occurrence of series ``master_id`` on ``day``."""
+    return f"{master_id}_OCC{day.strftime('%Y%m%d')}"
 
 
-def expand_event(entity: dict[str, Any], start: datetime, end: datetime
-                 ) -> list[dict[str, Any]]:
-    """The instances of ``entity`` overlapping [start, end): itself, or its occurrences."""
+def cancelled_id(master_id: str, day: date) -> str:
+    """Graph's ``cancelledOccurrences`` entry (an occurrenceId: ``OID.{master}.{date}``)."""
+    return f"OID.{master_id}.{day.isoformat()}"
+
+
+def _series(entity: dict[str, Any], until: date
+            ) -> Iterable[tuple[date, datetime, datetime]]:
+    """(day, original start, original end) of each occurrence of a series master, in UTC."""
     s, e = dtz_utc(entity["start"]), dtz_utc(entity["end"])
-    if not entity.get("recurrence"):
-        return [entity] if s < end and e > start else []
     duration = e - s
     tz = UTC if entity.get("isAllDay") else zone(
         entity["recurrence"]["range"].get("recurrenceTimeZone") or "UTC")
     local_time = s.astimezone(tz).time()
-    out = []
-    for day in _occurrence_dates(entity["recurrence"], end.date()):
+    for day in occurrence_dates(entity["recurrence"], until):
         occ_start = datetime.combine(day, local_time, tzinfo=tz).astimezone(UTC)
-        occ_end = occ_start + duration
-        if occ_start < end and occ_end > start:
-            occ = dict(entity)
-            occ["id"] = f"{entity['id']}_OCC{day.strftime('%Y%m%d')}"
-            occ["seriesMasterId"] = entity["id"]
-            occ["type"] = "occurrence"
-            occ["recurrence"] = None
-            tz_name = entity["start"]["timeZone"]
-            occ["start"] = {"dateTime": occ_start.strftime("%Y-%m-%dT%H:%M:%S.0000000"),
-                            "timeZone": tz_name}
-            occ["end"] = {"dateTime": occ_end.strftime("%Y-%m-%dT%H:%M:%S.0000000"),
-                          "timeZone": tz_name}
+        yield day, occ_start, occ_start + duration
+
+
+def _instance(entity: dict[str, Any], day: date, start: datetime,
+              end: datetime) -> dict[str, Any]:
+    """The occurrence of ``day`` (an exception when it was changed on its own)."""
+    occ = {k: v for k, v in entity.items() if k not in ("cancelledOccurrences",)}
+    occ["id"] = occurrence_id(entity["id"], day)
+    occ["seriesMasterId"] = entity["id"]
+    occ["type"] = "occurrence"
+    occ["recurrence"] = None
+    occ["originalStart"] = start.strftime("%Y-%m-%dT%H:%M:%SZ")
+    tz_name = entity["start"]["timeZone"]
+    occ["start"] = {"dateTime": _utc_text(start), "timeZone": tz_name}
+    occ["end"] = {"dateTime": _utc_text(end), "timeZone": tz_name}
+    changed = (entity.get("_exceptions") or {}).get(day.isoformat())
+    if changed:
+        occ.update(changed)
+        occ["type"] = "exception"
+        occ["@odata.etag"] = changed.get("@odata.etag", occ.get("@odata.etag"))
+    occ.pop("_exceptions", None)
+    return occ
+
+
+def expand_event(entity: dict[str, Any], start: datetime, end: datetime
+                 ) -> list[dict[str, Any]]:
+    """The instances of ``entity`` overlapping [start, end): itself, or its occurrences and
+    exceptions (cancelled occurrences left out)."""
+    s, e = dtz_utc(entity["start"]), dtz_utc(entity["end"])
+    if not entity.get("recurrence"):
+        return [entity] if s < end and e > start else []
+    cancelled = set(entity.get("cancelledOccurrences") or ())
+    out = []
+    # an exception may have moved: look a little past the window for its original day
+    for day, occ_start, occ_end in _series(entity, (end + timedelta(days=31)).date()):
+        if cancelled_id(entity["id"], day) in cancelled:
+            continue
+        occ = _instance(entity, day, occ_start, occ_end)
+        if dtz_utc(occ["start"]) < end and dtz_utc(occ["end"]) > start:
             out.append(occ)
     return out
+
+
+def exception_events(entity: dict[str, Any]) -> list[dict[str, Any]]:
+    """The exceptions of a series master (``exceptionOccurrences``)."""
+    changed = entity.get("_exceptions") or {}
+    if not entity.get("recurrence") or not changed:
+        return []
+    last = max(date.fromisoformat(d) for d in changed)
+    return [_instance(entity, day, s, e) for day, s, e in _series(entity, last)
+            if day.isoformat() in changed]
+
+
+def cancelled_in(entity: dict[str, Any], start: datetime, end: datetime) -> list[str]:
+    """Ids of the cancelled occurrences of a master whose original time overlaps the window."""
+    cancelled = set(entity.get("cancelledOccurrences") or ())
+    if not entity.get("recurrence") or not cancelled:
+        return []
+    return [occurrence_id(entity["id"], day)
+            for day, s, e in _series(entity, end.date())
+            if cancelled_id(entity["id"], day) in cancelled and s < end and e > start]
+
+
+#: what an exception may change (the rest stays the series')
+_EXCEPTION_PROPS = {"start", "end", "subject", "location", "body", "showAs", "importance",
+                    "sensitivity", "isReminderOn", "reminderMinutesBeforeStart", "categories"}
+
+
+def _occurrence(ctx: Ctx, coll: Collection, occ_id: str) -> Response:
+    """GET, PATCH (makes an exception) or DELETE (cancels) one occurrence of a series."""
+    svc = ctx.service
+    master_id, _, stamp = occ_id.rpartition("_OCC")
+    with svc.store.lock:
+        master = coll.items.get(master_id)
+        try:
+            day = datetime.strptime(stamp, "%Y%m%d").date()
+        except ValueError:
+            day = None
+        found = None
+        if master is not None and master.get("recurrence") and day is not None \
+                and cancelled_id(master_id, day) not in (master.get("cancelledOccurrences")
+                                                         or ()):
+            found = next(((s, e) for d, s, e in _series(master, day) if d == day), None)
+        if found is None:
+            raise GraphError(404, "ErrorItemNotFound", "The specified object was not found in "
+                             "the store.")
+        emit = svc.emitter(ctx, EVENTS)
+        if ctx.method == "GET":
+            return Response.json(emit(_instance(master, day, *found)), operation="events.get")
+        check_if_match(ctx, _instance(master, day, *found))
+        updated = dict(master)
+        exceptions = dict(updated.get("_exceptions") or {})
+        if ctx.method == "DELETE":
+            exceptions.pop(day.isoformat(), None)
+            updated["cancelledOccurrences"] = [*(updated.get("cancelledOccurrences") or ()),
+                                               cancelled_id(master_id, day)]
+        elif ctx.method == "PATCH":
+            body = svc.checked_body(ctx, EVENTS.type)
+            unsupported = sorted(k for k in body if k not in _EXCEPTION_PROPS
+                                 and not k.startswith("@"))
+            if unsupported:
+                raise GraphError(400, "ErrorInvalidRequest", f"{unsupported[0]} cannot be "
+                                 "changed on one occurrence here.")
+            change = {**exceptions.get(day.isoformat(), {}), **body}
+            for prop in ("start", "end"):
+                if prop in body:
+                    change[prop] = to_utc_dtz(body[prop], prop)
+            change["@odata.etag"] = f'W/"{change_key()}"'
+            exceptions[day.isoformat()] = change
+        else:
+            raise GraphError(405, "ErrorInvalidRequest", f"{ctx.method} is not supported here.")
+        updated["_exceptions"] = exceptions
+        stamp_version(EVENTS, updated)
+        svc.store.put(coll, updated)
+    if ctx.method == "DELETE":
+        return Response(204, operation="events.delete")
+    return Response.json(emit(_instance(updated, day, *found)), operation="events.update")
 
 
 def _calendar_view(ctx: Ctx, upn: str, rest: list[str], base: str) -> Response:
@@ -592,9 +676,11 @@ def _calendar_view(ctx: Ctx, upn: str, rest: list[str], base: str) -> Response:
         def expand(item_id: str, entity: dict[str, Any]
                    ) -> list[tuple[str, dict[str, Any] | None]]:
             instances = expand_event(entity, start, end)
+            gone: list[tuple[str, dict[str, Any] | None]] = [
+                (occ, None) for occ in cancelled_in(entity, start, end)]
             if not instances:
-                return [(item_id, None)]
-            return [(i["id"], i) for i in instances]
+                return [(item_id, None), *gone]
+            return [(i["id"], i) for i in instances] + gone
         window = {"s": start.isoformat(), "e": end.isoformat()}
         return delta(ctx, CALENDAR_VIEW, [coll], f"{coll.key}|view", expand, emit,
                      f"{base}/calendarView/delta", window)
