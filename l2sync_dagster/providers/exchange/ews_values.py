@@ -59,7 +59,12 @@ from exchangelib.util import TNS, create_element, get_xml_attr
 from lxml import html as lxml_html
 
 from l2sync_dagster.providers.exchange.ews_client import utc
-from l2sync_dagster.providers.exchange.fields import FieldDef, ItemType
+from l2sync_dagster.providers.exchange.fields import (
+    FieldDef,
+    ItemType,
+    deleted_occurrences_json,
+    modified_occurrences_json,
+)
 from l2sync_dagster.providers.exchange.select import ExtendedProperty, SelectStatement
 
 NOTE_CLASS = "IPM.StickyNote"
@@ -694,8 +699,27 @@ def _contact_accessors() -> dict[str, Accessor]:
     return out
 
 
+def _occurrences(name: str, attr: str) -> Accessor:
+    """``DeletedOccurrences`` / ``ModifiedOccurrences`` of a recurring master (read-only)."""
+    def read(item: Item) -> Any:
+        values = getattr(item, attr, None) or ()
+        if attr == "deleted_occurrences":
+            return deleted_occurrences_json(_utc_or_none(o.start) for o in values)
+        return modified_occurrences_json((_utc_or_none(o.original_start),
+                                          _utc_or_none(o.start), _utc_or_none(o.end))
+                                         for o in values)
+
+    return Accessor(name, attr, read, None)
+
+
+def _utc_or_none(value: Any) -> dt.datetime | None:
+    return utc(value) if isinstance(value, dt.datetime) else None
+
+
 def _calendar_accessors() -> dict[str, Accessor]:
     return {
+        "DeletedOccurrences": _occurrences("DeletedOccurrences", "deleted_occurrences"),
+        "ModifiedOccurrences": _occurrences("ModifiedOccurrences", "modified_occurrences"),
         "Start": _start_end("Start", "start"),
         "End": _start_end("End", "end"),
         "Start.Date": _date_part("Start.Date", "start"),

@@ -25,8 +25,14 @@ Endpoints (all under ``/v1.0``; ``{u}`` = UPN or user id):
 - ``/users/{u}/events[/{id}]`` (POST/PATCH/DELETE; ``recurrence`` makes a series master),
   ``/users/{u}/calendarView?startDateTime=..&endDateTime=..`` (series expanded into
   occurrences: daily, weekly, absoluteMonthly, absoluteYearly; relative patterns yield only the
-  first occurrence; occurrence ids are ``{master id}_OCCyyyymmdd`` and cannot be fetched or
-  changed one by one), ``/users/{u}/calendarView/delta?startDateTime=..&endDateTime=..``,
+  first occurrence; occurrence ids are ``{master id}_OCCyyyymmdd``; instances carry
+  ``originalStart``), ``GET|PATCH|DELETE /users/{u}/events/{occurrence id}`` (PATCH of start,
+  end, subject, location, body, showAs, importance, sensitivity, reminder, categories makes it
+  an ``exception``; DELETE cancels it: the master lists it in ``cancelledOccurrences``, which
+  is returned only when selected; ``$expand=exceptionOccurrences`` on an event lists the
+  exceptions; a PATCH of the master's recurrence, start or end drops both),
+  ``/users/{u}/calendarView/delta?startDateTime=..&endDateTime=..`` (a cancelled occurrence
+  is reported ``@removed``),
   ``/users/{u}/events/{id}/instances?startDateTime=..&endDateTime=..``, ``/users/{u}/calendar``
   (also ``/calendar/events``, ``/calendar/calendarView``)
 - ``/users/{u}/todo/lists[/{id}]``, ``/users/{u}/todo/lists/{id}/tasks[/{id}|/delta]``;
@@ -53,7 +59,8 @@ list items max 5000, default 200; users/sites/lists/columns max 999, default 100
 ``Prefer: odata.maxpagesize=N`` sets the page size when ``$top`` is absent),
 ``$skip``, ``$filter`` (eq ne gt ge lt le, and/or/not, ``startswith``,
 ``x/any(a: a/p eq 'v')``; anything else 400), ``$orderby``,
-``$expand=singleValueExtendedProperties($filter=id eq '...')``; any other ``$`` option
+``$expand=singleValueExtendedProperties($filter=id eq '...')``, ``$expand=exceptionOccurrences``
+(events); any other ``$`` option
 (``$count``, ``$search``, ...) is a 400.
 Filtering list items on ``fields/X`` needs ``Prefer: HonorNonIndexedQueriesWarningMayFailRandomly``
 unless column X is indexed (``City`` in the demo list is). Paging: ``@odata.nextLink`` with an
