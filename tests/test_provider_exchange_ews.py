@@ -194,6 +194,22 @@ def test_contact_groups(ews):
     assert d.ok and ins.key in p.read(q, cursor=feed.cursor).deleted
 
 
+def test_contact_display_name_is_written_and_composed_when_missing(ews, sandbox):
+    p = provider(ews)
+    q = Query("SELECT GivenName, Surname, DisplayName FROM Contacts")
+    named, composed = p.apply(q, [
+        Change("insert", "a", values={"GivenName": "Ada", "Surname": "Lovelace",
+                                      "DisplayName": "Countess of Lovelace"}),
+        Change("insert", "b", values={"GivenName": "Alan", "Surname": "Turing"})])
+    assert named.ok and composed.ok, (named, composed)
+    stored = {k: sandbox.control("ews").call("GET", f"items/{k}")["fields"]["DisplayName"]
+              for k in (named.key, composed.key)}
+    assert stored == {named.key: "Countess of Lovelace", composed.key: "Alan Turing"}
+    (upd,) = p.apply(q, [Change("update", "u", composed.key, {"DisplayName": "A. M. Turing"})])
+    assert upd.ok, upd
+    assert p.read(q).frame.loc[composed.key, "DisplayName"] == "A. M. Turing"
+
+
 def test_contact_group_members_keep_their_display_names(ews, sandbox):
     p = provider(ews)
     q = Query("SELECT DisplayName, Members FROM ContactGroups")
