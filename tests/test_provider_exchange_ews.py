@@ -177,8 +177,8 @@ def test_contact_groups(ews):
     q = Query("SELECT * FROM ContactGroups")
     first = p.read(q)
     assert list(first.frame["DisplayName"]) == ["Key accounts"]
-    assert json.loads(first.frame.iloc[0]["Members"]) == ["anna.berg@example.test",
-                                                          "ben.schmidt@example.test"]
+    assert json.loads(first.frame.iloc[0]["Members"]) == [
+        "Anna Berg <anna.berg@example.test>", "Ben Schmidt <ben.schmidt@example.test>"]
     members = '["a@example.test","b@example.test","c@example.test"]'
     (ins,) = p.apply(q, [Change("insert", "g", values={"DisplayName": "Newsletter",
                                                        "Members": members})])
@@ -192,6 +192,54 @@ def test_contact_groups(ews):
     assert json.loads(feed.frame.loc[ins.key, "Members"]) == ["b@example.test"]
     (d,) = p.apply(q, [Change("delete", "g", ins.key)])
     assert d.ok and ins.key in p.read(q, cursor=feed.cursor).deleted
+
+
+def test_contact_display_name_is_written_and_composed_when_missing(ews, sandbox):
+    p = provider(ews)
+    q = Query("SELECT GivenName, Surname, DisplayName FROM Contacts")
+    named, composed = p.apply(q, [
+        Change("insert", "a", values={"GivenName": "Ada", "Surname": "Lovelace",
+                                      "DisplayName": "Countess of Lovelace"}),
+        Change("insert", "b", values={"GivenName": "Alan", "Surname": "Turing"})])
+    assert named.ok and composed.ok, (named, composed)
+    stored = {k: sandbox.control("ews").call("GET", f"items/{k}")["fields"]["DisplayName"]
+              for k in (named.key, composed.key)}
+    assert stored == {named.key: "Countess of Lovelace", composed.key: "Alan Turing"}
+    (upd,) = p.apply(q, [Change("update", "u", composed.key, {"DisplayName": "A. M. Turing"})])
+    assert upd.ok, upd
+    assert p.read(q).frame.loc[composed.key, "DisplayName"] == "A. M. Turing"
+
+
+def test_contact_group_members_keep_their_display_names(ews, sandbox):
+    p = provider(ews)
+    q = Query("SELECT DisplayName, Members FROM ContactGroups")
+    group = p.read(q).frame.index[0]
+
+    def stored(key):
+        member = sandbox.control("ews").call("GET", f"items/{key}")["fields"]["Members"]["Member"]
+        return [(m["Mailbox"].get("Name"), m["Mailbox"]["EmailAddress"])
+                for m in (member if isinstance(member, list) else [member])]
+
+    # SQL holds bare addresses: members who stay keep the names Outlook gave them
+    (upd,) = p.apply(q, [Change("update", "u", group, {
+        "Members": '["ben.schmidt@example.test","carl@example.test"]'})])
+    assert upd.ok, upd
+    assert stored(group) == [("Ben Schmidt", "ben.schmidt@example.test"),
+                             (None, "carl@example.test")]
+    # a name given as "Name <address>" is written, and read back the same way
+    members = json.dumps(["Ben Schmidt <ben.schmidt@example.test>",
+                          '"Meyer, Carl" <carl@example.test>'])
+    (upd,) = p.apply(q, [Change("update", "u", group, {"Members": members})])
+    assert upd.ok, upd
+    assert stored(group) == [("Ben Schmidt", "ben.schmidt@example.test"),
+                             ("Meyer, Carl", "carl@example.test")]
+    assert json.loads(p.read(q).frame.loc[group, "Members"]) == json.loads(members)
+    (ins,) = p.apply(q, [Change("insert", "g", values={
+        "DisplayName": "Board", "Members": '["Dora Diaz <dora@example.test>"]'})])
+    assert ins.ok, ins
+    assert stored(ins.key) == [("Dora Diaz", "dora@example.test")]
+    bad = p.apply(q, [Change("update", "b", group, {"Members": '["Dora Diaz"]'})])
+    assert not bad[0].ok and "SMTP" in bad[0].error
 
 
 # --- calendar --------------------------------------------------------------------------------

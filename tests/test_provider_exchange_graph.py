@@ -145,7 +145,8 @@ def test_contact_folder_scope_and_where(open_mailbox) -> None:
     assert set(frame["FolderPath"]) == {"Partners"}
     listed = client.get(f"/users/sales@sandbox.test/contactFolders/{folder['id']}/contacts")
     assert len(listed["value"]) == 3  # written into the folder, not the default one
-    with pytest.raises(ProviderError, match="folder 'Partnrs' not found.*Partners"):
+    with pytest.raises(ProviderError,
+                       match="no folder 'Partnrs' under contacts.*did you mean Partners"):
         exo.verify(Query("SELECT * FROM 'Contacts/Partnrs'"))
 
 

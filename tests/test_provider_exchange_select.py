@@ -152,6 +152,33 @@ def test_catalog() -> None:
         item_type("CalendarItem").require("Strat")
 
 
+def test_the_readme_agrees_with_the_catalog_on_what_is_writable() -> None:
+    """The README's Exchange field table and its list of read-only fields say what the
+    catalog (and Exchange) say: DisplayName is written, CompleteName.* are not."""
+    import re
+    from pathlib import Path
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    section = readme.split("### Select statements", 1)[1].split("Dataverse and OData", 1)[0]
+    read_only = re.search(r"read-only ones \(([^)]*)\)", section.replace("\n", " "))
+    assert read_only is not None
+    for name in re.findall(r"`([^`]+)`", read_only.group(1)):
+        fields = [f for t in ITEM_TYPES.values() for f in t.fields
+                  if f.name == name or (name.endswith(".*") and f.name.startswith(name[:-1]))]
+        assert fields and all(f.read_only for f in fields), name
+    kinds = {"contact": "Contact", "contact group": "ContactGroup", "calendar": "CalendarItem"}
+    rows = re.findall(r"^\| `([^`]+)` \| ([^|]+) \| (yes|no) \|", section, re.M)
+    assert len(rows) >= 6, rows
+    for name, where, writable in rows:
+        for kind in re.split(r",\s*", re.sub(r"\s*\(.*?\)", "", where).strip()):
+            itype = ITEM_TYPES[kinds[kind]]
+            fields = [f for f in itype.fields
+                      if f.name == name or (name.endswith(".*") and
+                                            f.name.startswith(name[:-1]))]
+            assert fields, (name, kind)
+            assert all(f.read_only == (writable == "no") for f in fields), (name, kind)
+
+
 # --- connection string ------------------------------------------------------------------------
 def test_connection_string(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("EWS_PW", "pw")

@@ -370,6 +370,43 @@ def test_calendar_items(sandbox: SandboxProcess, ews: SandboxControl, extended: 
     assert {"Planning", "Holiday", "Trade fair", "Weekly sales sync"} <= subjects
 
 
+def test_series_exceptions_deleted_and_modified_occurrences(sandbox: SandboxProcess,
+                                                           ews: SandboxControl) -> None:
+    acc = account(sandbox)
+    zurich = EWSTimeZone("Europe/Zurich")
+    start = EWSDateTime(2026, 6, 1, 9, 0, tzinfo=zurich)
+    series = CalendarItem(folder=acc.calendar, subject="Jour fixe", start=start,
+                          end=start + dt.timedelta(hours=1),
+                          recurrence=Recurrence(pattern=WeeklyPattern(interval=1, weekdays=[1]),
+                                                start=EWSDate(2026, 6, 1), number=5))
+    series.save()
+    master = acc.calendar.get(id=series.id)
+    assert master.deleted_occurrences is None and master.modified_occurrences is None
+    master.occurrence(index=2).delete()  # DeleteItem with an OccurrenceItemId
+    moved = master.occurrence(index=4)
+    later = EWSDateTime(2026, 6, 23, 14, 0, tzinfo=zurich)  # Monday 22nd -> Tuesday 23rd
+    moved.start, moved.end = later, later + dt.timedelta(minutes=30)
+    moved.save(update_fields=["start", "end"])  # UpdateItem with an OccurrenceItemId
+    with pytest.raises(Exception, match="out of recurrence range"):
+        master.occurrence(index=6).delete()
+    with pytest.raises(Exception, match="deleted from the recurrence"):
+        master.occurrence(index=2).delete()
+    got = acc.calendar.get(id=series.id)
+    utc = EWSTimeZone("UTC")
+    assert [d.start.astimezone(utc) for d in got.deleted_occurrences] == [
+        EWSDateTime(2026, 6, 8, 7, 0, tzinfo=utc)]  # 9:00 in Zurich (summer time)
+    (changed,) = got.modified_occurrences
+    assert changed.original_start.astimezone(utc) == EWSDateTime(2026, 6, 22, 7, 0, tzinfo=utc)
+    assert changed.start.astimezone(utc) == EWSDateTime(2026, 6, 23, 12, 0, tzinfo=utc)
+    assert changed.end - changed.start == dt.timedelta(minutes=30) and changed.id
+    assert got.changekey != master.changekey  # the master changed: the feed reports it
+    # a new series time drops the exceptions (as Outlook warns)
+    got.start, got.end = start + dt.timedelta(hours=1), start + dt.timedelta(hours=2)
+    got.save(update_fields=["start", "end"])
+    again = acc.calendar.get(id=series.id)
+    assert again.deleted_occurrences is None and again.modified_occurrences is None
+
+
 def test_stale_change_key_conflicts_under_never_overwrite(sandbox: SandboxProcess,
                                                           ews: SandboxControl) -> None:
     acc = account(sandbox)

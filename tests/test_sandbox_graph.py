@@ -342,10 +342,70 @@ def test_events_time_zones_all_day_and_recurrence(graph: Graph) -> None:
     assert len(changes) == 4 and all(c["@removed"] == {"reason": "deleted"} for c in changes)
 
 
+def test_series_exceptions_cancelled_and_changed_occurrences(graph_schema: None,
+                                                            graph: Graph) -> None:
+    path = f"/users/{SYNC}/events"
+    series = graph.ok("POST", path, 201, json={
+        "subject": "Standup",
+        "start": {"dateTime": "2031-05-05T09:00:00", "timeZone": "W. Europe Standard Time"},
+        "end": {"dateTime": "2031-05-05T09:15:00", "timeZone": "W. Europe Standard Time"},
+        "recurrence": {"pattern": {"type": "daily", "interval": 1},
+                       "range": {"type": "numbered", "numberOfOccurrences": 5,
+                                 "startDate": "2031-05-05"}}})
+    window = "startDateTime=2031-05-01T00:00:00Z&endDateTime=2031-05-31T00:00:00Z"
+    view = f"/users/{SYNC}/calendarView/delta?{window}"
+    _, link, _ = graph.delta_round(view)
+    instances = graph.ok("GET", f"{path}/{series['id']}/instances?{window}")["value"]
+    assert [i["originalStart"] for i in instances] == [
+        f"2031-05-0{d}T07:00:00Z" for d in range(5, 10)]
+    second, third = instances[1]["id"], instances[2]["id"]
+    assert graph.ok("GET", f"{path}/{second}")["type"] == "occurrence"
+    graph.ok("DELETE", f"{path}/{second}", 204)
+    moved = graph.ok("PATCH", f"{path}/{third}", json={
+        "subject": "Standup (moved)",
+        "start": {"dateTime": "2031-05-07T11:00:00", "timeZone": "UTC"},
+        "end": {"dateTime": "2031-05-07T11:30:00", "timeZone": "UTC"}})
+    assert moved["type"] == "exception" and moved["originalStart"] == "2031-05-07T07:00:00Z"
+    _error(graph.call("GET", f"{path}/{second}"), 404, "ErrorItemNotFound")
+    _error(graph.call("PATCH", f"{path}/{third}", json={"recurrence": None}), 400,
+           "ErrorInvalidRequest")
+    now = graph.ok("GET", f"{path}/{series['id']}/instances?{window}")["value"]
+    assert [(i["type"], i["start"]["dateTime"][:16]) for i in now] == [
+        ("occurrence", "2031-05-05T07:00"), ("exception", "2031-05-07T11:00"),
+        ("occurrence", "2031-05-08T07:00"), ("occurrence", "2031-05-09T07:00")]
+    # the master: cancelledOccurrences only when selected, exceptions by $expand
+    master = graph.ok("GET", f"{path}/{series['id']}")
+    assert "cancelledOccurrences" not in master
+    master = graph.ok("GET", f"{path}/{series['id']}?$select=subject,cancelledOccurrences"
+                      "&$expand=exceptionOccurrences($select=start,end,originalStart)")
+    assert master["cancelledOccurrences"] == [f"OID.{series['id']}.2031-05-06"]
+    (exc,) = master["exceptionOccurrences"]
+    assert exc["originalStart"] == "2031-05-07T07:00:00Z"
+    assert exc["start"]["dateTime"].startswith("2031-05-07T11:00")
+    _error(graph.call("GET", f"/users/{SYNC}/contacts?$expand=exceptionOccurrences"), 400,
+           "BadRequest")
+    # the feed: the cancelled occurrence removed, the series' instances again
+    changes, _, _ = graph.delta_round(link)
+    removed = [c["id"] for c in changes if "@removed" in c]
+    assert removed == [second]
+    assert {c["type"] for c in changes if "@removed" not in c} == {"occurrence", "exception"}
+    # a new pattern drops the exceptions, as in Outlook
+    graph.ok("PATCH", f"{path}/{series['id']}", json={"recurrence": {
+        "pattern": {"type": "daily", "interval": 1},
+        "range": {"type": "numbered", "numberOfOccurrences": 3, "startDate": "2031-05-05"}}})
+    again = graph.ok("GET", f"{path}/{series['id']}?$select=cancelledOccurrences"
+                     "&$expand=exceptionOccurrences")
+    assert again["cancelledOccurrences"] == [] and again["exceptionOccurrences"] == []
+
+
 def test_todo_lists_tasks_and_delta(graph_schema: None, graph: Graph) -> None:
     lists = graph.ok("GET", f"/users/{SYNC}/todo/lists")["value"]
-    assert [x["displayName"] for x in lists] == ["Follow-ups"]
-    tasks_path = f"/users/{SYNC}/todo/lists/{lists[0]['id']}/tasks"
+    # every mailbox has the default list "Tasks"; it cannot be deleted
+    assert [(x["displayName"], x["wellknownListName"]) for x in lists] == [
+        ("Tasks", "defaultList"), ("Follow-ups", "none")]
+    _error(graph.call("DELETE", f"/users/{SYNC}/todo/lists/{lists[0]['id']}"), 400,
+           "invalidRequest")
+    tasks_path = f"/users/{SYNC}/todo/lists/{lists[1]['id']}/tasks"
     _, link, _ = graph.delta_round(f"{tasks_path}/delta")
     due = (datetime.now(UTC) + timedelta(days=2)).strftime("%Y-%m-%dT%H:%M:%S")
     task = graph.ok("POST", tasks_path, 201, json={
@@ -376,7 +436,8 @@ def test_messages_folders_text_body_and_delta(graph: Graph) -> None:
     assert len(changes) == 3
     all_mail, _ = graph.all_pages(f"/users/{SYNC}/messages?$select=subject,receivedDateTime")
     received = [m["receivedDateTime"] for m in all_mail]
-    assert len(all_mail) == 5 and received == sorted(received, reverse=True)
+    # every folder's messages (Inbox/Projects/Alpha holds one)
+    assert len(all_mail) == 6 and received == sorted(received, reverse=True)
 
 
 # ---------------------------------------------------------------------- $batch and throttling
@@ -429,6 +490,58 @@ def test_throttling_with_retry_after(graph: Graph) -> None:
     assert inner["status"] == 429 and inner["headers"]["Retry-After"] == "1"
     graph.control.clear_faults()
     assert graph.control.stats()["throttled"] == 3
+
+
+def test_folder_trees_of_mail_and_contacts(graph_schema: None, graph: Graph) -> None:
+    mail = f"/users/{SYNC}/mailFolders"
+    # the mailbox root holds the well-known folders; the demo has Inbox/Projects/{Alpha,Beta}
+    root = graph.ok("GET", f"{mail}/msgfolderroot")
+    tops = graph.ok("GET", f"{mail}?$top=50")["value"]
+    assert {f["displayName"] for f in tops} >= {"Inbox", "Drafts", "Sent Items"}
+    assert all(f["parentFolderId"] == root["id"] for f in tops)
+    assert [f["id"] for f in graph.ok("GET", f"{mail}/msgfolderroot/childFolders?$top=50")
+            ["value"]] == [f["id"] for f in tops]
+    inbox = graph.ok("GET", f"{mail}/inbox")
+    assert inbox["childFolderCount"] == 1
+    (projects,) = graph.ok("GET", f"{mail}/inbox/childFolders")["value"]
+    assert projects["displayName"] == "Projects" and projects["childFolderCount"] == 2
+    sub = f"{mail}/inbox/childFolders/{projects['id']}/childFolders"
+    assert sorted(f["displayName"] for f in graph.ok("GET", sub)["value"]) == ["Alpha", "Beta"]
+    gamma = graph.ok("POST", sub, 201, json={"displayName": "Gamma"})
+    assert gamma["parentFolderId"] == projects["id"] and gamma["childFolderCount"] == 0
+    _error(graph.call("POST", sub, json={"displayName": "gamma"}), 409, "ErrorFolderExists")
+    _error(graph.call("POST", sub, json={"displayName": "X", "colour": "red"}), 400,
+           "invalidRequest")
+    graph.ok("POST", f"{mail}/{gamma['id']}/childFolders", 201, json={"displayName": "Deep"})
+    msg = graph.ok("POST", f"{mail}/{gamma['id']}/messages", 201, json={"subject": "In Gamma"})
+    assert msg["parentFolderId"] == gamma["id"]
+    assert graph.ok("GET", f"/users/{SYNC}/messages/{msg['id']}")["subject"] == "In Gamma"
+    _error(graph.call("DELETE", f"{mail}/inbox"), 403, "ErrorDeleteDistinguishedFolder")
+    graph.ok("DELETE", f"{mail}/{gamma['id']}", 204)  # with its subfolder and messages
+    _error(graph.call("GET", f"/users/{SYNC}/messages/{msg['id']}"), 404, "ErrorItemNotFound")
+    assert len(graph.ok("GET", sub)["value"]) == 2
+    # a folder is a child of its parent only
+    alpha = next(f for f in graph.ok("GET", sub)["value"] if f["displayName"] == "Alpha")
+    _error(graph.call("GET", f"{mail}/drafts/childFolders/{alpha['id']}"), 404,
+           "ErrorItemNotFound")
+    # contact folders: /contactFolders lists those of the default folder, childFolders nest
+    folders = f"/users/{SYNC}/contactFolders"
+    partners = graph.ok("POST", folders, 201, json={"displayName": "Partners"})
+    eu = graph.ok("POST", f"{folders}/{partners['id']}/childFolders", 201,
+                  json={"displayName": "EU"})
+    assert eu["parentFolderId"] == partners["id"]
+    assert [f["displayName"] for f in graph.ok("GET", folders)["value"]] == ["Partners"]
+    assert [f["id"] for f in graph.ok("GET", f"{folders}/{partners['id']}/childFolders")
+            ["value"]] == [eu["id"]]
+    nested = f"{folders}/{partners['id']}/childFolders/{eu['id']}/contacts"
+    contact = graph.ok("POST", nested, 201, json={"givenName": "Elena"})
+    assert contact["parentFolderId"] == eu["id"]
+    graph.ok("DELETE", f"{folders}/{partners['id']}", 204)
+    _error(graph.call("GET", f"{folders}/{eu['id']}"), 404, "ErrorItemNotFound")
+    # childFolders is no navigation property of a To Do list (CSDL)
+    lists = graph.ok("GET", f"/users/{SYNC}/todo/lists")["value"]
+    _error(graph.call("GET", f"/users/{SYNC}/todo/lists/{lists[0]['id']}/childFolders"), 400,
+           "BadRequest")
 
 
 def _todo_tasks(graph: Graph) -> str:

@@ -6,6 +6,7 @@ request plan and the cursor, ``ews_writes.py`` for writes, ``ews_values.py`` for
 import datetime as dt
 import hashlib
 from collections.abc import Sequence
+from dataclasses import replace
 from typing import Any, ClassVar
 
 import pandas as pd
@@ -27,8 +28,10 @@ from l2sync_dagster.providers.exchange.backend import ExchangeBackend, Record, W
 from l2sync_dagster.providers.exchange.connection import ExchangeSettings
 from l2sync_dagster.providers.exchange.ews_client import EwsConnection, describe_error, retrying
 from l2sync_dagster.providers.exchange.ews_values import (
+    ACCESSORS,
     EWS_UNAVAILABLE,
     Shape,
+    merge_members,
     read_values,
     register_extended,
     shape_of,
@@ -391,6 +394,33 @@ class EwsBackend(ExchangeBackend):
                             "_end_timezone": item._end_timezone}
         return out
 
+    def _with_current_members(self, stmt: SelectStatement, updates: list[Change]
+                              ) -> list[Change]:
+        """Contact group updates of ``Members`` merged with the members the groups have now
+        (one GetItem per ReadBatchSize groups), so that a member who stays keeps its display
+        name and the contact it points to."""
+        if stmt.item_type.name != "ContactGroup":
+            return updates
+        keys = [c.key for c in updates if c.key and "Members" in c.values]
+        if not keys:
+            return updates
+        model = self.shape(stmt).model
+        member_shape = Shape(model, {"Members": ACCESSORS["ContactGroup"]["Members"]}, [])
+        member_shape.paths = ACCESSORS["ContactGroup"]["Members"].paths(model)
+        current = {key: getattr(item, "members", None) for key, item in reads.get_items(
+            self.conn, member_shape, keys, self.settings.read_batch_size) if item is not None}
+        out = []
+        for ch in updates:
+            if ch.key in current and "Members" in ch.values:
+                try:
+                    merged = merge_members(ch.values["Members"], current[ch.key])
+                except ValueError:
+                    out.append(ch)  # the write reports the bad value for this record
+                    continue
+                ch = replace(ch, values={**ch.values, "Members": merged or []})
+            out.append(ch)
+        return out
+
     # --- lookup and stamps ---------------------------------------------------------------
     def _scope_ids(self, stmt: SelectStatement) -> list[reads.ScopeFolder]:
         """The scope's folders with their real ids (GetFolder for a well-known folder)."""
@@ -482,6 +512,7 @@ class EwsBackend(ExchangeBackend):
                                        batch, report if created else None):
                     by_ref[o.ref] = o
             if updates:
+                updates = self._with_current_members(stmt, updates)
                 preset = self._time_zones(stmt, updates)
                 for o in writes.update(self.conn, shape, updates, batch, preset):
                     by_ref[o.ref] = o

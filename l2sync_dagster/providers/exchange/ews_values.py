@@ -11,6 +11,7 @@ attribute name.
 
 import copy
 import datetime as dt
+import email.utils
 import hashlib
 import json
 import re
@@ -58,7 +59,12 @@ from exchangelib.util import TNS, create_element, get_xml_attr
 from lxml import html as lxml_html
 
 from l2sync_dagster.providers.exchange.ews_client import utc
-from l2sync_dagster.providers.exchange.fields import FieldDef, ItemType
+from l2sync_dagster.providers.exchange.fields import (
+    FieldDef,
+    ItemType,
+    deleted_occurrences_json,
+    modified_occurrences_json,
+)
 from l2sync_dagster.providers.exchange.select import ExtendedProperty, SelectStatement
 
 NOTE_CLASS = "IPM.StickyNote"
@@ -480,13 +486,88 @@ def _mailboxes(name: str, attr: str, wrap: str) -> Accessor:
         if wrap == "attendee":
             objs: list[Any] = [Attendee(mailbox=Mailbox(email_address=a), response_type="Unknown")
                                for a in addrs]
-        elif wrap == "member":
-            objs = [Member(mailbox=Mailbox(email_address=a)) for a in addrs]
         else:
             objs = [Mailbox(email_address=a) for a in addrs]
         setattr(item, attr, objs)
 
     return Accessor(name, attr, read, assign)
+
+
+def member_entry(member: Any) -> str | None:
+    """A contact group member as ``Name <address>`` (RFC 5322), or the bare address when it
+    has no name of its own (or only its address as the name)."""
+    mb = getattr(member, "mailbox", member)
+    addr = _text(getattr(mb, "email_address", None))
+    name = _text(getattr(mb, "name", None))
+    if addr is None:
+        return name
+    if name is None or name.lower() == addr.lower():
+        return addr
+    return email.utils.formataddr((name, addr))
+
+
+def parse_members(value: Any, name: str = "Members") -> list[tuple[str | None, str]] | None:
+    """``["Anna Berg <anna@x>", "ben@x", {"Name": .., "EmailAddress": ..}]`` -> [(name or
+    None, address)]; ValueError_ for an entry that holds no SMTP address."""
+    items = _parse_list(value, name)
+    if items is None:
+        return None
+    out: list[tuple[str | None, str]] = []
+    for v in items:
+        if isinstance(v, dict):
+            display = v.get("Name") or v.get("name")
+            addr = v.get("EmailAddress") or v.get("email") or v.get("address")
+        elif isinstance(v, str):
+            display, addr = email.utils.parseaddr(v)
+            if not addr and "@" in v:
+                display, addr = "", v.strip()
+        else:
+            display, addr = None, v
+        if not isinstance(addr, str) or "@" not in addr or " " in addr.strip():
+            raise ValueError_(f"{name} holds SMTP addresses (optionally as 'Name <address>'); "
+                              f"{v!r} is not one")
+        out.append((_text(display), addr.strip()))
+    return out
+
+
+def merge_members(value: Any, current: list[Any] | None) -> list[Member] | None:
+    """The members to write for ``value``: a member already in the group keeps its mailbox
+    (display name, mailbox type, the contact it points to) unless the entry names it anew;
+    a new member gets the name its entry gives."""
+    wanted = parse_members(value)
+    if wanted is None:
+        return None
+    by_addr = {}
+    for m in current or ():
+        addr = getattr(getattr(m, "mailbox", None), "email_address", None)
+        if addr:
+            by_addr.setdefault(str(addr).lower(), m)
+    out: list[Member] = []
+    for display, addr in wanted:
+        old = by_addr.get(addr.lower())
+        if old is not None:
+            kept = copy.deepcopy(old)
+            if display is not None:
+                kept.mailbox.name = display
+            out.append(kept)
+        else:
+            out.append(Member(mailbox=Mailbox(name=display, email_address=addr)))
+    return out
+
+
+def _members(name: str) -> Accessor:
+    """``Members`` of a contact group: a JSON list of ``Name <address>`` / ``address``."""
+    def read(item: Item) -> Any:
+        entries = [member_entry(m) for m in getattr(item, "members", None) or ()]
+        return _json_list([e for e in entries if e])
+
+    def assign(item: Item, value: Any) -> None:
+        if isinstance(value, list) and all(isinstance(v, Member) for v in value):
+            item.members = value or None  # merged with the current members by the backend
+            return
+        item.members = merge_members(value, None)
+
+    return Accessor(name, "members", read, assign)
 
 
 def _complete_name(name: str, part: str) -> Accessor:
@@ -618,8 +699,27 @@ def _contact_accessors() -> dict[str, Accessor]:
     return out
 
 
+def _occurrences(name: str, attr: str) -> Accessor:
+    """``DeletedOccurrences`` / ``ModifiedOccurrences`` of a recurring master (read-only)."""
+    def read(item: Item) -> Any:
+        values = getattr(item, attr, None) or ()
+        if attr == "deleted_occurrences":
+            return deleted_occurrences_json(_utc_or_none(o.start) for o in values)
+        return modified_occurrences_json((_utc_or_none(o.original_start),
+                                          _utc_or_none(o.start), _utc_or_none(o.end))
+                                         for o in values)
+
+    return Accessor(name, attr, read, None)
+
+
+def _utc_or_none(value: Any) -> dt.datetime | None:
+    return utc(value) if isinstance(value, dt.datetime) else None
+
+
 def _calendar_accessors() -> dict[str, Accessor]:
     return {
+        "DeletedOccurrences": _occurrences("DeletedOccurrences", "deleted_occurrences"),
+        "ModifiedOccurrences": _occurrences("ModifiedOccurrences", "modified_occurrences"),
         "Start": _start_end("Start", "start"),
         "End": _start_end("End", "end"),
         "Start.Date": _date_part("Start.Date", "start"),
@@ -681,7 +781,7 @@ ACCESSORS: dict[str, dict[str, Accessor]] = {
     "ContactGroup": {
         "DisplayName": _plain("DisplayName", "display_name"),
         "FileAs": _plain("FileAs", "file_as"),
-        "Members": _mailboxes("Members", "members", "member"),
+        "Members": _members("Members"),
         **COMMON,
     },
     "CalendarItem": {**_calendar_accessors(), **COMMON},

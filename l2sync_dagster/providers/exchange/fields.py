@@ -25,9 +25,17 @@ written reads back identically and a second run writes nothing):
 
 - multi-valued fields (``Categories``, attendees, ``Members``, ``Children``...) are ``json``
   lists of strings in server order; an empty list is null.
-- attendees and recipients are lists of SMTP addresses; ``Members`` of a contact group is the
-  list of member SMTP addresses.
-- ``Recurrence`` is a ``json`` object (see :data:`RECURRENCE_DOC`).
+- attendees and recipients are lists of SMTP addresses; ``Members`` of a contact group lists
+  each member as ``Name <address>`` (RFC 5322; the bare address when the member has no name of
+  its own). Writing bare addresses keeps the names (and the contact each member points to) of
+  the members already in the group; ``Name <address>`` names a member.
+- ``DisplayName`` of a contact or group is writable (Exchange requires one: an insert without
+  it gets ``GivenName MiddleName Surname``, else ``FileAs``, ``CompanyName`` or the first
+  e-mail address, as Outlook composes it); the ``CompleteName.*`` parts are read-only.
+- ``Recurrence`` is a ``json`` object (see :data:`RECURRENCE_DOC`); the exceptions of a
+  series are read-only fields of its master: ``DeletedOccurrences`` (the original starts of
+  deleted occurrences) and ``ModifiedOccurrences`` (original start, start and end of each
+  changed occurrence), see :data:`DELETED_OCCURRENCES_DOC`, :data:`MODIFIED_OCCURRENCES_DOC`.
 - datetimes are timezone-aware UTC; ``Birthday``/``WeddingAnniversary`` and task dates
   (``StartDate``, ``DueDate``) are ``date``; an all-day event's ``Start``/``End`` are
   midnight in its ``StartTimeZone`` converted to UTC, and ``Start.Date``/``End.Date`` give the
@@ -36,7 +44,9 @@ written reads back identically and a second run writes nothing):
   ``Body.Plaintext`` stores a text body; do not map both for writing.
 """
 
+import datetime as dt
 import difflib
+import json
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
@@ -50,6 +60,40 @@ RECURRENCE_DOC = (
     '"StartDate": "YYYY-MM-DD", "EndDate": "YYYY-MM-DD"|null, "Occurrences": n|null}; '
     "keys that do not apply to the pattern are omitted"
 )
+
+DELETED_OCCURRENCES_DOC = (
+    "the original starts (UTC, ISO 8601) of the occurrences deleted from a recurring series, "
+    'in order: ["2026-01-19T08:00:00Z", ...]; null when none (read-only)'
+)
+MODIFIED_OCCURRENCES_DOC = (
+    'the occurrences of a recurring series that were changed, in order of their original '
+    'start: [{"OriginalStart": "...Z", "Start": "...Z", "End": "...Z"}, ...]; null when none '
+    "(read-only)"
+)
+
+
+def _utc_text(value: dt.datetime) -> str:
+    if value.tzinfo is None:
+        value = value.replace(tzinfo=dt.UTC)
+    return value.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def deleted_occurrences_json(starts: Iterable[dt.datetime | None]) -> str | None:
+    """The canonical ``DeletedOccurrences`` value of both backends."""
+    values = sorted({_utc_text(s) for s in starts if s is not None})
+    return json.dumps(values, separators=(",", ":")) if values else None
+
+
+def modified_occurrences_json(
+        entries: Iterable[tuple[dt.datetime | None, dt.datetime | None, dt.datetime | None]]
+) -> str | None:
+    """The canonical ``ModifiedOccurrences`` value of both backends from (original start,
+    start, end) triples."""
+    values = sorted(({"OriginalStart": _utc_text(o), "Start": _utc_text(s) if s else None,
+                      "End": _utc_text(e) if e else None}
+                     for o, s, e in entries if o is not None),
+                    key=lambda v: v["OriginalStart"])
+    return json.dumps(values, separators=(",", ":")) if values else None
 
 
 class CatalogError(ValueError):
@@ -217,7 +261,8 @@ CONTACT_FIELDS: tuple[FieldDef, ...] = (
 CONTACT_GROUP_FIELDS: tuple[FieldDef, ...] = (
     _f("DisplayName"),
     _f("FileAs", default=False),
-    _f("Members", "json", filterable=False, doc="list of member SMTP addresses"),
+    _f("Members", "json", filterable=False,
+       doc="list of members as 'Name <address>' (or the bare address)"),
 )
 
 CALENDAR_FIELDS: tuple[FieldDef, ...] = (
@@ -243,6 +288,8 @@ CALENDAR_FIELDS: tuple[FieldDef, ...] = (
     _ro("IsRecurring", "boolean", default=False),
     _ro("CalendarItemType", default=False),
     _ro("IsCancelled", "boolean", default=False),
+    _ro("DeletedOccurrences", "json", filterable=False, doc=DELETED_OCCURRENCES_DOC),
+    _ro("ModifiedOccurrences", "json", filterable=False, doc=MODIFIED_OCCURRENCES_DOC),
 )
 
 TASK_STATUS = ("NotStarted", "InProgress", "Completed", "WaitingOnOthers", "Deferred")

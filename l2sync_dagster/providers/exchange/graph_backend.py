@@ -303,6 +303,9 @@ class GraphBackend(ExchangeBackend):
     def read(self, stmt: SelectStatement, cursor: str | None = None,
              window: Window | None = None, window_field: str | None = None) -> ReadResult:
         """Every item of the scope (plus a cursor), or the changes since ``cursor``."""
+        if stmt.scope.recursive or stmt.scope.has_wildcards:
+            # folders come and go between runs: resolve the tree again for every read
+            self._folders.pop(stmt.scope.text + "|" + stmt.item_type.name, None)
         folders = self.folders(stmt)
         links: dict[str, str] = {}
         if cursor and window is None:
@@ -314,6 +317,11 @@ class GraphBackend(ExchangeBackend):
                     log.info("select statement changed since the cursor; reading everything")
             except (ValueError, AttributeError):
                 log.warning("ignoring a cursor that is not a Graph delta state")
+        if set(links) - {f.id for f in folders}:
+            # a folder of the scope is gone: only a complete read tells which items went
+            log.info("a folder of %s is gone since the cursor; reading everything",
+                     stmt.scope.text)
+            links = {}
         delta_text, separate_text = self._body_modes(stmt)
         headers = self._headers(stmt, text_body=delta_text)
         params = self._delta_params(stmt, window)
@@ -424,7 +432,8 @@ class GraphBackend(ExchangeBackend):
                 out[str(item["id"])] = item
         missing = [m for m in masters if m not in out]
         if missing:
-            reqs = [BatchRequest(f"m{i}", "GET", f"{folder.items}/{m}",
+            query = self._event_query(stmt)
+            reqs = [BatchRequest(f"m{i}", "GET", f"{folder.items}/{m}{query}",
                                  headers={"Prefer": PREFER_UTC})
                     for i, m in enumerate(missing)]
             for res in self.client.batch(reqs, mailbox=self.settings.email):
@@ -434,6 +443,18 @@ class GraphBackend(ExchangeBackend):
                     raise ProviderError(f"exchange (Graph): reading a series master failed: "
                                         f"{res.error()}")
         return list(out.values())
+
+    def _event_query(self, stmt: SelectStatement) -> str:
+        """The query string of a GET of one event: a series master's exceptions when the
+        statement reads them (``cancelledOccurrences`` must be selected, the changed
+        occurrences expanded)."""
+        names = {f.name for f in stmt.fields}
+        parts = []
+        if "DeletedOccurrences" in names:
+            parts.append("$select=" + ",".join(self._select(stmt)))
+        if "ModifiedOccurrences" in names:
+            parts.append("$expand=exceptionOccurrences($select=start,end,originalStart)")
+        return "?" + "&".join(parts) if parts else ""
 
     def _extended_expand(self, stmt: SelectStatement) -> str:
         singles = [extended_id(e) for e in stmt.extended if not e.is_array]
@@ -686,7 +707,7 @@ class GraphBackend(ExchangeBackend):
         base = self._items_path(stmt, folders)
         delta_text, separate_text = self._body_modes(stmt)
         headers = {"Prefer": PREFER_UTC + (", " + PREFER_TEXT if delta_text else "")}
-        query = ""
+        query = self._event_query(stmt) if kind == "CalendarItem" else ""
         if kind in {"Contact", "Message"}:
             query = "?$select=" + ",".join(sorted({*self._select(stmt), "parentFolderId"}))
         reqs = [BatchRequest(f"l{i}", "GET", f"{base}/{key}{query}", headers=headers)

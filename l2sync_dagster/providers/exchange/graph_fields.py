@@ -29,6 +29,10 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from exchangelib.winzone import MS_TIMEZONE_TO_IANA_MAP
 
+from l2sync_dagster.providers.exchange.fields import (
+    deleted_occurrences_json,
+    modified_occurrences_json,
+)
 from l2sync_dagster.providers.graph.values import (
     format_value,
     from_json_text,
@@ -296,6 +300,34 @@ def event_start(item: dict[str, Any], which: str) -> dt.datetime | None:
     return _dtz_utc(value)
 
 
+def cancelled_occurrences(item: dict[str, Any]) -> str | None:
+    """``DeletedOccurrences`` of a series master from ``cancelledOccurrences``
+    (``OID.<master id>.<yyyy-mm-dd>``): each date at the series' local start time."""
+    entries = item.get("cancelledOccurrences") or []
+    start = event_start(item, "start")
+    if not entries or start is None:
+        return None
+    rng = (item.get("recurrence") or {}).get("range") or {}
+    zone = zone_of(event_zone(item) if item.get("isAllDay")
+                   else rng.get("recurrenceTimeZone") or event_zone(item))
+    local_time = start.astimezone(zone).time()
+    starts = []
+    for entry in entries:
+        try:
+            day = dt.date.fromisoformat(str(entry).rsplit(".", 1)[-1])
+        except ValueError:
+            continue
+        starts.append(dt.datetime.combine(day, local_time, tzinfo=zone).astimezone(dt.UTC))
+    return deleted_occurrences_json(starts)
+
+
+def exception_occurrences(item: dict[str, Any]) -> str | None:
+    """``ModifiedOccurrences`` of a series master from its expanded ``exceptionOccurrences``."""
+    return modified_occurrences_json(
+        (parse_datetime(e.get("originalStart")), _dtz_utc(e.get("start")),
+         _dtz_utc(e.get("end"))) for e in item.get("exceptionOccurrences") or [])
+
+
 def event_date(item: dict[str, Any], which: str) -> dt.date | None:
     """The calendar date of ``start``/``end`` in the event's start time zone."""
     if item.get("isAllDay"):
@@ -507,6 +539,12 @@ CALENDAR: dict[str, GraphField] = {
         "singleInstance": "Single", "occurrence": "Occurrence", "exception": "Exception",
         "seriesMaster": "RecurringMaster"}.get(i.get("type") or "", _cap(i.get("type")))),
     "IsCancelled": read_only(("isCancelled",), lambda i: bool(i.get("isCancelled"))),
+    # a series master's exceptions: cancelledOccurrences is returned only when selected,
+    # exceptionOccurrences only when expanded (the backend asks for both)
+    "DeletedOccurrences": read_only(("cancelledOccurrences", "start", "isAllDay",
+                                     "originalStartTimeZone", "recurrence"),
+                                    cancelled_occurrences),
+    "ModifiedOccurrences": read_only(("recurrence",), exception_occurrences),
     "HasAttachments": read_only(("hasAttachments",), lambda i: bool(i.get("hasAttachments"))),
     **_COMMON_DATES,
 }

@@ -15,6 +15,7 @@ from typing import Any
 from urllib.parse import quote
 
 from l2sync_dagster.providers.base import ProviderError
+from l2sync_dagster.providers.exchange.fields import suggestion
 from l2sync_dagster.providers.exchange.select import SelectStatement
 from l2sync_dagster.providers.graph.client import GraphClient, GraphError
 
@@ -105,38 +106,61 @@ class FolderResolver:
 
     def _walk(self, stmt: SelectStatement, root: Folder, base: str,
               collection: str) -> list[Folder]:
+        """The folders below ``root`` whose path matches the scope's segments (case
+        insensitive, ``*``/``?`` per segment), each followed by its subfolders for ``/**``."""
         make = self._contact_folder if collection == "contactFolders" else self._mail_folder
         current = [root]
         for segment in stmt.scope.segments:
             found: list[Folder] = []
             for folder in current:
-                children = self._children(collection, folder)
-                for child in children:
+                for child in self._children(collection, folder):
                     name = str(child.get("displayName", ""))
                     if fnmatch.fnmatchcase(name.lower(), segment.lower()):
                         path = f"{folder.path}/{name}".lstrip("/")
                         found.append(make(str(child["id"]), path))
-                if not found and not stmt.scope.has_wildcards:
-                    names = sorted(str(c.get("displayName")) for c in children)
-                    raise ProviderError(f"exchange (Graph): folder {segment!r} not found in "
-                                        f"{folder.path or stmt.scope.root} of "
-                                        f"{self.email}; folders there: "
-                                        f"{', '.join(names) or 'none'}")
+            if not found:
+                raise self._not_found(stmt, root, collection)
             current = found
         if stmt.scope.recursive:
             out: list[Folder] = []
-            queue = list(current)
-            while queue:
-                folder = queue.pop(0)
-                out.append(folder)
-                for child in self._children(collection, folder):
-                    path = f"{folder.path}/{child.get('displayName')}".lstrip("/")
-                    queue.append(make(str(child["id"]), path))
+            seen: set[str] = set()
+            for top_folder in current:
+                for folder in [top_folder, *self._descendants(collection, top_folder, make)]:
+                    if folder.id not in seen:
+                        seen.add(folder.id)
+                        out.append(folder)
             current = out
-        if not current:
-            raise ProviderError(f"exchange (Graph): no folder matches {stmt.scope.text!r} in "
-                                f"{self.email}")
         return current
+
+    def _descendants(self, collection: str, folder: Folder,
+                     make: Any) -> list[Folder]:
+        """Every folder below ``folder`` (breadth first), paths relative to the scope root."""
+        out: list[Folder] = []
+        queue = [folder]
+        while queue:
+            parent = queue.pop(0)
+            for child in self._children(collection, parent):
+                path = f"{parent.path}/{child.get('displayName')}".lstrip("/")
+                sub = make(str(child["id"]), path)
+                out.append(sub)
+                queue.append(sub)
+        return out
+
+    def _not_found(self, stmt: SelectStatement, root: Folder, collection: str
+                   ) -> ProviderError:
+        """Folder not found, with the close matches among every folder below the root (as the
+        EWS backend says it)."""
+        make = self._contact_folder if collection == "contactFolders" else self._mail_folder
+        known = [f.path for f in self._descendants(collection, root, make)]
+        wanted = "/".join(stmt.scope.segments)
+        root_name = stmt.scope.root if stmt.scope.root != "msgfolderroot" \
+            else "the mailbox root"
+        hint = suggestion(wanted, known)
+        if not hint:
+            tops = sorted(p for p in known if "/" not in p)
+            hint = f"; folders there: {', '.join(tops[:20]) or 'none'}"
+        return ProviderError(f"exchange (Graph): folder not found: no folder {wanted!r} under "
+                             f"{root_name} of {self.email}{hint}")
 
     def _todo_list(self, stmt: SelectStatement) -> Folder:
         lists = list(self.client.items(f"{self.user}/todo/lists",
@@ -154,8 +178,9 @@ class FolderResolver:
         if len(found) != 1:
             names = sorted(str(x.get("displayName")) for x in lists)
             what = segments[0] if segments else "the default task list"
+            hint = suggestion(segments[0], names) if segments else ""
             raise ProviderError(f"exchange (Graph): To Do list {what!r} not found (or not "
-                                f"unique) in {self.email}; lists: {', '.join(names)}")
+                                f"unique) in {self.email}{hint}; lists: {', '.join(names)}")
         lst = found[0]
         base = f"{self.user}/todo/lists/{lst['id']}/tasks"
         path = "" if not segments else str(lst.get("displayName"))

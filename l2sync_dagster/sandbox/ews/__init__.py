@@ -22,6 +22,15 @@ DistributionList, CalendarItem, Task, Message (notes are ``IPM.StickyNote`` mess
 PostItem, with extended properties (returned only when asked for, as Exchange does).
 Booleans are answered as true/false; times to the second in UTC.
 
+Recurring series: ``DeleteItem`` of an ``OccurrenceItemId`` (RecurringMasterId +
+InstanceIndex) deletes one occurrence, ``UpdateItem`` of one moves it (Start/End only; its
+time zone fields are accepted, any other field is ``ErrorInvalidPropertySet``); the master
+then carries ``DeletedOccurrences`` / ``ModifiedOccurrences`` (read-only, new ChangeKey, so
+SyncFolderItems reports it). An index outside the series is
+``ErrorCalendarOccurrenceIndexIsOutOfRecurrenceRange``, a deleted occurrence
+``ErrorCalendarOccurrenceIsDeletedFromRecurrence``. Setting the master's Recurrence, Start or
+End drops its exceptions. The ItemId of a modified occurrence cannot be fetched on its own.
+
 exchangelib notes: OAuth (``auth_type=OAUTH2``) over this plain-HTTP endpoint needs
 ``OAUTHLIB_INSECURE_TRANSPORT=1``; app tokens need ``access_type=IMPERSONATION``. A dropped
 connection reaches a sequential exchangelib client as ``ErrorTimeoutExpired`` (it retries
@@ -57,6 +66,8 @@ Control API (JSON, under ``/_sandbox/ews/``):
 - ``GET items?mailbox=&folder=``: every item with id, change_key, type, modified, fields.
 - ``GET|PATCH|DELETE items/<id>``: one item; PATCH ``{"fields": {...}}`` changes it as
   another client would (new ChangeKey); ``DELETE items?mailbox=&folder=`` empties a folder.
+- ``POST items/<id>/occurrences`` ``{"index": n, "delete": true}`` or ``{"index": n,
+  "Start": iso, "End": iso}``: delete or move occurrence n of a series as Outlook does.
 - ``POST folders`` ``{"mailbox", "parent", "name", "kind"}``; ``GET folders?mailbox=``.
 - ``POST find-limit`` ``{"limit": N}``; ``POST expire-sync-states``.
 """

@@ -1,8 +1,10 @@
 """Control endpoints ``/_sandbox/ews/...`` (JSON) for tests and benchmarks."""
 
+import datetime as dt
 from typing import TYPE_CHECKING, Any
 
-from l2sync_dagster.sandbox.ews import demo
+from l2sync_dagster.sandbox.ews import demo, occurrences
+from l2sync_dagster.sandbox.ews.fields import FieldError
 from l2sync_dagster.sandbox.ews.records import from_dict, to_dict
 from l2sync_dagster.sandbox.ews.store import Folder, Item, iso
 from l2sync_dagster.sandbox.service import Request, Response
@@ -62,6 +64,25 @@ def handle_control(service: "EwsService", request: Request, subpath: str) -> Res
                          body.get("folder", "deleteditems"))
         store.move_item(item, target.id)
         return Response.json(item_json(item))
+    if what == "items" and len(parts) == 3 and parts[2] == "occurrences" \
+            and request.method == "POST":
+        # what Outlook does on "delete this occurrence" / moving one occurrence
+        master = store.items[parts[1]]
+        index = int(body["index"])
+        try:
+            if body.get("delete"):
+                occurrences.delete_occurrence(master, index)
+                made = None
+            else:
+                times = {k: dt.datetime.fromisoformat(str(body[k]).replace("Z", "+00:00"))
+                         for k in ("Start", "End") if body.get(k)}
+                made = occurrences.modify_occurrence(master, index, times.get("Start"),
+                                                     times.get("End"),
+                                                     store.new_id("I", master.mailbox))
+        except FieldError as err:
+            return Response.json({"error": err.message, "code": err.code}, 400)
+        store.touch(master)
+        return Response.json({**item_json(master), "occurrence": made})
     if what == "items" and len(parts) == 2 and request.method == "GET":
         return Response.json(item_json(store.items[parts[1]]))
     if what == "items" and len(parts) == 2 and request.method == "DELETE":

@@ -31,6 +31,7 @@ READ_ONLY: frozenset[str] = frozenset({
     "CompleteName", "EffectiveRights", "LastModifiedName", "ConversationId", "DisplayTo",
     "DisplayCc", "DateTimeReceived", "IsRecurring", "CalendarItemType", "InstanceKey",
     "WebClientReadFormQueryString", "WebClientEditFormQueryString", "StoreEntryId",
+    "ModifiedOccurrences", "DeletedOccurrences", "FirstOccurrence", "LastOccurrence",
 })
 
 #: indexed property -> container element

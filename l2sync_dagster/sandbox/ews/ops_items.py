@@ -2,9 +2,11 @@
 item, so one failing item does not fail the others."""
 
 import copy
+import datetime as dt
 
 from lxml import etree
 
+from l2sync_dagster.sandbox.ews import occurrences
 from l2sync_dagster.sandbox.ews.call import Call, EwsError, message, response
 from l2sync_dagster.sandbox.ews.fields import (
     ITEM_TYPES,
@@ -170,6 +172,9 @@ def update_item(call: Call, req: etree._Element) -> etree._Element:
     for change in req.find(m("ItemChanges")):
         try:
             ref = change[0]
+            if local(ref) == "OccurrenceItemId":
+                _update_occurrence(call, ref, change, msgs)
+                continue
             if local(ref) != "ItemId":
                 raise EwsError("ErrorInvalidIdMalformed", f"{local(ref)} is not supported here")
             item = call.item(ref)
@@ -200,6 +205,10 @@ def update_item(call: Call, req: etree._Element) -> etree._Element:
             msg = message(msgs, "UpdateItem", EwsError(err.code, err.message))
             _items_holder(msg)
             continue
+        if item.tag == "CalendarItem" and any(
+                Path.parse(u[0]).name in occurrences.SERIES_FIELDS
+                for u in change.find(t("Updates"))):
+            occurrences.drop_exceptions(work)
         item.element = work.element
         call.store.touch(item, read_flag_only=only_read_flag)
         msg = message(msgs, "UpdateItem")
@@ -209,21 +218,71 @@ def update_item(call: Call, req: etree._Element) -> etree._Element:
     return root
 
 
+_OCCURRENCE_ZONES = frozenset({"StartTimeZone", "EndTimeZone", "MeetingTimeZone"})
+
+
+def _update_occurrence(call: Call, ref: etree._Element, change: etree._Element,
+                       msgs: etree._Element) -> None:
+    """UpdateItem of one occurrence: its Start and End become an exception of the series
+    (the sandbox keeps no other field of an occurrence: anything else is refused)."""
+    master, index = _master(call, ref)
+    values: dict[str, dt.datetime] = {}
+    for upd in change.find(t("Updates")):
+        path = Path.parse(upd[0])
+        if local(upd) == "SetItemField" and path.name in _OCCURRENCE_ZONES:
+            continue  # the times are stored in UTC; the zones stay the series'
+        if local(upd) != "SetItemField" or path.name not in ("Start", "End"):
+            raise EwsError("ErrorInvalidPropertySet", f"The sandbox changes only Start and End "
+                           f"of an occurrence, not {path.name}.")
+        text = upd[1][0].text or ""
+        values[path.name] = dt.datetime.fromisoformat(text.replace("Z", "+00:00"))
+    work = copy.copy(master)
+    work.element = copy.deepcopy(master.element)
+    new_id = call.store.new_id("I", master.mailbox)
+    occ_id = occurrences.modify_occurrence(work, index, values.get("Start"), values.get("End"),
+                                           new_id)
+    master.element = work.element
+    call.store.touch(master)
+    msg = message(msgs, "UpdateItem")
+    out = sub(_items_holder(msg), t("CalendarItem"))
+    sub(out, t("ItemId"), Id=occ_id, ChangeKey=master.change_key)
+    sub(msg, m("ConflictResults")).append(_count(0))
+
+
 def _count(n: int) -> etree._Element:
     el = etree.Element(t("Count"))
     el.text = str(n)
     return el
 
 
+def _master(call: Call, ref: etree._Element) -> tuple[Item, int]:
+    """The series master and instance index of a ``t:OccurrenceItemId``."""
+    master = call.item(etree.Element(t("ItemId"), Id=ref.get("RecurringMasterId", "")))
+    if master.tag != "CalendarItem":
+        raise EwsError("ErrorCalendarCannotUseIdForRecurringMasterId",
+                       "The RecurringMasterId is not a calendar item.")
+    try:
+        return master, int(ref.get("InstanceIndex", ""))
+    except ValueError as exc:
+        raise EwsError("ErrorInvalidIdMalformed", "InstanceIndex is malformed.") from exc
+
+
 def delete_item(call: Call, req: etree._Element) -> etree._Element:
-    """DeleteItem: HardDelete/SoftDelete remove, MoveToDeletedItems moves."""
+    """DeleteItem: HardDelete/SoftDelete remove, MoveToDeletedItems moves; an
+    ``OccurrenceItemId`` deletes one occurrence of a series (recorded on its master)."""
     root, msgs = response("DeleteItem")
     move = req.get("DeleteType") == "MoveToDeletedItems"
     for ref in req.find(m("ItemIds")):
         try:
+            if local(ref) == "OccurrenceItemId":
+                master, index = _master(call, ref)
+                occurrences.delete_occurrence(master, index)
+                call.store.touch(master)
+                message(msgs, "DeleteItem")
+                continue
             item = call.item(ref)
-        except EwsError as err:
-            message(msgs, "DeleteItem", err)
+        except (EwsError, FieldError) as err:
+            message(msgs, "DeleteItem", EwsError(err.code, err.message))
             continue
         trash = call.store.distinguished(item.mailbox, "deleteditems") if move else None
         if trash is not None and item.folder_id != trash.id:

@@ -17,18 +17,33 @@ a user token that may open its own mailbox and those it is delegate of (``sync@`
 Endpoints (all under ``/v1.0``; ``{u}`` = UPN or user id):
 
 - ``/users``, ``/users/{u}``, ``/me``
-- ``/users/{u}/contacts[/{id}|/delta]`` (default folder), ``/users/{u}/contactFolders[/{id}]``,
-  ``/users/{u}/contactFolders/{id}/contacts[/{id}|/delta]``
+- ``/users/{u}/contacts[/{id}|/delta]`` (default folder), ``/users/{u}/contactFolders[/{id}]``
+  (the folders of the default Contacts folder; POST creates one there),
+  ``/users/{u}/contactFolders/{id}/childFolders[/{id}/...]`` (GET, POST; nest at will),
+  ``/users/{u}/contactFolders/{id}/contacts[/{id}|/delta]``; a sibling with the same
+  display name is 409 ``ErrorFolderExists``; DELETE of a folder removes its subtree
 - ``/users/{u}/events[/{id}]`` (POST/PATCH/DELETE; ``recurrence`` makes a series master),
   ``/users/{u}/calendarView?startDateTime=..&endDateTime=..`` (series expanded into
   occurrences: daily, weekly, absoluteMonthly, absoluteYearly; relative patterns yield only the
-  first occurrence; occurrence ids are ``{master id}_OCCyyyymmdd`` and cannot be fetched or
-  changed one by one), ``/users/{u}/calendarView/delta?startDateTime=..&endDateTime=..``,
+  first occurrence; occurrence ids are ``{master id}_OCCyyyymmdd``; instances carry
+  ``originalStart``), ``GET|PATCH|DELETE /users/{u}/events/{occurrence id}`` (PATCH of start,
+  end, subject, location, body, showAs, importance, sensitivity, reminder, categories makes it
+  an ``exception``; DELETE cancels it: the master lists it in ``cancelledOccurrences``, which
+  is returned only when selected; ``$expand=exceptionOccurrences`` on an event lists the
+  exceptions; a PATCH of the master's recurrence, start or end drops both),
+  ``/users/{u}/calendarView/delta?startDateTime=..&endDateTime=..`` (a cancelled occurrence
+  is reported ``@removed``),
   ``/users/{u}/events/{id}/instances?startDateTime=..&endDateTime=..``, ``/users/{u}/calendar``
   (also ``/calendar/events``, ``/calendar/calendarView``)
-- ``/users/{u}/todo/lists[/{id}]``, ``/users/{u}/todo/lists/{id}/tasks[/{id}|/delta]``
-- ``/users/{u}/mailFolders[/{id or inbox|sentitems|drafts|deleteditems|archive}]``,
-  ``/users/{u}/mailFolders/{id}/messages[/{id}|/delta]``, ``/users/{u}/messages[/{id}]``
+- ``/users/{u}/todo/lists[/{id}]``, ``/users/{u}/todo/lists/{id}/tasks[/{id}|/delta]``;
+  every mailbox has the default list "Tasks" (``wellknownListName: defaultList``, cannot be
+  deleted: 400)
+- ``/users/{u}/mailFolders[/{id or msgfolderroot|inbox|sentitems|drafts|deleteditems|
+  archive}]`` (``/mailFolders`` lists the root's folders; POST creates one there; PATCH,
+  DELETE of a folder that is not well-known: 403 ``ErrorDeleteDistinguishedFolder``),
+  ``/users/{u}/mailFolders/{id}/childFolders[/{id}/...]`` (GET, POST),
+  ``/users/{u}/mailFolders/{id}/messages[/{id}|/delta]``, ``/users/{u}/messages[/{id}]`` (every
+  folder); ``childFolders`` is served only where the CSDL declares it
 - ``/sites/{hostname}:/sites/{path}`` (also ``...:/lists/...``), ``/sites/{site-id}``,
   ``/sites/{id}/lists`` (GET, POST with ``displayName`` + ``columns``),
   ``/sites/{id}/lists/{list id or display name}``, ``.../columns`` (GET, POST),
@@ -44,7 +59,8 @@ list items max 5000, default 200; users/sites/lists/columns max 999, default 100
 ``Prefer: odata.maxpagesize=N`` sets the page size when ``$top`` is absent),
 ``$skip``, ``$filter`` (eq ne gt ge lt le, and/or/not, ``startswith``,
 ``x/any(a: a/p eq 'v')``; anything else 400), ``$orderby``,
-``$expand=singleValueExtendedProperties($filter=id eq '...')``; any other ``$`` option
+``$expand=singleValueExtendedProperties($filter=id eq '...')``, ``$expand=exceptionOccurrences``
+(events); any other ``$`` option
 (``$count``, ``$search``, ...) is a 400.
 Filtering list items on ``fields/X`` needs ``Prefer: HonorNonIndexedQueriesWarningMayFailRandomly``
 unless column X is indexed (``City`` in the demo list is). Paging: ``@odata.nextLink`` with an
@@ -88,8 +104,11 @@ todoTasks mailFolders messages sites lists columns listItems``, plus ``batch``; 
 before routing (auth, throttling) are counted under ``unauthorized`` or a guessed name.
 
 Demo data (on start and reset): contacts in sales@ (5) and sync@ (3); events for sync@ (one
-meeting, one all-day, a weekly series of 10); a To Do list "Follow-ups" with 3 tasks; 3 inbox
-messages for sync@; site ``sandbox.sharepoint.com:/sites/sales`` with list ``Customers``
+meeting, one all-day, a weekly series of 10); the default To Do list "Tasks" (empty) and a
+list "Follow-ups" with 3 tasks; 3 inbox messages for sync@; mail folders Inbox/Projects/Alpha
+and Inbox/Projects/Beta for sync@ and sales@ (as in the EWS demo), the message "Alpha kickoff"
+in sync@'s Inbox/Projects/Alpha; site ``sandbox.sharepoint.com:/sites/sales`` with list
+``Customers``
 (Title, Email, Phone, City, Revenue currency, Active boolean, Since dateTime, Tier choice
 Gold/Silver/Bronze, Owner personOrGroup) holding 5 items. ``--state DIR`` keeps the data in
 ``DIR/graph.json`` across restarts.

@@ -181,6 +181,10 @@ def text_to_html(content: str) -> str:
     return f"<html><body>{html.escape(content).replace(chr(10), '<br>')}</body></html>"
 
 
+#: properties Graph returns only when ``$select`` names them
+SELECTED_ONLY = frozenset({"cancelledOccurrences"})
+
+
 def shape(ctx: Ctx, entity: dict[str, Any], *, select: list[str] | None,
           hidden: tuple[str, ...] = ("singleValueExtendedProperties",),
           all_day: bool = False) -> dict[str, Any]:
@@ -195,6 +199,8 @@ def shape(ctx: Ctx, entity: dict[str, Any], *, select: list[str] | None,
         if k.startswith("@") or k.startswith("_"):
             continue
         if k in hidden and k not in expand:
+            continue
+        if k in SELECTED_ONLY and (select is None or k not in select):
             continue
         if select is not None and k != "id" and k not in select and k not in expand:
             continue

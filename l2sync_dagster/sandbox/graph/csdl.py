@@ -110,6 +110,10 @@ class Csdl:
             out.update(t.properties)
         return out
 
+    def navigation(self, type_name: str, prop: str) -> str | None:
+        """The target type of navigation property ``prop`` of ``type_name`` (None: none)."""
+        return self._navigation(type_name, prop)
+
     def _navigation(self, type_name: str, prop: str) -> str | None:
         t: StructuredType | None = self.types.get(_short(type_name))
         while t is not None:

@@ -78,11 +78,34 @@ def load(svc: Any) -> None:
             "title": title, "importance": "high" if i == 0 else "normal",
             "dueDateTime": _dtz(today + timedelta(days=i + 1))}))
     seed_messages(svc, "sync@sandbox.test", "inbox", 3)
+    stamp = (today - timedelta(days=2)).strftime("%Y-%m-%dT%H:%M:%SZ")
+    for upn in ("sync@sandbox.test", "sales@sandbox.test"):  # as in the EWS demo
+        projects = add_mail_folder(svc, upn, users.mail_folder_id(svc, upn, "inbox"), "Projects")
+        alpha = add_mail_folder(svc, upn, projects, "Alpha")
+        add_mail_folder(svc, upn, projects, "Beta")
+        if upn == "sync@sandbox.test":
+            svc.store.put(svc.store.collection(users.key("messages", upn, alpha)),
+                          users.new_entity(svc, users.MESSAGES, {
+                              "subject": "Alpha kickoff", "receivedDateTime": stamp,
+                              "sentDateTime": stamp, "isRead": True,
+                              "body": {"contentType": "text", "content": "Monday 9:00"}},
+                              parentFolderId=alpha))
     site = sites.create_site(svc, *SALES_SITE)
     lst = sites.create_list(svc, site, "Customers", CUSTOMER_COLUMNS)
     seed_items(svc, lst["id"], 5)
     # an empty list for the "Exchange Online contacts -> SharePoint" demo
     sites.create_list(svc, site, "Contacts", CONTACT_COLUMNS)
+
+
+def add_mail_folder(svc: Any, upn: str, parent: str, name: str) -> str:
+    """A mail folder below ``parent`` (an id); returns its id."""
+    folders = svc.store.collection(users.key("mailFolders", upn))
+    entity = users.new_entity(svc, users.MAIL_FOLDERS, {
+        "displayName": name, "childFolderCount": 0, "unreadItemCount": 0,
+        "totalItemCount": 0, "isHidden": False}, parentFolderId=parent)
+    svc.store.put(folders, entity)
+    svc.store.collection(users.key("messages", upn, entity["id"]), "messages")
+    return str(entity["id"])
 
 
 def _dtz(value: datetime) -> dict[str, str]:

@@ -35,7 +35,7 @@ from l2sync_dagster.sandbox.service import (
 from l2sync_dagster.sandbox.tokens import Principal
 
 GRAPH_RESOURCE = "https://graph.microsoft.com"
-_EXPANDABLE = {"singleValueExtendedProperties", "fields"}
+_EXPANDABLE = {"singleValueExtendedProperties", "fields", "exceptionOccurrences"}
 _OPTIONS = {"$select", "$top", "$skip", "$filter", "$orderby", "$expand", "$skiptoken",
             "$deltatoken"}
 
@@ -98,6 +98,12 @@ class GraphService(Service):
                 raise GraphError(400, "invalidRequest", "; ".join(problems[:5]))
         return body
 
+    def navigation_or_400(self, type_name: str, prop: str) -> None:
+        """Refuse (400, as Graph does) a path segment that is no navigation property of
+        ``type_name`` in the CSDL."""
+        if self.csdl is not None and self.csdl.navigation(type_name, prop) is None:
+            raise GraphError(400, "BadRequest", f"Resource not found for the segment '{prop}'.")
+
     def check_fields_or_400(self, columns: dict[str, Any], fields: Any) -> None:
         """List item fields checked against the list's columns."""
         if not isinstance(fields, dict):
@@ -119,9 +125,19 @@ class GraphService(Service):
                                      f"failed: Could not find a property named '{name}' on "
                                      f"type 'microsoft.graph.{kind.type}'.")
 
+        expand = ctx.extra.get("expand_opts") or {}
+        for name in expand:
+            if name == "exceptionOccurrences":
+                self.navigation_or_400(kind.type, name)
+
         def emit(entity: dict[str, Any]) -> dict[str, Any]:
             out = shape(ctx, entity, select=select,
                         all_day=bool(entity.get("isAllDay")))
+            if "exceptionOccurrences" in expand:
+                inner = expand["exceptionOccurrences"]
+                out["exceptionOccurrences"] = [
+                    shape(ctx, e, select=inner.select, all_day=bool(e.get("isAllDay")))
+                    for e in users.exception_events(entity)]
             self.check_out(kind.type, out, ctx.raw_path)
             return out
         return emit

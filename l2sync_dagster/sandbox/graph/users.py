@@ -20,6 +20,7 @@ from l2sync_dagster.sandbox.graph.common import (
 )
 from l2sync_dagster.sandbox.graph.delta import delta
 from l2sync_dagster.sandbox.graph.query import parse_datetime
+from l2sync_dagster.sandbox.graph.recurrence import occurrence_dates
 from l2sync_dagster.sandbox.graph.store import (
     Collection,
     change_key,
@@ -46,8 +47,10 @@ _CHANGE_KEY_TYPES = {"contact", "event", "message"}
 #: set by the server, ignored when a client sends them
 _MANAGED = {"id", "changeKey", "createdDateTime", "lastModifiedDateTime", "parentFolderId",
             "seriesMasterId", "type", "bodyPreview", "originalStartTimeZone",
-            "originalEndTimeZone"}
+            "originalEndTimeZone", "cancelledOccurrences", "originalStart"}
 WELL_KNOWN_MAIL = ("inbox", "sentitems", "drafts", "deleteditems", "archive")
+_WELL_KNOWN_NAMES = {"inbox": "Inbox", "sentitems": "Sent Items", "drafts": "Drafts",
+                     "deleteditems": "Deleted Items", "archive": "Archive"}
 
 
 def key(kind: str, user: str, *parts: str) -> str:
@@ -184,9 +187,11 @@ def _normalize_event(entity: dict[str, Any]) -> None:
         rng.setdefault("endDate", "0001-01-01")
         rng.setdefault("recurrenceTimeZone", "UTC")
         entity["type"] = "seriesMaster"
+        entity.setdefault("cancelledOccurrences", [])
     else:
         entity["recurrence"] = None
         entity["type"] = "singleInstance"
+        entity.pop("cancelledOccurrences", None)
 
 
 def merge(kind: Kind, entity: dict[str, Any], body: dict[str, Any]) -> dict[str, Any]:
@@ -204,6 +209,10 @@ def merge(kind: Kind, entity: dict[str, Any], body: dict[str, Any]) -> dict[str,
             updated[k] = list(props.values())
         else:
             updated[k] = v
+    if kind.type == "event" and {"recurrence", "start", "end"} & set(body):
+        # a new pattern or time for the series: its exceptions go (as in Outlook)
+        updated.pop("_exceptions", None)
+        updated.pop("cancelledOccurrences", None)
     normalize(kind, updated)
     stamp_version(kind, updated)
     return updated
@@ -283,18 +292,32 @@ def ensure_user(svc: Any, upn: str) -> None:
         mail = store.collection(key("mailFolders", upn), "mailFolders")
         assert mail is not None
         if "wellKnown" not in mail.meta:
-            names = {"inbox": "Inbox", "sentitems": "Sent Items", "drafts": "Drafts",
-                     "deleteditems": "Deleted Items", "archive": "Archive"}
-            mail.meta["wellKnown"] = {}
-            for wk, display in names.items():
+            # the mailbox root ("Top of Information Store") holds the well-known folders
+            root = new_entity(svc, MAIL_FOLDERS, {
+                "displayName": "Top of Information Store", "childFolderCount": 0,
+                "unreadItemCount": 0, "totalItemCount": 0, "isHidden": False},
+                parentFolderId=outlook_id())
+            store.put(mail, root)
+            store.collection(key("messages", upn, root["id"]), "messages")
+            mail.meta["wellKnown"] = {"msgfolderroot": root["id"]}
+            for wk, display in _WELL_KNOWN_NAMES.items():
                 entity = new_entity(svc, MAIL_FOLDERS, {
                     "displayName": display, "childFolderCount": 0, "unreadItemCount": 0,
-                    "totalItemCount": 0, "isHidden": False})
+                    "totalItemCount": 0, "isHidden": False}, parentFolderId=root["id"])
                 mail.meta["wellKnown"][wk] = entity["id"]
                 store.put(mail, entity)
                 store.collection(key("messages", upn, entity["id"]), "messages")
         store.collection(key("events", upn), "events")
-        store.collection(key("todoLists", upn), "todoLists")
+        lists = store.collection(key("todoLists", upn), "todoLists")
+        assert lists is not None
+        if "default" not in lists.meta:
+            # every mailbox has the default To Do list "Tasks" (it cannot be deleted)
+            default_list = new_entity(svc, TODO_LISTS, {"displayName": "Tasks"},
+                                      wellknownListName="defaultList", isOwner=True,
+                                      isShared=False)
+            store.put(lists, default_list)
+            lists.meta["default"] = default_list["id"]
+            store.collection(key("todoTasks", upn, default_list["id"]), "todoTasks")
 
 
 def route_user(ctx: Ctx, upn: str, rest: list[str]) -> Response:
@@ -352,6 +375,8 @@ def route_user(ctx: Ctx, upn: str, rest: list[str]) -> Response:
         if tail == ["delta"]:
             raise GraphError(400, "BadRequest", "Use /calendarView/delta with startDateTime and "
                              "endDateTime to track event changes.")
+        if len(tail) == 1 and "_OCC" in tail[0] and tail[0] not in coll.items:
+            return _occurrence(ctx, coll, tail[0])
         return collection_route(ctx, EVENTS, coll, tail, f"{base}/events")
     if head == "calendarView":
         return _calendar_view(ctx, upn, tail, base)
@@ -364,28 +389,89 @@ def route_user(ctx: Ctx, upn: str, rest: list[str]) -> Response:
     raise GraphError(400, "BadRequest", f"Resource not found for the segment '{head}'.")
 
 
-def _contact_folders(ctx: Ctx, upn: str, rest: list[str], base: str) -> Response:
+# ---------------------------------------------------------------------- folder trees
+def _children(folders: Collection, parent: str) -> list[dict[str, Any]]:
+    """The folders whose parent is ``parent``."""
+    return [f for f in folders.items.values() if f.get("parentFolderId") == parent]
+
+
+def _subtree(folders: Collection, folder_id: str) -> list[str]:
+    """``folder_id`` and the ids of every folder below it."""
+    out, queue = [], [folder_id]
+    while queue:
+        current = queue.pop(0)
+        out.append(current)
+        queue += [f["id"] for f in _children(folders, current)]
+    return out
+
+
+def _new_folder(ctx: Ctx, kind: Kind, folders: Collection, parent: str,
+                **fixed: Any) -> dict[str, Any]:
+    """A new child folder of ``parent`` from a checked body (409 when a sibling has the name)."""
     svc = ctx.service
-    store = svc.store
+    body = svc.checked_body(ctx, kind.type)
+    name = body.get("displayName")
+    if not isinstance(name, str) or not name.strip():
+        raise GraphError(400, "ErrorInvalidRequest", "The displayName property is required.")
+    if any(str(f.get("displayName", "")).lower() == name.lower()
+           for f in _children(folders, parent)):
+        raise GraphError(409, "ErrorFolderExists", "A folder with the specified name already "
+                         "exists.")
+    entity = new_entity(svc, kind, body, parentFolderId=parent, **fixed)
+    svc.store.put(folders, entity)
+    return entity
+
+
+def _drop_subtree(svc: Any, folders: Collection, folder_id: str, items_kind: str,
+                  upn: str) -> None:
+    """Remove the folders below ``folder_id`` and every item collection of the subtree (the
+    folder itself was removed by the caller)."""
+    for fid in _subtree(folders, folder_id):
+        if fid != folder_id:
+            svc.store.delete(folders, fid)
+        svc.store.drop(key(items_kind, upn, fid))
+
+
+def _contact_folders(ctx: Ctx, upn: str, rest: list[str], base: str) -> Response:
+    store = ctx.service.store
     folders = store.collection(key("contactFolders", upn))
     assert folders is not None
     default = folders.meta["default"]
     if not rest:
-        fixed = {"parentFolderId": default}
-        resp = collection_route(ctx, CONTACT_FOLDERS, folders, [], f"{base}/contactFolders",
-                                fixed=fixed)
-        if ctx.method == "POST" and resp.status == 201:
-            store.collection(key("contacts", upn, json.loads(resp.body)["id"]), "contacts")
-        return resp
-    folder_id = rest[0]
-    if folder_id == "delta":
+        # the folders of the default Contacts folder (as Graph lists them)
+        return _contact_children(ctx, upn, folders, default, f"{base}/contactFolders")
+    if rest[0] == "delta":
         return collection_route(ctx, CONTACT_FOLDERS, folders, ["delta"],
                                 f"{base}/contactFolders")
+    return _contact_folder(ctx, upn, folders, rest[0], rest[1:], f"{base}/contactFolders")
+
+
+def _contact_children(ctx: Ctx, upn: str, folders: Collection, parent: str,
+                      context: str) -> Response:
+    svc = ctx.service
+    emit = svc.emitter(ctx, CONTACT_FOLDERS)
+    if ctx.method == "GET":
+        with svc.store.lock:
+            entities = _children(folders, parent)
+        return paged(ctx, CONTACT_FOLDERS, entities, emit, context)
+    if ctx.method == "POST":
+        with svc.store.lock:
+            entity = _new_folder(ctx, CONTACT_FOLDERS, folders, parent)
+            svc.store.collection(key("contacts", upn, entity["id"]), "contacts")
+        return Response.json(emit(entity), 201, operation="contactFolders.create")
+    raise GraphError(405, "ErrorInvalidRequest", f"{ctx.method} is not supported here.")
+
+
+def _contact_folder(ctx: Ctx, upn: str, folders: Collection, folder_id: str, rest: list[str],
+                    context: str) -> Response:
+    svc = ctx.service
+    store = svc.store
+    default = folders.meta["default"]
     contacts = store.collection(key("contacts", upn, folder_id))
     if contacts is None:
         raise GraphError(404, "ErrorItemNotFound", "The specified object was not found in the "
                          "store.")
-    if len(rest) == 1:
+    if not rest:
         if folder_id == default:
             if ctx.method != "GET":
                 raise GraphError(403, "ErrorAccessDenied", "The default contacts folder cannot "
@@ -393,14 +479,25 @@ def _contact_folders(ctx: Ctx, upn: str, rest: list[str], base: str) -> Response
             entity = {"id": default, "displayName": "Contacts", "parentFolderId": outlook_id()}
             return Response.json(svc.emitter(ctx, CONTACT_FOLDERS)(entity),
                                  operation="contactFolders.get")
-        return collection_route(ctx, CONTACT_FOLDERS, folders, [folder_id],
-                                f"{base}/contactFolders",
-                                on_delete=lambda e: store.drop(key("contacts", upn, e["id"])))
-    if rest[1] == "contacts":
-        return collection_route(ctx, CONTACTS, contacts, rest[2:],
-                                f"{base}/contactFolders('{folder_id}')/contacts",
+        return collection_route(
+            ctx, CONTACT_FOLDERS, folders, [folder_id], context,
+            on_delete=lambda e: _drop_subtree(svc, folders, e["id"], "contacts", upn))
+    if rest[0] == "childFolders":
+        svc.navigation_or_400(CONTACT_FOLDERS.type, "childFolders")
+        if len(rest) == 1:
+            return _contact_children(ctx, upn, folders, folder_id,
+                                     f"{context}('{folder_id}')/childFolders")
+        child = folders.items.get(rest[1])
+        if child is None or child.get("parentFolderId") != folder_id:
+            raise GraphError(404, "ErrorItemNotFound", "The specified object was not found in "
+                             "the store.")
+        return _contact_folder(ctx, upn, folders, rest[1], rest[2:],
+                               f"{context}('{folder_id}')/childFolders")
+    if rest[0] == "contacts":
+        return collection_route(ctx, CONTACTS, contacts, rest[1:],
+                                f"{context}('{folder_id}')/contacts",
                                 fixed={"parentFolderId": folder_id})
-    raise GraphError(400, "BadRequest", f"Resource not found for the segment '{rest[1]}'.")
+    raise GraphError(400, "BadRequest", f"Resource not found for the segment '{rest[0]}'.")
 
 
 # ---------------------------------------------------------------------- calendar
@@ -419,72 +516,147 @@ def _window(ctx: Ctx, token_window: dict[str, str] | None = None) -> tuple[datet
         raise GraphError(400, "ErrorInvalidParameter", f"Invalid time window: {exc}") from exc
 
 
-_WEEKDAYS = ["monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday"]
+def _utc_text(value: datetime) -> str:
+    return value.strftime("%Y-%m-%dT%H:%M:%S.0000000")
 
 
-def _occurrence_dates(recurrence: dict[str, Any], until: date) -> Iterable[date]:
-    """The dates of a patterned recurrence (daily, weekly, absoluteMonthly, absoluteYearly)."""
-    pattern, rng = recurrence["pattern"], recurrence["range"]
-    start = date.fromisoformat(rng["startDate"])
-    end = until
-    if rng["type"] == "endDate" and rng.get("endDate"):
-        end = min(end, date.fromisoformat(rng["endDate"]))
-    limit = rng.get("numberOfOccurrences") if rng["type"] == "numbered" else None
-    interval = max(int(pattern.get("interval") or 1), 1)
-    kind = pattern["type"]
-    count = 0
-    day = start
-    while day <= end and (limit is None or count < limit):
-        hit = False
-        if kind == "daily":
-            hit = (day - start).days % interval == 0
-        elif kind == "weekly":
-            days = pattern.get("daysOfWeek") or [_WEEKDAYS[start.weekday()]]
-            week = ((day - start).days + start.weekday()) // 7
-            hit = _WEEKDAYS[day.weekday()] in days and week % interval == 0
-        elif kind == "absoluteMonthly":
-            months = (day.year - start.year) * 12 + day.month - start.month
-            hit = day.day == (pattern.get("dayOfMonth") or start.day) and months % interval == 0
-        elif kind == "absoluteYearly":
-            hit = day.month == (pattern.get("month") or start.month) and \
-                day.day == (pattern.get("dayOfMonth") or start.day)
-        else:  # relative patterns: only the first occurrence (documented limit)
-            hit = day == start
-            if hit:
-                limit = 1
-        if hit:
-            count += 1
-            yield day
-        day += timedelta(days=1)
+def occurrence_id(master_id: str, day: date) -> str:
+    """The id of the occurrence of series ``master_id`` on ``day``."""
+    return f"{master_id}_OCC{day.strftime('%Y%m%d')}"
 
 
-def expand_event(entity: dict[str, Any], start: datetime, end: datetime
-                 ) -> list[dict[str, Any]]:
-    """The instances of ``entity`` overlapping [start, end): itself, or its occurrences."""
+def cancelled_id(master_id: str, day: date) -> str:
+    """Graph's ``cancelledOccurrences`` entry (an occurrenceId: ``OID.{master}.{date}``)."""
+    return f"OID.{master_id}.{day.isoformat()}"
+
+
+def _series(entity: dict[str, Any], until: date
+            ) -> Iterable[tuple[date, datetime, datetime]]:
+    """(day, original start, original end) of each occurrence of a series master, in UTC."""
     s, e = dtz_utc(entity["start"]), dtz_utc(entity["end"])
-    if not entity.get("recurrence"):
-        return [entity] if s < end and e > start else []
     duration = e - s
     tz = UTC if entity.get("isAllDay") else zone(
         entity["recurrence"]["range"].get("recurrenceTimeZone") or "UTC")
     local_time = s.astimezone(tz).time()
-    out = []
-    for day in _occurrence_dates(entity["recurrence"], end.date()):
+    for day in occurrence_dates(entity["recurrence"], until):
         occ_start = datetime.combine(day, local_time, tzinfo=tz).astimezone(UTC)
-        occ_end = occ_start + duration
-        if occ_start < end and occ_end > start:
-            occ = dict(entity)
-            occ["id"] = f"{entity['id']}_OCC{day.strftime('%Y%m%d')}"
-            occ["seriesMasterId"] = entity["id"]
-            occ["type"] = "occurrence"
-            occ["recurrence"] = None
-            tz_name = entity["start"]["timeZone"]
-            occ["start"] = {"dateTime": occ_start.strftime("%Y-%m-%dT%H:%M:%S.0000000"),
-                            "timeZone": tz_name}
-            occ["end"] = {"dateTime": occ_end.strftime("%Y-%m-%dT%H:%M:%S.0000000"),
-                          "timeZone": tz_name}
+        yield day, occ_start, occ_start + duration
+
+
+def _instance(entity: dict[str, Any], day: date, start: datetime,
+              end: datetime) -> dict[str, Any]:
+    """The occurrence of ``day`` (an exception when it was changed on its own)."""
+    occ = {k: v for k, v in entity.items() if k not in ("cancelledOccurrences",)}
+    occ["id"] = occurrence_id(entity["id"], day)
+    occ["seriesMasterId"] = entity["id"]
+    occ["type"] = "occurrence"
+    occ["recurrence"] = None
+    occ["originalStart"] = start.strftime("%Y-%m-%dT%H:%M:%SZ")
+    tz_name = entity["start"]["timeZone"]
+    occ["start"] = {"dateTime": _utc_text(start), "timeZone": tz_name}
+    occ["end"] = {"dateTime": _utc_text(end), "timeZone": tz_name}
+    changed = (entity.get("_exceptions") or {}).get(day.isoformat())
+    if changed:
+        occ.update(changed)
+        occ["type"] = "exception"
+        occ["@odata.etag"] = changed.get("@odata.etag", occ.get("@odata.etag"))
+    occ.pop("_exceptions", None)
+    return occ
+
+
+def expand_event(entity: dict[str, Any], start: datetime, end: datetime
+                 ) -> list[dict[str, Any]]:
+    """The instances of ``entity`` overlapping [start, end): itself, or its occurrences and
+    exceptions (cancelled occurrences left out)."""
+    s, e = dtz_utc(entity["start"]), dtz_utc(entity["end"])
+    if not entity.get("recurrence"):
+        return [entity] if s < end and e > start else []
+    cancelled = set(entity.get("cancelledOccurrences") or ())
+    out = []
+    # an exception may have moved: look a little past the window for its original day
+    for day, occ_start, occ_end in _series(entity, (end + timedelta(days=31)).date()):
+        if cancelled_id(entity["id"], day) in cancelled:
+            continue
+        occ = _instance(entity, day, occ_start, occ_end)
+        if dtz_utc(occ["start"]) < end and dtz_utc(occ["end"]) > start:
             out.append(occ)
     return out
+
+
+def exception_events(entity: dict[str, Any]) -> list[dict[str, Any]]:
+    """The exceptions of a series master (``exceptionOccurrences``)."""
+    changed = entity.get("_exceptions") or {}
+    if not entity.get("recurrence") or not changed:
+        return []
+    last = max(date.fromisoformat(d) for d in changed)
+    return [_instance(entity, day, s, e) for day, s, e in _series(entity, last)
+            if day.isoformat() in changed]
+
+
+def cancelled_in(entity: dict[str, Any], start: datetime, end: datetime) -> list[str]:
+    """Ids of the cancelled occurrences of a master whose original time overlaps the window."""
+    cancelled = set(entity.get("cancelledOccurrences") or ())
+    if not entity.get("recurrence") or not cancelled:
+        return []
+    return [occurrence_id(entity["id"], day)
+            for day, s, e in _series(entity, end.date())
+            if cancelled_id(entity["id"], day) in cancelled and s < end and e > start]
+
+
+#: what an exception may change (the rest stays the series')
+_EXCEPTION_PROPS = {"start", "end", "subject", "location", "body", "showAs", "importance",
+                    "sensitivity", "isReminderOn", "reminderMinutesBeforeStart", "categories"}
+
+
+def _occurrence(ctx: Ctx, coll: Collection, occ_id: str) -> Response:
+    """GET, PATCH (makes an exception) or DELETE (cancels) one occurrence of a series."""
+    svc = ctx.service
+    master_id, _, stamp = occ_id.rpartition("_OCC")
+    with svc.store.lock:
+        master = coll.items.get(master_id)
+        try:
+            day = datetime.strptime(stamp, "%Y%m%d").date()
+        except ValueError:
+            day = None
+        found = None
+        if master is not None and master.get("recurrence") and day is not None \
+                and cancelled_id(master_id, day) not in (master.get("cancelledOccurrences")
+                                                         or ()):
+            found = next(((s, e) for d, s, e in _series(master, day) if d == day), None)
+        if found is None:
+            raise GraphError(404, "ErrorItemNotFound", "The specified object was not found in "
+                             "the store.")
+        emit = svc.emitter(ctx, EVENTS)
+        if ctx.method == "GET":
+            return Response.json(emit(_instance(master, day, *found)), operation="events.get")
+        check_if_match(ctx, _instance(master, day, *found))
+        updated = dict(master)
+        exceptions = dict(updated.get("_exceptions") or {})
+        if ctx.method == "DELETE":
+            exceptions.pop(day.isoformat(), None)
+            updated["cancelledOccurrences"] = [*(updated.get("cancelledOccurrences") or ()),
+                                               cancelled_id(master_id, day)]
+        elif ctx.method == "PATCH":
+            body = svc.checked_body(ctx, EVENTS.type)
+            unsupported = sorted(k for k in body if k not in _EXCEPTION_PROPS
+                                 and not k.startswith("@"))
+            if unsupported:
+                raise GraphError(400, "ErrorInvalidRequest", f"{unsupported[0]} cannot be "
+                                 "changed on one occurrence here.")
+            change = {**exceptions.get(day.isoformat(), {}), **body}
+            for prop in ("start", "end"):
+                if prop in body:
+                    change[prop] = to_utc_dtz(body[prop], prop)
+            change["@odata.etag"] = f'W/"{change_key()}"'
+            exceptions[day.isoformat()] = change
+        else:
+            raise GraphError(405, "ErrorInvalidRequest", f"{ctx.method} is not supported here.")
+        updated["_exceptions"] = exceptions
+        stamp_version(EVENTS, updated)
+        svc.store.put(coll, updated)
+    if ctx.method == "DELETE":
+        return Response(204, operation="events.delete")
+    return Response.json(emit(_instance(updated, day, *found)), operation="events.update")
 
 
 def _calendar_view(ctx: Ctx, upn: str, rest: list[str], base: str) -> Response:
@@ -504,9 +676,11 @@ def _calendar_view(ctx: Ctx, upn: str, rest: list[str], base: str) -> Response:
         def expand(item_id: str, entity: dict[str, Any]
                    ) -> list[tuple[str, dict[str, Any] | None]]:
             instances = expand_event(entity, start, end)
+            gone: list[tuple[str, dict[str, Any] | None]] = [
+                (occ, None) for occ in cancelled_in(entity, start, end)]
             if not instances:
-                return [(item_id, None)]
-            return [(i["id"], i) for i in instances]
+                return [(item_id, None), *gone]
+            return [(i["id"], i) for i in instances] + gone
         window = {"s": start.isoformat(), "e": end.isoformat()}
         return delta(ctx, CALENDAR_VIEW, [coll], f"{coll.key}|view", expand, emit,
                      f"{base}/calendarView/delta", window)
@@ -537,6 +711,8 @@ def _todo(ctx: Ctx, upn: str, rest: list[str], base: str) -> Response:
         raise GraphError(404, "ErrorItemNotFound", "The specified object was not found in the "
                          "store.")
     if len(rest) == 1:
+        if ctx.method == "DELETE" and list_id == lists.meta.get("default"):
+            raise GraphError(400, "invalidRequest", "The default task list cannot be deleted.")
         return collection_route(ctx, TODO_LISTS, lists, [list_id], f"{base}/todo/lists",
                                 on_delete=lambda e: store.drop(key("todoTasks", upn, e["id"])))
     if rest[1] == "tasks":
@@ -554,44 +730,83 @@ def mail_folder_id(svc: Any, upn: str, name: str) -> str:
 
 def _mail_folders(ctx: Ctx, upn: str, rest: list[str], base: str) -> Response:
     svc = ctx.service
-    store = svc.store
-    folders = store.collection(key("mailFolders", upn))
+    folders = svc.store.collection(key("mailFolders", upn))
     assert folders is not None
+    root = folders.meta["wellKnown"]["msgfolderroot"]
     if not rest:
-        if ctx.method != "GET":
-            raise GraphError(405, "ErrorInvalidRequest", "Mail folders are read-only here.")
-        return _with_counts(ctx, upn, folders, base, None)
+        # the folders of the mailbox root (Inbox, Drafts, ... and the user's own)
+        return _mail_children(ctx, upn, folders, root, f"{base}/mailFolders")
     folder_id = mail_folder_id(svc, upn, rest[0])
+    return _mail_folder(ctx, upn, folders, folder_id, rest[1:],
+                        f"{base}/mailFolders('{rest[0]}')")
+
+
+def _mail_children(ctx: Ctx, upn: str, folders: Collection, parent: str,
+                   context: str) -> Response:
+    svc = ctx.service
+    if ctx.method == "GET":
+        with svc.store.lock:
+            entities = _with_counts(svc, upn, folders, _children(folders, parent))
+        return paged(ctx, MAIL_FOLDERS, entities, svc.emitter(ctx, MAIL_FOLDERS), context)
+    if ctx.method == "POST":
+        with svc.store.lock:
+            entity = _new_folder(ctx, MAIL_FOLDERS, folders, parent, childFolderCount=0,
+                                 unreadItemCount=0, totalItemCount=0)
+            entity.setdefault("isHidden", False)
+            svc.store.collection(key("messages", upn, entity["id"]), "messages")
+        return Response.json(svc.emitter(ctx, MAIL_FOLDERS)(entity), 201,
+                             operation="mailFolders.create")
+    raise GraphError(405, "ErrorInvalidRequest", f"{ctx.method} is not supported here.")
+
+
+def _mail_folder(ctx: Ctx, upn: str, folders: Collection, folder_id: str, rest: list[str],
+                 context: str) -> Response:
+    svc = ctx.service
+    store = svc.store
     messages = store.collection(key("messages", upn, folder_id))
-    if messages is None:
+    if messages is None or folder_id not in folders.items:
         raise GraphError(404, "ErrorItemNotFound", "The specified object was not found in the "
                          "store.")
-    if len(rest) == 1:
-        if ctx.method != "GET":
-            raise GraphError(405, "ErrorInvalidRequest", "Mail folders are read-only here.")
-        return _with_counts(ctx, upn, folders, base, folder_id)
-    if rest[1] == "messages":
-        return collection_route(ctx, MESSAGES, messages, rest[2:],
-                                f"{base}/mailFolders('{rest[0]}')/messages",
+    if not rest:
+        if ctx.method == "GET":
+            with store.lock:
+                (entity,) = _with_counts(svc, upn, folders, [folders.items[folder_id]])
+            return Response.json(svc.emitter(ctx, MAIL_FOLDERS)(entity),
+                                 operation="mailFolders.get")
+        if folder_id in folders.meta["wellKnown"].values():
+            raise GraphError(403, "ErrorDeleteDistinguishedFolder" if ctx.method == "DELETE"
+                             else "ErrorAccessDenied", "Distinguished folders cannot be "
+                             "deleted or renamed.")
+        return collection_route(
+            ctx, MAIL_FOLDERS, folders, [folder_id], context,
+            on_delete=lambda e: _drop_subtree(svc, folders, e["id"], "messages", upn))
+    if rest[0] == "childFolders":
+        svc.navigation_or_400(MAIL_FOLDERS.type, "childFolders")
+        if len(rest) == 1:
+            return _mail_children(ctx, upn, folders, folder_id, f"{context}/childFolders")
+        child = folders.items.get(rest[1])
+        if child is None or child.get("parentFolderId") != folder_id:
+            raise GraphError(404, "ErrorItemNotFound", "The specified object was not found in "
+                             "the store.")
+        return _mail_folder(ctx, upn, folders, rest[1], rest[2:],
+                            f"{context}/childFolders('{rest[1]}')")
+    if rest[0] == "messages":
+        return collection_route(ctx, MESSAGES, messages, rest[1:], f"{context}/messages",
                                 fixed={"parentFolderId": folder_id})
-    raise GraphError(400, "BadRequest", f"Resource not found for the segment '{rest[1]}'.")
+    raise GraphError(400, "BadRequest", f"Resource not found for the segment '{rest[0]}'.")
 
 
-def _with_counts(ctx: Ctx, upn: str, folders: Collection, base: str,
-                 one: str | None) -> Response:
-    svc = ctx.service
+def _with_counts(svc: Any, upn: str, folders: Collection,
+                 chosen: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The folders with their item, unread and child folder counts."""
     out = []
-    with svc.store.lock:
-        for f in folders.items.values():
-            msgs = svc.store.collection(key("messages", upn, f["id"]))
-            items = list(msgs.items.values()) if msgs else []
-            out.append({**f, "totalItemCount": len(items),
-                        "unreadItemCount": sum(1 for m in items if not m.get("isRead"))})
-    emit = svc.emitter(ctx, MAIL_FOLDERS)
-    if one is None:
-        return paged(ctx, MAIL_FOLDERS, out, emit, f"{base}/mailFolders")
-    return Response.json(emit(next(f for f in out if f["id"] == one)),
-                         operation="mailFolders.get")
+    for f in chosen:
+        msgs = svc.store.collection(key("messages", upn, f["id"]))
+        items = list(msgs.items.values()) if msgs else []
+        out.append({**f, "totalItemCount": len(items),
+                    "unreadItemCount": sum(1 for m in items if not m.get("isRead")),
+                    "childFolderCount": len(_children(folders, f["id"]))})
+    return out
 
 
 def _messages(ctx: Ctx, upn: str, rest: list[str], base: str) -> Response:
