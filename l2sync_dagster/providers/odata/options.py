@@ -12,6 +12,8 @@ DEFAULT_BATCH_SIZE = 100
 MAX_BATCH_SIZE = 1000
 DEFAULT_CONCURRENCY = 4
 DEFAULT_PAGE_SIZE = 5000
+#: seconds per HTTP request (``Timeout``), sign-in included
+DEFAULT_TIMEOUT_S = 120
 BATCH_FORMATS = ("auto", "multipart", "json", "none")
 AUTH_KEYS = ("TenantId", "ClientId", "ClientSecret", "CertificatePath", "CertificateThumbprint",
              "User", "Password", "Authentication", "Authority", "CABundle")
@@ -111,7 +113,7 @@ def int_option(cs: ConnectionString, key: str, default: int, low: int, high: int
 
 
 def common_options(cs: ConnectionString, label: str) -> dict[str, Any]:
-    """KeyGeneration, Batch, BatchSize, Concurrency and MaxPageSize, checked."""
+    """KeyGeneration, Batch, BatchSize, Concurrency, MaxPageSize and Timeout, checked."""
     kg = (cs.get("KeyGeneration") or "server").strip().lower()
     if kg not in ("server", "client"):
         raise ConnectionStringError(f"{label}: KeyGeneration must be server or client, "
@@ -128,4 +130,5 @@ def common_options(cs: ConnectionString, label: str) -> dict[str, Any]:
         "batch_size": int_option(cs, "BatchSize", DEFAULT_BATCH_SIZE, 1, MAX_BATCH_SIZE, label),
         "concurrency": int_option(cs, "Concurrency", DEFAULT_CONCURRENCY, 1, 52, label),
         "page_size": int_option(cs, "MaxPageSize", DEFAULT_PAGE_SIZE, 1, 5000, label),
+        "timeout_s": int_option(cs, "Timeout", DEFAULT_TIMEOUT_S, 1, 3600, label),
     }
