@@ -130,7 +130,7 @@ def tls_detail(exc: BaseException) -> str:
 def unreachable_message(label: str, url: str, key: str, kind: str, *,
                         timeout_s: float | None = None, timeout_key: str | None = None,
                         what: str | None = None, detail: str | None = None) -> str:
-    """``<label>: cannot reach <url> (<why>); check <key>=`` in one line."""
+    """``<label>: unreachable: <url> (<why>); check <key>=`` in one line."""
     why = f"{kind}: {detail}" if detail else kind
     if kind in (READ_TIMEOUT, CONNECT_TIMEOUT) and timeout_s is not None:
         why = f"{kind} within {timeout_s:g}s"
@@ -140,7 +140,7 @@ def unreachable_message(label: str, url: str, key: str, kind: str, *,
         hint += " and CABundle="
     elif kind == READ_TIMEOUT and timeout_key:
         hint += f" (or raise {timeout_key}= if the server is just slow)"
-    return f"{label}: cannot reach {endpoint(url)}{doing} ({why}); {hint}"
+    return f"{label}: unreachable: {endpoint(url)}{doing} ({why}); {hint}"
 
 
 def unreachable_error(label: str, url: str, key: str, exc: BaseException, *,
