@@ -138,3 +138,23 @@ def test_cli_locates_the_missing_client_id_by_file_line_and_side(tmp_path, capsy
         err
     assert "missing required key ClientId" in err and "Allow public client flows" in err
     assert "s3cr3t-value" not in err
+
+
+@pytest.fixture
+def ews(sandbox, monkeypatch):
+    from exchange_helpers import ews_session
+
+    yield from ews_session(sandbox, monkeypatch)
+
+
+def test_exchange_ews_microsoft_modern_opens_a_delegated_mailbox(ews, sandbox):
+    """Microsoft_Modern on EWS: the user's own token (delegate access to sales@)."""
+    from exchange_helpers import provider
+
+    p = provider(ews, Authentication="Microsoft_Modern", ClientId="l2sync-sandbox",
+                 Authority=f"{sandbox.urls['token']}/sandbox", CABundle=str(sandbox.ca_path))
+    try:
+        assert "sales@sandbox.test" in p.verify(Query("SELECT * FROM Contacts"))
+        assert len(p.read(Query("SELECT * FROM Contacts")).frame) > 0
+    finally:
+        p.close()

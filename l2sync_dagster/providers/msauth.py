@@ -171,7 +171,7 @@ def _timeout(cs: ConnectionString) -> float | None:
         value = float(raw)
     except ValueError:
         value = 0.0
-    if not 0 < value <= 3600:
+    if not 1 <= value <= 3600:
         raise ConnectionStringError(f"Timeout must be a number of seconds from 1 to 3600, "
                                     f"not {raw!r}")
     return value
