@@ -13,7 +13,8 @@ of the URL. ``Authority`` and ``CABundle`` work as for Graph (see
 replication key: new records get a GUID made by the sync, sent with the POST and journaled, so a
 crash after the POST is recognised on the re-run instead of creating a duplicate),
 ``BatchSize`` (default 100 requests per ``$batch`` change set, at most 1000), ``Concurrency``
-(batches in flight, default 4), ``MaxPageSize`` (default 5000). ``KeyGeneration`` defaults to
+(batches in flight, default 4), ``MaxPageSize`` (default 5000), ``Timeout`` (seconds per HTTP
+request, default 120, sign-in included). ``KeyGeneration`` defaults to
 ``client`` here (``server`` lets Dataverse make the GUID, as the generic ``odata`` provider does
 by default).
 
@@ -66,7 +67,7 @@ class DataverseProvider(ODataProvider):
     KEYS: ClassVar[tuple[str, ...]] = (
         "URL", "Authentication", "User", "Password", "TenantId", "ClientId", "ClientSecret",
         "CertificatePath", "CertificateThumbprint", "Authority", "CABundle", "KeyGeneration",
-        "Batch", "BatchSize", "Concurrency", "MaxPageSize",
+        "Batch", "BatchSize", "Concurrency", "MaxPageSize", "Timeout",
     )
 
     @classmethod

@@ -5,7 +5,15 @@ or ``CertificatePath`` (a PEM file holding the certificate and its private key; 
 ``CertificateThumbprint``, otherwise computed), or ``User`` with ``Password=env:VAR`` for
 ``Authentication=Microsoft_Modern`` / ``microsoft_modern_crm`` (the resource-owner password
 flow of a public client). ``Authority`` overrides ``https://login.microsoftonline.com/<TenantId>``
-and ``CABundle`` names a PEM file of certificate authorities to trust.
+and ``CABundle`` names a PEM file of certificate authorities to trust; ``Timeout`` (seconds, when
+the provider has that key) bounds every request to the token endpoint too.
+
+Every mode needs an app registration of your own in Entra ID (``ClientId``): Layer2's
+``Microsoft_Modern`` without a ClientId signs in through Layer2's multi-tenant app with an
+interactive consent pop-up in its UI, which an unattended sync cannot do, and this tool has no app
+of its own in your tenant. :func:`registration_hint` says exactly what to register. With
+``User`` and no ``TenantId`` the tenant is the domain of the user's sign-in name (Entra ID
+accepts a verified domain wherever a tenant id goes).
 
 ``CABundle`` is honoured even when ``REQUESTS_CA_BUNDLE`` / ``CURL_CA_BUNDLE`` are set: requests
 normally lets those variables replace ``Session.verify`` (``merge_environment_settings``), so the
@@ -24,6 +32,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 
 from l2sync_dagster.providers.base import ProviderError
+from l2sync_dagster.providers.unreachable import unreachable_error
 from l2sync_dagster.spec.connection_string import ConnectionString, ConnectionStringError
 
 DEFAULT_AUTHORITY_HOST = "https://login.microsoftonline.com"
@@ -33,6 +42,47 @@ PASSWORD_AUTHENTICATIONS = frozenset({"microsoft_modern", "microsoft_modern_crm"
 APP_AUTHENTICATIONS = frozenset({"clientcredentials", "client_credentials", "app", "certificate",
                                  "clientsecret", "client_secret"})
 TIMEOUT_S = 60
+#: what an app registration needs, by the host of the resource it signs in to:
+#: (delegated permissions for User/Password, application permissions for the app itself)
+_PERMISSIONS = (
+    ("graph.microsoft.com", "Microsoft Graph",
+     "Contacts.ReadWrite, Calendars.ReadWrite, Tasks.ReadWrite, Mail.ReadWrite",
+     "Contacts.ReadWrite, Calendars.ReadWrite, Tasks.ReadWrite.All, Mail.ReadWrite"),
+    ("outlook.office365.com", "Office 365 Exchange Online", "EWS.AccessAsUser.All",
+     "full_access_as_app"),
+    (".dynamics.com", "Dynamics CRM", "user_impersonation",
+     "none (add the app as an application user with a security role in the Power Platform "
+     "admin center)"),
+)
+
+
+def permissions_for(scope: str) -> tuple[str, str, str]:
+    """(API name, delegated permissions, application permissions) for a token ``scope``."""
+    host = (urlsplit(scope).hostname or "").lower()
+    for suffix, api, delegated, application in _PERMISSIONS:
+        if host == suffix or host.endswith(suffix if suffix.startswith(".") else "." + suffix):
+            return api, delegated, application
+    return f"the API of {host}", "the permissions that API defines", \
+        "the permissions that API defines"
+
+
+def registration_hint(*, password: bool, scope: str,
+                      permissions: tuple[str, str, str] | None = None) -> str:
+    """What to register in Entra ID so that this sign-in can work, in one sentence."""
+    api, delegated, application = permissions or permissions_for(scope)
+    if password:
+        return ("register an app in Entra ID (App registrations > New registration, single "
+                "tenant), turn on Authentication > Allow public client flows, add the "
+                f"delegated API permissions {api}: {delegated} and grant admin consent, then set "
+                "ClientId=<its Application (client) ID> and TenantId=<its Directory (tenant) "
+                "ID>; the user must be able to sign in without MFA (Layer2's Microsoft_Modern "
+                "without ClientId uses Layer2's own app and an interactive sign-in, which an "
+                "unattended sync cannot do)")
+    return ("register an app in Entra ID (App registrations > New registration), add the "
+            f"application API permissions {api}: {application} and grant admin consent, "
+            "add a client secret or certificate, then set ClientId=<its Application (client) "
+            "ID>, TenantId=<its Directory (tenant) ID> and ClientSecret=env:VARIABLE or "
+            "CertificatePath=<PEM file>")
 
 
 class PinnedVerifySession(requests.Session):
@@ -42,7 +92,19 @@ class PinnedVerifySession(requests.Session):
     ``REQUESTS_CA_BUNDLE`` before it merges the session's ``verify``, so a session-level CA
     bundle silently loses to the variable. Here a request without its own ``verify`` uses the
     session's. Proxies and netrc still come from the environment as usual.
+
+    ``default_timeout`` applies to requests sent without a ``timeout``: msal ignores its own
+    ``timeout=`` once it is given an ``http_client``, so without it a token endpoint that
+    accepts the connection and never answers would hang the sync forever.
     """
+
+    default_timeout: float | None = None
+
+    def request(self, method: Any, url: Any, *args: Any, **kwargs: Any) -> Any:  # type: ignore[override]
+        """As in requests, with :attr:`default_timeout` when no ``timeout`` is given."""
+        if kwargs.get("timeout") is None and len(args) < 7:  # 7th: timeout given positionally
+            kwargs["timeout"] = self.default_timeout
+        return super().request(method, url, *args, **kwargs)
 
     def merge_environment_settings(self, url: Any, proxies: Any, stream: Any, verify: Any,
                                    cert: Any) -> dict[str, Any]:
@@ -52,9 +114,11 @@ class PinnedVerifySession(requests.Session):
         return super().merge_environment_settings(url, proxies, stream, verify, cert)
 
 
-def make_session(ca_bundle: str | None) -> requests.Session:
-    """A session trusting ``ca_bundle`` (when given) regardless of ``REQUESTS_CA_BUNDLE``."""
+def make_session(ca_bundle: str | None, timeout_s: float | None = None) -> requests.Session:
+    """A session trusting ``ca_bundle`` (when given) regardless of ``REQUESTS_CA_BUNDLE``;
+    ``timeout_s`` is the timeout of requests that give none."""
     session = PinnedVerifySession()
+    session.default_timeout = timeout_s
     if ca_bundle:
         session.verify = ca_bundle
     return session
@@ -98,6 +162,21 @@ def _load_certificate(path: Path, thumbprint: str | None) -> dict[str, str]:
     return credential
 
 
+def _timeout(cs: ConnectionString) -> float | None:
+    """The connection's ``Timeout`` in seconds (None when absent)."""
+    raw = cs.get("Timeout")
+    if raw is None or raw == "":
+        return None
+    try:
+        value = float(raw)
+    except ValueError:
+        value = 0.0
+    if not 1 <= value <= 3600:
+        raise ConnectionStringError(f"Timeout must be a number of seconds from 1 to 3600, "
+                                    f"not {raw!r}")
+    return value
+
+
 def _skip_user_realm_discovery(authority: str) -> None:
     """Let ROPC go straight to the token endpoint of a non-Microsoft authority.
 
@@ -117,22 +196,27 @@ class MicrosoftAuth:
 
     KEYS: frozenset[str] = frozenset({
         "TenantId", "ClientId", "ClientSecret", "CertificatePath", "CertificateThumbprint",
-        "User", "Password", "Authentication", "Authority", "CABundle",
+        "User", "Password", "Authentication", "Authority", "CABundle", "Timeout",
     })
 
     def __init__(self, *, scope: str, authority: str, client_id: str,
                  client_credential: Any = None, user: str | None = None,
-                 password: Any = None, ca_bundle: str | None = None) -> None:
+                 password: Any = None, ca_bundle: str | None = None,
+                 timeout_s: float | None = None, authority_key: str = "Authority") -> None:
         self.scope = scope
         self.authority = authority
         self.client_id = client_id
         self.user = user
         self.ca_bundle = ca_bundle
+        #: the connection's Timeout (seconds per HTTP request; Graph clients use it too), or None
+        self.timeout_s = timeout_s
+        #: the connection-string key that decides :attr:`authority` (for error messages)
+        self.authority_key = authority_key
         self._credential = client_credential
         self._password = password  # a SecretValue
         self._lock = threading.Lock()
         self._app: msal.ClientApplication | None = None
-        self._http = make_session(ca_bundle)
+        self._http = make_session(ca_bundle, timeout_s or TIMEOUT_S)
 
     @property
     def mode(self) -> str:
@@ -141,8 +225,14 @@ class MicrosoftAuth:
 
     @classmethod
     def from_connection_string(cls, cs: ConnectionString, *, scope: str,
-                               base_dir: Path | None = None) -> "MicrosoftAuth":
-        """Build from the keys in :attr:`KEYS` (other keys are the caller's business)."""
+                               base_dir: Path | None = None,
+                               permissions: tuple[str, str, str] | None = None
+                               ) -> "MicrosoftAuth":
+        """Build from the keys in :attr:`KEYS` (other keys are the caller's business).
+
+        ``permissions`` (API name, delegated, application) names what the app registration
+        needs in messages; by default it follows from the ``scope``'s host.
+        """
         authentication = (cs.get("Authentication") or "").strip().lower()
         user = cs.get("User")
         tenant = cs.get("TenantId")
@@ -167,8 +257,14 @@ class MicrosoftAuth:
         use_password = authentication in PASSWORD_AUTHENTICATIONS or (
             not authentication and user and "clientsecret" not in cs
             and "certificatepath" not in cs)
+        hint = registration_hint(password=bool(use_password), scope=scope,
+                                 permissions=permissions)
         if not client_id:
-            raise ConnectionStringError("missing required key ClientId (the app registration)")
+            raise ConnectionStringError(f"missing required key ClientId: {hint}")
+        if not tenant and use_password and user and "@" in user:
+            tenant = user.rsplit("@", 1)[1]  # a verified domain names its tenant
+        timeout_s = _timeout(cs)
+        authority_key = "Authority" if authority else "TenantId"
         if authority:
             parts = urlsplit(authority)
             if parts.scheme != "https" or not parts.netloc:
@@ -176,12 +272,16 @@ class MicrosoftAuth:
             if parts.path.strip("/") == "":
                 if not tenant:
                     raise ConnectionStringError(
-                        "missing required key TenantId (Authority names no tenant)")
+                        "missing required key TenantId (Authority names no tenant): the "
+                        "Directory (tenant) ID of your app registration")
                 authority = f"{parts.scheme}://{parts.netloc}/{tenant}"
             authority = authority.rstrip("/")
         else:
             if not tenant:
-                raise ConnectionStringError("missing required key TenantId")
+                raise ConnectionStringError(
+                    "missing required key TenantId: the Directory (tenant) ID of the app "
+                    f"registration ClientId={client_id} (Entra ID > App registrations > "
+                    "Overview)")
             authority = f"{DEFAULT_AUTHORITY_HOST}/{tenant}"
         if use_password:
             if not user:
@@ -190,7 +290,8 @@ class MicrosoftAuth:
             if password is None:
                 raise ConnectionStringError("missing required key Password (Password=env:VAR)")
             return cls(scope=scope, authority=authority, client_id=client_id, user=user,
-                       password=password, ca_bundle=ca_bundle)
+                       password=password, ca_bundle=ca_bundle, timeout_s=timeout_s,
+                       authority_key=authority_key)
         secret = cs.secret("ClientSecret")
         cert_path = cs.get("CertificatePath")
         if secret is not None and cert_path:
@@ -204,11 +305,13 @@ class MicrosoftAuth:
             credential = _load_certificate(path, cs.get("CertificateThumbprint"))
         else:
             raise ConnectionStringError(
-                "missing required key ClientSecret (ClientSecret=env:VAR) or CertificatePath, "
-                "or User and Password with Authentication=Microsoft_Modern"
+                "missing required key ClientSecret (ClientSecret=env:VAR) or CertificatePath "
+                f"(a secret or certificate of the app registration ClientId={client_id}), or "
+                "User and Password=env:VAR with Authentication=Microsoft_Modern"
             )
         return cls(scope=scope, authority=authority, client_id=client_id,
-                   client_credential=credential, ca_bundle=ca_bundle)
+                   client_credential=credential, ca_bundle=ca_bundle, timeout_s=timeout_s,
+                   authority_key=authority_key)
 
     # -- msal -------------------------------------------------------------------------------
 
@@ -222,7 +325,7 @@ class MicrosoftAuth:
         common: dict[str, Any] = {
             "authority": self.authority,
             "http_client": self._http,
-            "timeout": TIMEOUT_S,
+            "timeout": self.timeout_s or TIMEOUT_S,
             "instance_discovery": self._instance_discovery(),
         }
         try:
@@ -237,9 +340,7 @@ class MicrosoftAuth:
                 self._app = msal.ConfidentialClientApplication(
                     self.client_id, client_credential=credential, **common)
         except requests.RequestException as exc:
-            raise ProviderError(
-                f"cannot reach the authority {self.authority}: {type(exc).__name__}",
-                transient=True) from exc
+            raise self._unreachable(exc, "discovering the authority") from exc
         except ValueError as exc:
             raise ProviderError(f"authority {self.authority} refused: {exc}") from exc
         return self._app
@@ -277,15 +378,19 @@ class MicrosoftAuth:
                         cache.remove_at(at)
                 result = app.acquire_token_for_client(scopes)
         except requests.RequestException as exc:
-            raise ProviderError(
-                f"token request to {self.authority} failed: {type(exc).__name__}: "
-                f"{self._scrub(str(exc))}", transient=True) from exc
+            raise self._unreachable(exc, "requesting a token") from exc
         except ValueError as exc:
             raise ProviderError(f"token request to {self.authority} failed: "
                                 f"{self._scrub(str(exc))}") from exc
         if not result or "access_token" not in result:
             raise ProviderError(self._describe_failure(result or {}))
         return str(result["access_token"])
+
+    def _unreachable(self, exc: BaseException, what: str) -> ProviderError:
+        """One line naming the authority's host and port and the key that sets it."""
+        return unreachable_error("sign-in", self.authority, self.authority_key, exc,
+                                 timeout_s=self.timeout_s or TIMEOUT_S, timeout_key="Timeout",
+                                 what=what)
 
     def _describe_failure(self, result: dict[str, Any]) -> str:
         error = result.get("error", "unknown_error")

@@ -10,7 +10,8 @@ or client credentials (``ClientId``, ``TenantId``, ``ClientSecret=env:VAR`` or
 ``CertificatePath``). ``URL`` is a view URL (``.../Lists/Customers/AllItems.aspx``), a list URL
 (``.../Lists/Customers``) or the site URL with ``List=<title>``. Shared Graph keys:
 ``GraphURL`` (default ``https://graph.microsoft.com/v1.0``), ``Authority``, ``CABundle``.
-``PageSize`` (items per page, default 1000) tunes reads.
+``PageSize`` (items per page, default 1000) tunes reads; ``Timeout`` (seconds per HTTP
+request, default 120; sign-in included).
 
 The query (``query:`` in the connection file) is optional: empty, or the title of the list
 when the URL names only the site. A read always covers the whole list (``describe().scope`` is
@@ -64,6 +65,9 @@ log = logging.getLogger("l2sync.providers.sharepoint")
 
 LABEL = "sharepoint"
 KEYS: frozenset[str] = GRAPH_KEYS | {"URL", "List", "PageSize"}
+#: what the app registration needs (API, delegated, application), named in sign-in errors
+GRAPH_PERMISSIONS = ("Microsoft Graph", "Sites.ReadWrite.All", "Sites.ReadWrite.All (or "
+                     "Sites.Selected with write access granted to the site)")
 DEFAULT_PAGE_SIZE = 1000
 MAX_PAGE_SIZE = 5000
 KEY_FIELD = "ID"
@@ -190,7 +194,8 @@ class SharePointProvider:
         if not 1 <= page_size <= MAX_PAGE_SIZE:
             raise ConnectionStringError(f"{LABEL}: PageSize must be 1..{MAX_PAGE_SIZE}, "
                                         f"not {raw!r}")
-        client = GraphClient.from_connection_string(cs, base_dir=base_dir)
+        client = GraphClient.from_connection_string(cs, base_dir=base_dir,
+                                                    permissions=GRAPH_PERMISSIONS)
         provider = cls(client, url, cs.get("List") or None, page_size)
         return provider
 

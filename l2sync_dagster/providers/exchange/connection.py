@@ -10,10 +10,13 @@ Keys (Layer2-compatible, case-insensitive)::
 - ``Email``: the mailbox to open (another user's, a shared or a site mailbox); default ``User``.
 - ``Impersonation=true``: ExchangeImpersonation (the ApplicationImpersonation role); otherwise
   delegate access.
-- ``Authentication=NTLM|Basic|OAuth`` (default NTLM with User/Password, OAuth when ClientId is
-  given). OAuth uses ``TenantId``, ``ClientId`` and ``ClientSecret=env:VAR`` or
-  ``CertificatePath`` (client credentials through msal, ``providers/msauth.py``; optional
-  ``Authority``, ``CertificateThumbprint``).
+- ``Authentication=NTLM|Basic|OAuth|Microsoft_Modern`` (default NTLM with User/Password, OAuth
+  when ClientId is given; the Graph backend always signs in through Entra ID). OAuth uses
+  ``TenantId``, ``ClientId`` and ``ClientSecret=env:VAR`` or ``CertificatePath`` (client
+  credentials through msal, ``providers/msauth.py``; optional ``Authority``,
+  ``CertificateThumbprint``). ``Microsoft_Modern`` (Layer2's name) signs in as ``User`` with
+  ``Password=env:VAR`` through the app registration ``ClientId`` (a public client; ``TenantId``
+  defaults to the domain of ``User``); a missing ClientId is refused with what to register.
 - ``CABundle``: a PEM file of certificate authorities to trust (a private CA).
 - ``Backend=ews|graph`` (default ews).
 - ``NamingScheme=Exchange|SharePoint``: accepted for Layer2 compatibility. ``Exchange``
@@ -47,7 +50,7 @@ KEYS: tuple[str, ...] = (
     "PageSize", "BatchSize", "ReadBatchSize",
 )
 BACKENDS = ("ews", "graph")
-AUTHENTICATIONS = ("ntlm", "basic", "oauth")
+AUTHENTICATIONS = ("ntlm", "basic", "oauth", "microsoft_modern")
 NAMING_SCHEMES = ("exchange", "sharepoint")
 DEFAULT_BATCH_SIZE = 100
 DEFAULT_READ_BATCH_SIZE = 250
@@ -99,6 +102,23 @@ def _number(cs: ConnectionString, key: str, default: float, low: float, high: fl
     return value
 
 
+def _check_sign_in(cs: ConnectionString, backend: str, url: str | None,
+                   base_dir: Path | None) -> None:
+    """Refuse incomplete Entra ID sign-in keys now, naming the key and what to register."""
+    from l2sync_dagster.providers.msauth import MicrosoftAuth, scope_for
+
+    if backend == "graph":
+        graph = (cs.get("GraphURL") or url or "https://graph.microsoft.com/v1.0")
+        scope = scope_for(graph)
+    else:
+        scope = "https://outlook.office365.com/.default" if not url or "office365.com" in url \
+            else scope_for(url)
+    try:
+        MicrosoftAuth.from_connection_string(cs, scope=scope, base_dir=base_dir)
+    except ConnectionStringError as exc:
+        raise ConnectionStringError(f"{LABEL}: {exc}") from None
+
+
 def parse_settings(text: str | ConnectionString, *, base_dir: Path | None = None
                    ) -> ExchangeSettings:
     """Parse and validate; ConnectionStringError naming the bad or missing key."""
@@ -132,17 +152,20 @@ def parse_settings(text: str | ConnectionString, *, base_dir: Path | None = None
     auth_raw = cs.get("Authentication")
     authentication = (auth_raw or ("oauth" if client_id else "ntlm")).strip().lower()
     if authentication not in AUTHENTICATIONS:
-        raise ConnectionStringError(f"{LABEL}: Authentication must be NTLM, Basic or OAuth, not "
-                                    f"{auth_raw!r}")
+        raise ConnectionStringError(f"{LABEL}: Authentication must be NTLM, Basic, OAuth or "
+                                    f"Microsoft_Modern, not {auth_raw!r}")
     if backend == "graph":
-        authentication = "oauth" if auth_raw is None else authentication
+        if authentication in ("ntlm", "basic") and auth_raw is not None:
+            raise ConnectionStringError(
+                f"{LABEL}: Authentication={auth_raw} is for Exchange Server (Backend=ews); "
+                "Microsoft Graph signs in through Entra ID: use Authentication=Microsoft_Modern "
+                "(User, Password=env:VAR, ClientId) or OAuth (ClientId with ClientSecret or "
+                "CertificatePath)")
+        authentication = "oauth"
+    if authentication == "microsoft_modern":
+        authentication = "oauth"  # a delegated token; MicrosoftAuth reads User and Password
     if authentication == "oauth":
-        if not client_id:
-            raise ConnectionStringError(f"{LABEL}: missing required key ClientId "
-                                        "(Authentication=OAuth)")
-        if not cs.get("TenantId") and not cs.get("Authority"):
-            raise ConnectionStringError(f"{LABEL}: missing required key TenantId "
-                                        "(Authentication=OAuth)")
+        _check_sign_in(cs, backend, url, base_dir)
     else:
         if not user:
             raise ConnectionStringError(f"{LABEL}: missing required key User")

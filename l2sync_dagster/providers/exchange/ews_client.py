@@ -39,6 +39,12 @@ from exchangelib.version import EXCHANGE_O365, Build, Version
 
 from l2sync_dagster.providers.base import ProviderError
 from l2sync_dagster.providers.exchange.connection import ExchangeSettings
+from l2sync_dagster.providers.unreachable import (
+    READ_TIMEOUT,
+    classify,
+    fail_fast,
+    unreachable_error,
+)
 
 log = logging.getLogger("l2sync.providers.exchange.ews")
 
@@ -268,9 +274,12 @@ def describe_error(exc: BaseException, settings: ExchangeSettings, what: str) ->
     if isinstance(exc, ErrorMailboxStoreUnavailable | ErrorMailboxMoveInProgress):
         return ProviderError(f"exchange: mailbox {s.email} is temporarily unavailable: {exc}",
                              transient=True)
-    if isinstance(exc, CONNECTION_ERRORS):
-        return ProviderError(f"exchange: unreachable: no answer from {where} while {what} "
-                             f"({type(exc).__name__})", transient=True)
+    if isinstance(exc, (*CONNECTION_ERRORS, TransportError)) and classify(exc) is not None:
+        # exchangelib flattens the cause into text ("No valid version headers found ...
+        # Reraised from ConnectionError(...)"): one line with the URL and the key instead
+        return unreachable_error("exchange", s.url or "https://autodiscover",
+                                 "URL" if s.url else "Email", exc, timeout_s=s.timeout_s,
+                                 timeout_key="Timeout", what=what)
     if isinstance(exc, ResponseMessageError):
         return ProviderError(f"exchange: {what} failed: {type(exc).__name__}: {exc}")
     if isinstance(exc, TransportError):
@@ -290,7 +299,9 @@ def retrying(fn: Any, settings: ExchangeSettings, what: str, *, attempts: int = 
         try:
             return fn()
         except CONNECTION_ERRORS as exc:
-            if not idempotent or attempt == attempts - 1:
+            kind = classify(exc)
+            if not idempotent or attempt == attempts - 1 or fail_fast(kind) \
+                    or kind == READ_TIMEOUT:
                 raise describe_error(exc, settings, what) from exc
             time.sleep(delay)
             delay *= 2

@@ -6,7 +6,10 @@ The token scope is ``<scheme://host[:port] of GraphURL>/.default``.
 
 Retries: 429/503/504 wait for ``Retry-After`` (exponential back-off when absent); a 401 gets
 one fresh token; dropped connections are retried for idempotent methods only (a POST that may
-have been executed is not repeated blindly). Errors carry Graph's error code and message.
+have been executed is not repeated blindly). A server that refuses the connection, an unknown
+host, a TLS failure or no answer within ``Timeout`` seconds (the connection's, default 120) is
+not retried here: one transient error names the URL and the key to check (``GraphURL=``, or
+``URL=`` for a SharePoint site). Errors carry Graph's error code and message.
 """
 
 import json
@@ -22,6 +25,12 @@ import requests
 from l2sync_dagster.providers.base import ProviderError
 from l2sync_dagster.providers.graph.throttle import RETRY_STATUSES, MailboxSlots, RetryPolicy
 from l2sync_dagster.providers.msauth import MicrosoftAuth, scope_for
+from l2sync_dagster.providers.unreachable import (
+    READ_TIMEOUT,
+    classify,
+    fail_fast,
+    unreachable_error,
+)
 from l2sync_dagster.spec.connection_string import ConnectionString, ConnectionStringError
 
 if TYPE_CHECKING:
@@ -64,9 +73,14 @@ class GraphClient:
 
     def __init__(self, base_url: str, auth: MicrosoftAuth, *,
                  retry: RetryPolicy | None = None,
-                 sleep: Callable[[float], None] = time.sleep) -> None:
+                 sleep: Callable[[float], None] = time.sleep,
+                 timeout_s: float | None = None, url_key: str = "GraphURL") -> None:
         self.base_url = base_url.rstrip("/")
         self.auth = auth
+        #: seconds per request: given, else the connection's Timeout (kept by the auth)
+        self.timeout_s = float(timeout_s or getattr(auth, "timeout_s", None) or TIMEOUT_S)
+        #: the connection-string key that names :attr:`base_url` (for error messages)
+        self.url_key = url_key
         self.retry = retry or RetryPolicy()
         self._sleep = sleep
         self._session = auth.session()
@@ -78,13 +92,20 @@ class GraphClient:
 
     @classmethod
     def from_connection_string(cls, cs: ConnectionString, *, base_dir: Path | None = None,
-                               retry: RetryPolicy | None = None) -> "GraphClient":
-        """A client for ``GraphURL`` authenticated with the msal keys of ``cs``."""
+                               retry: RetryPolicy | None = None,
+                               permissions: tuple[str, str, str] | None = None
+                               ) -> "GraphClient":
+        """A client for ``GraphURL`` authenticated with the msal keys of ``cs``.
+
+        ``permissions`` (API, delegated, application) is what a missing app registration is
+        told to grant (see :func:`l2sync_dagster.providers.msauth.registration_hint`).
+        """
         url = (cs.get("GraphURL") or DEFAULT_GRAPH_URL).rstrip("/")
         parts = urlsplit(url)
         if parts.scheme not in {"https", "http"} or not parts.netloc:
             raise ConnectionStringError(f"GraphURL must be an absolute URL, not {url!r}")
-        auth = MicrosoftAuth.from_connection_string(cs, scope=scope_for(url), base_dir=base_dir)
+        auth = MicrosoftAuth.from_connection_string(cs, scope=scope_for(url), base_dir=base_dir,
+                                                    permissions=permissions)
         return cls(url, auth, retry=retry)
 
     def close(self) -> None:
@@ -157,15 +178,20 @@ class GraphClient:
                 with self._slots.slot(mailbox):
                     self.count_request()
                     resp = self._session.request(method, url, params=params, data=data,
-                                                 headers=hdrs, timeout=TIMEOUT_S)
+                                                 headers=hdrs, timeout=self.timeout_s)
             except requests.RequestException as exc:
-                if idempotent and attempt < self.retry.max_retries:
+                kind = classify(exc)
+                # refused, unknown host, TLS, or a server that kept silent for timeout_s:
+                # retrying within the run only multiplies the wait
+                hopeless = fail_fast(kind) or kind == READ_TIMEOUT
+                if idempotent and not hopeless and attempt < min(self.retry.max_retries, 3):
                     self._sleep(self.retry.delay(attempt, None))
                     attempt += 1
                     continue
-                raise ProviderError(
-                    f"Graph {method} {_short(url)}: connection failed: {type(exc).__name__}",
-                    transient=True) from exc
+                raise unreachable_error(
+                    "Graph", url if kind else _short(url), self.url_key, exc,
+                    timeout_s=self.timeout_s, timeout_key="Timeout",
+                    what=f"sending {method}") from exc
             if resp.status_code in ok:
                 return resp
             if resp.status_code == 401 and not refreshed:

@@ -5,7 +5,9 @@ honours service protection limits: a 429 (or 503) with ``Retry-After`` waits tha
 the header it backs off exponentially), and the wait is shared by every thread of the client so
 that concurrent batches back off together. Read requests are also retried after a dropped
 connection; a write whose answer was lost is not retried here (the caller cannot know whether it
-was applied) but raised as a transient :class:`ProviderError`.
+was applied) but raised as a transient :class:`ProviderError`. A refused connection, an unknown
+host or no answer within the timeout is not retried at all: one transient error names the URL
+and the ``URL=`` key (see :mod:`l2sync_dagster.providers.unreachable`).
 """
 
 import json
@@ -31,6 +33,12 @@ from l2sync_dagster.providers.odata.batch import (
     build_multipart,
     parse_json,
     parse_multipart,
+)
+from l2sync_dagster.providers.unreachable import (
+    READ_TIMEOUT,
+    classify,
+    fail_fast,
+    unreachable_error,
 )
 
 log = logging.getLogger("l2sync.providers.odata")
@@ -91,8 +99,10 @@ class ODataClient:
         *,
         max_retries: int = MAX_RETRIES,
         label: str = "odata",
+        timeout_s: float | None = None,
     ) -> None:
         self.root = service_root.rstrip("/")
+        self.timeout_s = float(timeout_s or TIMEOUT_S)
         self.session = session
         self.auth = auth
         self.max_retries = max_retries
@@ -173,11 +183,16 @@ class ODataClient:
                 self.requests += 1
             try:
                 resp = self.session.request(method, url, headers=hdrs, data=body,
-                                            timeout=TIMEOUT_S)
+                                            timeout=self.timeout_s)
             except requests.exceptions.SSLError as exc:
                 raise ProviderError(f"{self.label}: TLS error talking to "
                                     f"{urlsplit(url).netloc}: {exc}; check CABundle=") from None
             except (requests.ConnectionError, requests.Timeout) as exc:
+                kind = classify(exc)
+                if fail_fast(kind) or kind == READ_TIMEOUT:
+                    raise unreachable_error(self.label, url, "URL", exc,
+                                            timeout_s=self.timeout_s, timeout_key="Timeout",
+                                            what=f"sending {method}") from None
                 if retry_dropped and dropped < 3:
                     dropped += 1
                     time.sleep(backoff)

@@ -12,6 +12,8 @@ DEFAULT_BATCH_SIZE = 100
 MAX_BATCH_SIZE = 1000
 DEFAULT_CONCURRENCY = 4
 DEFAULT_PAGE_SIZE = 5000
+#: seconds per HTTP request (``Timeout``), sign-in included
+DEFAULT_TIMEOUT_S = 120
 BATCH_FORMATS = ("auto", "multipart", "json", "none")
 AUTH_KEYS = ("TenantId", "ClientId", "ClientSecret", "CertificatePath", "CertificateThumbprint",
              "User", "Password", "Authentication", "Authority", "CABundle")
@@ -110,8 +112,23 @@ def int_option(cs: ConnectionString, key: str, default: int, low: int, high: int
     return value
 
 
+def seconds_option(cs: ConnectionString, key: str, default: float, label: str) -> float:
+    """A number of seconds from 1 to 3600 (``default`` when absent)."""
+    raw = cs.get(key)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        value = 0.0
+    if not 1 <= value <= 3600:
+        raise ConnectionStringError(f"{label}: {key} must be a number of seconds from 1 to "
+                                    f"3600, not {raw!r}")
+    return value
+
+
 def common_options(cs: ConnectionString, label: str) -> dict[str, Any]:
-    """KeyGeneration, Batch, BatchSize, Concurrency and MaxPageSize, checked."""
+    """KeyGeneration, Batch, BatchSize, Concurrency, MaxPageSize and Timeout, checked."""
     kg = (cs.get("KeyGeneration") or "server").strip().lower()
     if kg not in ("server", "client"):
         raise ConnectionStringError(f"{label}: KeyGeneration must be server or client, "
@@ -128,4 +145,5 @@ def common_options(cs: ConnectionString, label: str) -> dict[str, Any]:
         "batch_size": int_option(cs, "BatchSize", DEFAULT_BATCH_SIZE, 1, MAX_BATCH_SIZE, label),
         "concurrency": int_option(cs, "Concurrency", DEFAULT_CONCURRENCY, 1, 52, label),
         "page_size": int_option(cs, "MaxPageSize", DEFAULT_PAGE_SIZE, 1, 5000, label),
+        "timeout_s": seconds_option(cs, "Timeout", DEFAULT_TIMEOUT_S, label),
     }

@@ -22,7 +22,8 @@ Keys:
 - ``Batch``: ``auto`` (default: multipart ``$batch``, JSON ``$batch`` when the service refuses
   multipart, single requests when it has no ``$batch``), ``multipart``, ``json`` or ``none``.
 - ``BatchSize`` (default 100, at most 1000), ``Concurrency`` (batches in flight, default 4),
-  ``MaxPageSize`` (``Prefer: odata.maxpagesize``, default 5000).
+  ``MaxPageSize`` (``Prefer: odata.maxpagesize``, default 5000), ``Timeout`` (seconds per
+  HTTP request, default 120; sign-in included).
 
 The query is a select statement, raw OData query options or empty (the whole entity set); see
 :mod:`l2sync_dagster.providers.odata.select`. ``describe().scope`` is ``limited`` for ``TOP``,
@@ -162,7 +163,7 @@ class ODataProvider:
         "URL", "Authentication", "User", "Password", "Token", "TenantId", "ClientId",
         "ClientSecret", "CertificatePath", "CertificateThumbprint", "Authority", "Scope",
         "CABundle", "Key", "Modified", "KeyGeneration", "Batch", "BatchSize", "Concurrency",
-        "MaxPageSize",
+        "MaxPageSize", "Timeout",
     )
 
     def __init__(
@@ -178,13 +179,15 @@ class ODataProvider:
         batch_size: int = DEFAULT_BATCH_SIZE,
         concurrency: int = DEFAULT_CONCURRENCY,
         page_size: int = DEFAULT_PAGE_SIZE,
+        timeout_s: float | None = None,
     ) -> None:
         """An OData provider for ``url`` (service root + entity set)."""
         self.url = url.rstrip("/")
         root, entity_set = split_url(self.url)
         self.service_root = root
         self.entity_set = entity_set
-        self.client = ODataClient(root, session or requests.Session(), auth, label=self.name)
+        self.client = ODataClient(root, session or requests.Session(), auth, label=self.name,
+                                  timeout_s=timeout_s)
         self.key_name = key
         self.modified_name = modified
         self.key_generation = key_generation
