@@ -1,0 +1,124 @@
+"""The apply transaction of a run: the plan's writes in batches, crash-safe (see
+:func:`apply_plan`)."""
+
+import inspect
+import time
+from collections.abc import Callable
+from dataclasses import replace
+from typing import TYPE_CHECKING
+
+from l2sync_dagster.engine.plan import ArchiveRow
+from l2sync_dagster.providers.base import (
+    Change,
+    Outcome,
+    Provider,
+    Query,
+)
+from l2sync_dagster.sync.report import ApplyReport, Prepared, SyncAborted
+
+if TYPE_CHECKING:
+    from l2sync_dagster.sync.session import Session
+
+
+def apply_plan(session: "Session", prep: Prepared) -> ApplyReport:
+    """Apply the plan in batches: inserts journaled before they are sent, the keys systems
+    answer recorded at once, and after every batch the archive rows of the pairs whose writes
+    all succeeded committed with their journal entries. The rows are returned in the report."""
+    plan, name, store = prep.plan, session.spec.name, session.store
+    if plan.blocked:
+        raise SyncAborted(f"{session.spec.display_path}: {plan.blocked}")
+    sig = prep.mapping.signature()
+    report = ApplyReport()
+    t0 = time.perf_counter()
+    store.record_conflicts(name, prep.run_id, plan.conflicts)
+    remaining: dict[str, int] = {}
+    for w in plan.writes:
+        remaining[w.pair_id] = remaining.get(w.pair_id, 0) + 1
+    old = {(p.pair_id, p.side) for p in prep.old_pending}
+    no_write = [(pid, e) for pid, e in plan.effects.items() if pid not in remaining]
+    stale = [k for k in old if k[0] not in remaining]
+    wf = session.window_name()
+    store.commit_effects(name, sig, no_write, done_pending=stale, window_field=wf)
+    report.succeeded_pairs.update(pid for pid, _ in no_write)
+    report.archive_rows.update({pid: e for pid, e in no_write if e is not None})
+    rows: dict[str, ArchiveRow] = {}
+    journal = {(p.pair_id, p.side): p for p in prep.new_pending}
+    failed: set[str] = set()
+    total = len(plan.writes)
+    done = 0
+    session.progress("write", 0, total)
+    for side in ("right", "left"):
+        writes = plan.writes_to(side)  # type: ignore[arg-type]
+        if not writes:
+            continue
+        provider = session.provider(side)  # type: ignore[arg-type]
+        size = session.spec.batch_size or provider.max_batch_size()
+        for start in range(0, len(writes), size):
+            batch = writes[start:start + size]
+            ins = [journal[(w.pair_id, side)] for w in batch
+                   if w.op == "insert" and (w.pair_id, side) in journal]
+            store.journal_inserts(name, prep.run_id, ins)
+            stamps = session.describe(side).stamps  # type: ignore[arg-type]
+            changes = [Change(w.op, w.pair_id, w.key, w.values, w.version,
+                              stamp=w.pair_id if stamps and w.op == "insert" else None)
+                       for w in batch]
+            unknown = {p.pair_id for p in ins if p.target_key is None}
+            outcomes = {o.ref: o for o in _apply(
+                provider, session.query(side), changes,  # type: ignore[arg-type]
+                lambda outs, side=side, unknown=unknown: store.record_created_keys(
+                    name, [(o.ref, side, str(o.key)) for o in outs
+                           if o.ok and o.key is not None and o.ref in unknown]))}
+            finished: list[str] = []
+            cleared: list[tuple[str, str]] = []
+            for w in batch:
+                o = outcomes.get(w.pair_id)
+                counts = report.written[side]  # type: ignore[index]
+                if w.op == "insert":
+                    cleared.append((w.pair_id, side))
+                if (w.pair_id, side) in old:
+                    cleared.append((w.pair_id, side))
+                if o is None or not o.ok:
+                    counts["failed"] += 1
+                    failed.add(w.pair_id)
+                    report.errors.append({"side": side, "op": w.op, "key": str(w.key),
+                                          "error": (o.error if o else "no outcome")
+                                          or "unknown error"})
+                    continue
+                counts[{"insert": "inserted", "update": "updated",
+                        "delete": "deleted"}[w.op]] += 1
+                if w.op == "insert" and o.key is not None:
+                    report.created[side].append(str(o.key))  # type: ignore[index]
+                eff = rows.get(w.pair_id, plan.effects.get(w.pair_id))
+                if eff is not None:
+                    if w.op == "insert" and o.key is not None:
+                        eff = replace(eff, **{f"{side}_key": str(o.key)})
+                    if o.version is not None:
+                        eff = replace(eff, **{f"{side}_version": o.version})
+                    rows[w.pair_id] = eff
+                remaining[w.pair_id] -= 1
+                if remaining[w.pair_id] == 0 and w.pair_id not in failed:
+                    finished.append(w.pair_id)
+            store.commit_effects(name, sig, [(p, rows.get(p, plan.effects.get(p)))
+                                             for p in finished],
+                                 done_pending=cleared, window_field=wf)
+            report.archive_rows.update({p: rows[p] for p in finished if p in rows})
+            report.succeeded_pairs.update(finished)
+            done += len(batch)
+            session.progress("write", done, total)
+    report.seconds = time.perf_counter() - t0
+    return report
+
+
+def _apply(provider: Provider, query: Query, changes: list[Change],
+           created: Callable[[list[Outcome]], None]) -> list[Outcome]:
+    """``provider.apply`` with the ``created`` callback, for providers that take it."""
+    try:
+        params = inspect.signature(provider.apply).parameters
+    except (TypeError, ValueError):
+        params = {}  # type: ignore[assignment]
+    if "created" in params:
+        return provider.apply(query, changes, created=created)  # type: ignore[call-arg]
+    outcomes = provider.apply(query, changes)
+    inserts = {c.ref for c in changes if c.op == "insert"}
+    created([o for o in outcomes if o.ok and o.key is not None and o.ref in inserts])
+    return outcomes
