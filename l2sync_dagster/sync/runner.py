@@ -183,15 +183,20 @@ class Sync(Session):
         if report.failed or plan.rejections or skipped or self.window is not None:
             for side in SIDES:
                 # the old cursor stays: its feed may never report these records' deletes
-                self.store.note_created(self.spec.name, side, report.created[side],
-                                        replace=False)
+                # (without a cursor the next read is a full one and sees every delete)
+                if prep.reads[side].cursor_used is not None:
+                    self.store.note_created(self.spec.name, side, report.created[side],
+                                            replace=False)
             return False
         for side in SIDES:
-            self.store.save_cursor(self.spec.name, side, prep.reads[side].result.cursor,
+            cursor = prep.reads[side].result.cursor
+            self.store.save_cursor(self.spec.name, side, cursor,
                                    prep.mapping.cursor_signature(self.spec.direction))
             # the new cursor was taken before this run's inserts: its feed may never report
             # their deletes, so the next incremental run looks them up
-            self.store.note_created(self.spec.name, side, report.created[side], replace=True)
+            self.store.note_created(self.spec.name, side,
+                                    report.created[side] if cursor is not None else [],
+                                    replace=True)
         return True
 
     def check(self, prep: Prepared, report: ApplyReport) -> CheckResult:
