@@ -24,8 +24,8 @@ from l2sync_dagster.report_tables import counts_table, print_conflicts, print_re
 from l2sync_dagster.sandbox import cli as sandbox_cli
 from l2sync_dagster.spec.errors import MESSAGE_LIMIT, LocatedError, shorten
 from l2sync_dagster.spec.loader import ConnectionFileError, find_connection
+from l2sync_dagster.spec.masking import mask_secrets
 from l2sync_dagster.spec.model import ConnectionSpec
-from l2sync_dagster.spec.secrets import mask_secrets
 from l2sync_dagster.sync.retry import MAX_RETRIES, RETRY_DELAY_S, is_transient, retry_delay
 from l2sync_dagster.sync.runner import SIDES, RunReport, Sync
 

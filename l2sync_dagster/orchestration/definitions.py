@@ -15,7 +15,7 @@ from l2sync_dagster.orchestration.partitions import build_partitions_def
 from l2sync_dagster.orchestration.resource import L2SyncResource
 from l2sync_dagster.orchestration.sensors import build_connection_sensor
 from l2sync_dagster.spec.loader import load_connections
-from l2sync_dagster.spec.secrets import mask_secrets
+from l2sync_dagster.spec.masking import mask_secrets
 
 log = logging.getLogger("l2sync")
 

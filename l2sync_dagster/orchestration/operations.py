@@ -15,8 +15,8 @@ from collections.abc import Sequence
 
 import dagster as dg
 
+from l2sync_dagster.spec.masking import mask_secrets
 from l2sync_dagster.spec.model import ConnectionSpec
-from l2sync_dagster.spec.secrets import mask_secrets
 from l2sync_dagster.sync.retry import MAX_RETRIES, RETRY_DELAY_S, is_transient
 
 FAILURE_SENSOR = "l2sync_failed_syncs"

@@ -18,8 +18,8 @@ from l2sync_dagster.orchestration.metadata import (
 )
 from l2sync_dagster.orchestration.operations import as_step_error
 from l2sync_dagster.orchestration.partitions import run_windows
+from l2sync_dagster.spec.masking import mask_secrets
 from l2sync_dagster.spec.model import ConnectionSpec
-from l2sync_dagster.spec.secrets import mask_secrets
 from l2sync_dagster.state.store import StateStore
 from l2sync_dagster.sync.runner import SIDES, Sync, SyncAborted
 from l2sync_dagster.sync.steps import (

@@ -28,8 +28,8 @@ import dagster as dg
 
 from l2sync_dagster.contract import Query
 from l2sync_dagster.spec.connection_string import SECRET_KEYS, ConnectionString
+from l2sync_dagster.spec.masking import mask_secrets
 from l2sync_dagster.spec.model import ConnectionSpec
-from l2sync_dagster.spec.secrets import mask_secrets
 
 if TYPE_CHECKING:  # dagster does not export the type define_asset_job returns
     from dagster._core.definitions.unresolved_asset_job_definition import (

@@ -9,7 +9,7 @@ import os
 from collections.abc import Iterable, Mapping
 
 from l2sync_dagster.contract import FALSE_WORDS, TRUE_WORDS
-from l2sync_dagster.spec.secrets import is_secret_key, url_secret
+from l2sync_dagster.spec.masking import is_secret_key, url_secret
 
 SECRET_KEYS = frozenset({"password", "clientsecret", "secret", "token", "apikey", "accesstoken"})
 

@@ -3,14 +3,14 @@
 Every refusal names the connection file, the line where the YAML has one, the side and the key
 or field. :func:`located` formats such a message for anything found after loading (a mapping
 pair, a connection-string key, a query); :func:`cut` and :func:`cut_list` keep what a message
-echoes short, and the result is passed through :func:`~l2sync_dagster.spec.secrets.mask_secrets`.
+echoes short, and the result is passed through :func:`~l2sync_dagster.spec.masking.mask_secrets`.
 """
 
 import re
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from l2sync_dagster.spec.secrets import mask_secrets
+from l2sync_dagster.spec.masking import mask_secrets
 
 #: the most characters of a user's text (a key, a path, a query) one message echoes
 ECHO_LIMIT = 80

@@ -41,7 +41,7 @@ from l2sync_dagster.engine.archive import ARCHIVE_COLUMNS, archive_frame, empty_
 from l2sync_dagster.engine.mapping import FieldMapping
 from l2sync_dagster.engine.plan import ArchiveRow, Conflict, PendingInsert
 from l2sync_dagster.providers.sql_dialect import missing_driver_hint, prepare_engine
-from l2sync_dagster.spec.secrets import mask_secrets
+from l2sync_dagster.spec.masking import mask_secrets
 
 STATE_URL_ENV = "L2SYNC_STATE_URL"
 
