@@ -1,0 +1,230 @@
+"""The archive of synced pairs and the journal of inserts in flight (with the keys systems
+answered, and the records created after a side's cursor)."""
+
+import datetime as dt
+import json
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+import pandas as pd
+from sqlalchemy import (
+    bindparam,
+    delete,
+    insert,
+    select,
+    update,
+)
+from sqlalchemy.engine import Engine
+
+from l2sync_dagster.contract import utc
+from l2sync_dagster.engine.archive import ARCHIVE_COLUMNS, archive_frame, empty_archive
+from l2sync_dagster.engine.mapping import FieldMapping
+from l2sync_dagster.engine.plan import ArchiveRow, PendingInsert
+from l2sync_dagster.state.tables import (
+    archive_table,
+    as_aware,
+    chunks,
+    created_table,
+    pending_table,
+    to_json,
+    utc_now,
+)
+
+
+class ArchiveStore:
+    """Archive rows, journal entries and created keys of every connection."""
+
+    engine: Engine
+
+    # --- archive ----------------------------------------------------------------------
+    def load_archive(self, connection: str, mapping: FieldMapping, *,
+                     window: tuple[Any, Any] | None = None,
+                     keys: dict[str, Sequence[str]] | None = None,
+                     pair_ids: Sequence[str] = ()) -> pd.DataFrame:
+        """The archive frame of a connection (see ``engine.reconcile.ARCHIVE_COLUMNS``).
+
+        With ``window`` = (start, end): only the pairs whose window value lies in
+        ``[start, end)``, plus the pairs whose left or right key is in ``keys[side]`` (records a
+        windowed read returned that were archived in another window, or never had a value) and
+        the pairs named in ``pair_ids`` (journaled inserts).
+        """
+        t = archive_table
+        cols = (*(t.c[name] for name in ARCHIVE_COLUMNS), t.c.values_json)
+        with self.engine.connect() as conn:
+            if window is None:
+                rows = conn.execute(
+                    select(*cols).where(t.c.connection == connection).order_by(t.c.pair_id)
+                ).all()
+            else:
+                start, end = window
+                cond = [t.c.connection == connection, t.c.window_at.is_not(None)]
+                if start is not None:
+                    cond.append(t.c.window_at >= utc(start))
+                if end is not None:
+                    cond.append(t.c.window_at < utc(end))
+                found = {r[0]: r for r in conn.execute(select(*cols).where(*cond)).all()}
+                lookups = [(t.c.pair_id, list(pair_ids))]
+                for side, side_keys in (keys or {}).items():
+                    column = t.c.left_key if side == "left" else t.c.right_key
+                    lookups.append((column, list(side_keys)))
+                for column, values in lookups:
+                    for chunk in chunks(values, 500):
+                        for r in conn.execute(select(*cols).where(
+                                t.c.connection == connection, column.in_(chunk))).all():
+                            found.setdefault(r[0], r)
+                rows = [found[k] for k in sorted(found)]
+        if not rows:
+            return empty_archive(mapping)
+        cols = list(zip(*rows, strict=True))
+        return archive_frame(mapping, dict(zip(ARCHIVE_COLUMNS, cols, strict=False)),
+                             [json.loads(v) for v in cols[-1]])
+
+    def archive_size(self, connection: str) -> int:
+        """Number of pairs in the archive."""
+        from sqlalchemy import func
+
+        with self.engine.connect() as conn:
+            return int(conn.execute(
+                select(func.count()).select_from(archive_table)
+                .where(archive_table.c.connection == connection)
+            ).scalar_one())
+
+    def commit_effects(
+        self, connection: str, mapping: str, effects: Iterable[tuple[str, ArchiveRow | None]],
+        done_pending: Sequence[tuple[str, str]] = (), *, window_field: str | None = None,
+    ) -> None:
+        """Record pairs as synced (or forget them) and clear their journal entries, atomically.
+
+        ``window_field`` (time-partitioned connections) names the mapped field whose agreed
+        value places the pair in a window."""
+        effects = list(effects)
+        if not effects and not done_pending:
+            return
+        t = archive_table
+        now = utc_now()
+        ids = [pid for pid, _ in effects]
+        rows = [
+            {
+                "connection": connection, "pair_id": pid, "left_key": e.left_key,
+                "right_key": e.right_key, "left_hash": e.left_hash, "right_hash": e.right_hash,
+                "left_dirty": e.left_dirty, "right_dirty": e.right_dirty,
+                "left_version": e.left_version, "right_version": e.right_version,
+                "mapping": mapping, "values_json": to_json(e.values), "updated_at": now,
+                "window_at": _window_value(e.values, window_field),
+            }
+            for pid, e in effects if e is not None
+        ]
+        with self.engine.begin() as conn:
+            for chunk in chunks(ids, 500):
+                conn.execute(delete(t).where(t.c.connection == connection,
+                                             t.c.pair_id.in_(chunk)))
+            if rows:
+                conn.execute(insert(t), rows)
+            _delete_pending(conn, connection, done_pending)
+
+    def window_of(self, connection: str, pair_id: str) -> dt.datetime | None:
+        """The window value the archive holds for a pair (None when it has none)."""
+        t = archive_table
+        with self.engine.connect() as conn:
+            value = conn.execute(select(t.c.window_at).where(
+                t.c.connection == connection, t.c.pair_id == pair_id)).scalar_one_or_none()
+        return as_aware(value)
+
+    # --- insert journal ------------------------------------------------------------------
+    def journal_inserts(self, connection: str, run_id: str,
+                        inserts: Sequence[PendingInsert]) -> None:
+        """Write the inserts about to be applied, so a crash cannot make duplicates."""
+        if not inserts:
+            return
+        with self.engine.begin() as conn:
+            # a re-planned insert replaces the entry of the attempt before
+            _delete_pending(conn, connection, [(p.pair_id, p.side) for p in inserts])
+            conn.execute(insert(pending_table), [
+                {"connection": connection, "pair_id": p.pair_id, "side": p.side,
+                 "source_key": p.source_key, "target_key": p.target_key,
+                 "expected_hash": p.expected_hash, "run_id": run_id,
+                 "values_json": None if p.values is None else to_json(p.values)}
+                for p in inserts
+            ])
+
+    def record_created_keys(self, connection: str, created: Sequence[tuple[str, str, str]]
+                            ) -> None:
+        """Write the keys systems gave journaled inserts, as (pair_id, side, key), at once:
+        a crash after this cannot leave a created record the next run does not know."""
+        if not created:
+            return
+        t = pending_table
+        stmt = update(t).where(t.c.connection == connection, t.c.pair_id == bindparam("pid"),
+                               t.c.side == bindparam("sd")).values(target_key=bindparam("tk"))
+        with self.engine.begin() as conn:
+            conn.execute(stmt, [{"pid": p, "sd": s, "tk": k} for p, s, k in created])
+
+    def pending_inserts(self, connection: str) -> list[PendingInsert]:
+        """Inserts journaled by runs that did not record their outcome."""
+        t = pending_table
+        with self.engine.connect() as conn:
+            rows = conn.execute(select(t).where(t.c.connection == connection)).mappings().all()
+        return [PendingInsert(r["pair_id"], r["side"], r["source_key"], r["target_key"],
+                              int(r["expected_hash"] or 0),
+                              None if r["values_json"] is None else json.loads(r["values_json"]))
+                for r in rows]
+
+    # --- records created after a side's cursor -------------------------------------------
+    def created_since_cursor(self, connection: str, side: str) -> list[str]:
+        """Keys of records the sync created on ``side`` after its saved cursor was taken."""
+        t = created_table
+        with self.engine.connect() as conn:
+            return [r[0] for r in conn.execute(select(t.c.key).where(
+                t.c.connection == connection, t.c.side == side)).all()]
+
+    def note_created(self, connection: str, side: str, keys: Sequence[str], *,
+                     replace: bool) -> None:
+        """Remember keys created on ``side``; ``replace`` (a new cursor was saved) forgets the
+        keys created before that cursor, which its change feed now knows."""
+        t = created_table
+        with self.engine.begin() as conn:
+            if replace:
+                conn.execute(delete(t).where(t.c.connection == connection, t.c.side == side))
+            else:
+                for chunk in chunks(list(keys), 500):
+                    conn.execute(delete(t).where(t.c.connection == connection,
+                                                 t.c.side == side, t.c.key.in_(chunk)))
+            rows = [{"connection": connection, "side": side, "key": k} for k in dict.fromkeys(keys)]
+            for chunk in chunks(rows, 500):
+                conn.execute(insert(t), list(chunk))
+
+    def clear_pending(self, connection: str, pairs: Sequence[tuple[str, str]] | None = None
+                      ) -> None:
+        """Drop journal entries (all of them when ``pairs`` is None)."""
+        with self.engine.begin() as conn:
+            if pairs is None:
+                conn.execute(delete(pending_table).where(
+                    pending_table.c.connection == connection))
+            else:
+                _delete_pending(conn, connection, pairs)
+
+
+def _window_value(values: dict[str, Any], window_field: str | None) -> dt.datetime | None:
+    """The pair's agreed window-field value in UTC; None when unset or not a date/time."""
+    if window_field is None:
+        return None
+    raw = values.get(window_field)
+    if raw is None or raw == "":
+        return None
+    try:
+        ts = pd.Timestamp(raw)
+    except (ValueError, TypeError):
+        return None
+    if ts is pd.NaT:
+        return None
+    return utc(ts)
+
+
+def _delete_pending(conn: Any, connection: str, pairs: Sequence[tuple[str, str]]) -> None:
+    """Delete journal entries in chunks (one statement per side and 500 pairs)."""
+    t = pending_table
+    for side in ("left", "right"):
+        ids = [pid for pid, s in pairs if s == side]
+        for chunk in chunks(ids, 500):
+            conn.execute(delete(t).where(t.c.connection == connection, t.c.side == side,
+                                         t.c.pair_id.in_(chunk)))

@@ -1,0 +1,179 @@
+"""The state store's tables (SQLAlchemy Core), the schema upgrades of stores an older version
+created, and the small helpers every part of the store uses."""
+
+import datetime as dt
+import json
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    Column,
+    DateTime,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+)
+from sqlalchemy.dialects import mssql, mysql
+from sqlalchemy.engine import Engine
+
+STATE_URL_ENV = "L2SYNC_STATE_URL"
+
+#: JSON and free text: MySQL/MariaDB ``TEXT`` holds only 64 KiB (a record's values can be
+#: longer), SQL Server's ``TEXT`` is deprecated; elsewhere ``TEXT``/``CLOB`` are unbounded
+LongText = (Text().with_variant(mysql.LONGTEXT(), "mysql", "mariadb")
+            .with_variant(mssql.NVARCHAR(None), "mssql"))
+#: a UTC time; MySQL/MariaDB ``DATETIME`` keeps microseconds only when told to
+Stamp = DateTime(timezone=True).with_variant(mysql.DATETIME(fsp=6), "mysql", "mariadb")
+
+metadata = MetaData()
+
+archive_table = Table(
+    "l2sync_archive", metadata,
+    Column("connection", String(200), primary_key=True),
+    Column("pair_id", String(64), primary_key=True),
+    Column("left_key", LongText),
+    Column("right_key", LongText),
+    Column("left_hash", BigInteger),
+    Column("right_hash", BigInteger),
+    Column("left_dirty", Boolean, nullable=False, default=False),
+    Column("right_dirty", Boolean, nullable=False, default=False),
+    Column("left_version", LongText),
+    Column("right_version", LongText),
+    Column("mapping", String(32)),
+    Column("values_json", LongText, nullable=False),
+    Column("updated_at", Stamp),
+    Column("window_at", Stamp),
+)
+window_table = Table(
+    "l2sync_window", metadata,
+    Column("connection", String(200), primary_key=True),
+    Column("window_start", Stamp, primary_key=True),
+    Column("window_end", Stamp, primary_key=True),
+    Column("run_id", String(64)),
+    Column("status", String(20)),
+    Column("synced_at", Stamp),
+    Column("counts_json", LongText),
+)
+cursor_table = Table(
+    "l2sync_cursor", metadata,
+    Column("connection", String(200), primary_key=True),
+    Column("side", String(8), primary_key=True),
+    Column("cursor", LongText),
+    Column("mapping", String(32)),
+    Column("updated_at", Stamp),
+)
+conflict_table = Table(
+    "l2sync_conflict", metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("connection", String(200), index=True, nullable=False),
+    Column("run_id", String(64)),
+    Column("pair_id", String(64)),
+    Column("kind", String(40)),
+    Column("left_key", LongText),
+    Column("right_key", LongText),
+    Column("fields_json", LongText),
+    Column("base_json", LongText),
+    Column("left_json", LongText),
+    Column("right_json", LongText),
+    Column("resolution", LongText),
+    Column("recorded_at", Stamp),
+)
+run_table = Table(
+    "l2sync_run", metadata,
+    Column("run_id", String(64), primary_key=True),
+    Column("connection", String(200), index=True, nullable=False),
+    Column("started_at", Stamp),
+    Column("finished_at", Stamp),
+    Column("status", String(20)),
+    Column("counts_json", LongText),
+    Column("message", LongText),
+)
+lock_table = Table(
+    "l2sync_lock", metadata,
+    Column("connection", String(200), primary_key=True),
+    Column("run_id", String(64), nullable=False),
+    Column("host", String(255)),
+    Column("pid", Integer),
+    Column("acquired_at", Stamp),
+)
+pending_table = Table(
+    "l2sync_pending", metadata,
+    Column("connection", String(200), primary_key=True),
+    Column("pair_id", String(64), primary_key=True),
+    Column("side", String(8), primary_key=True),
+    Column("source_key", LongText, nullable=False),
+    Column("target_key", LongText),
+    Column("expected_hash", BigInteger),
+    Column("run_id", String(64)),
+    Column("values_json", LongText),
+)
+created_table = Table(
+    # records the sync created on a side after that side's saved cursor was taken: a change
+    # feed need not report the later delete of a record it never reported (EWS sync state)
+    "l2sync_created", metadata,
+    Column("connection", String(200), primary_key=True),
+    Column("side", String(8), primary_key=True),
+    Column("key", String(400), primary_key=True),
+)
+
+
+def utc_now() -> dt.datetime:
+    return dt.datetime.now(dt.UTC)
+
+
+def to_json(value: Any) -> str:
+    return json.dumps(value, default=str, ensure_ascii=False, sort_keys=True)
+
+
+def as_aware(value: dt.datetime | None) -> dt.datetime | None:
+    """SQLite returns naive datetimes; the store writes UTC only."""
+    if value is None or value.tzinfo is not None:
+        return value
+    return value.replace(tzinfo=dt.UTC)
+
+
+def add_missing_columns(engine: Engine) -> None:
+    """Add columns newer versions introduced to tables an older version created."""
+    from sqlalchemy import inspect, text
+
+    name = engine.dialect.name
+    have = {c["name"] for c in inspect(engine).get_columns(archive_table.name)}
+    if "window_at" not in have:
+        kind = {"postgresql": "TIMESTAMP WITH TIME ZONE", "mysql": "DATETIME(6)",
+                "mariadb": "DATETIME(6)"}.get(name, "TIMESTAMP")
+        with engine.begin() as conn:
+            conn.execute(text(f"ALTER TABLE {archive_table.name} ADD COLUMN window_at {kind}"))
+    have = {c["name"] for c in inspect(engine).get_columns(pending_table.name)}
+    if "values_json" not in have:
+        kind = "LONGTEXT" if name in ("mysql", "mariadb") else "TEXT"
+        with engine.begin() as conn:
+            conn.execute(text(f"ALTER TABLE {pending_table.name} ADD COLUMN values_json {kind}"))
+    if name in ("mysql", "mariadb"):
+        widen_mysql_text(engine)
+
+
+def widen_mysql_text(engine: Engine) -> None:
+    """MySQL/MariaDB stores made by older versions have ``TEXT`` (64 KiB) columns: make them
+    ``LONGTEXT``, so that a record with long values cannot fail every later run."""
+    from sqlalchemy import inspect, text
+
+    insp = inspect(engine)
+    for table in metadata.sorted_tables:
+        reflected = {c["name"]: c["type"] for c in insp.get_columns(table.name)}
+        for col in table.columns:
+            if not isinstance(col.type, Text) or col.name not in reflected:
+                continue
+            if isinstance(reflected[col.name], mysql.LONGTEXT):
+                continue
+            null = "" if col.nullable else " NOT NULL"
+            with engine.begin() as conn:
+                conn.execute(text(f"ALTER TABLE {table.name} MODIFY `{col.name}` LONGTEXT{null}"))
+
+
+def chunks(items: Sequence[Any], size: int) -> Iterable[Sequence[Any]]:
+    for i in range(0, len(items), size):
+        yield items[i:i + size]
