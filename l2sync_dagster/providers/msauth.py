@@ -164,17 +164,7 @@ def _load_certificate(path: Path, thumbprint: str | None) -> dict[str, str]:
 
 def _timeout(cs: ConnectionString) -> float | None:
     """The connection's ``Timeout`` in seconds (None when absent)."""
-    raw = cs.get("Timeout")
-    if raw is None or raw == "":
-        return None
-    try:
-        value = float(raw)
-    except ValueError:
-        value = 0.0
-    if not 1 <= value <= 3600:
-        raise ConnectionStringError(f"Timeout must be a number of seconds from 1 to 3600, "
-                                    f"not {raw!r}")
-    return value
+    return cs.get_number("Timeout", None, 1, 3600, what="a number of seconds")
 
 
 def _skip_user_realm_discovery(authority: str) -> None:

@@ -255,6 +255,24 @@ class ConnectionString:
             f"{self._where()}{key} must be true or false, not {_show_key(value)!r}"
         )
 
+    def get_number(self, key: str, default: float | None, low: float, high: float, *,
+                   what: str = "a number", label: str = "") -> float | None:
+        """The numeric value of ``key`` (``default`` when absent or empty), checked to lie in
+        ``low..high``; ``what`` names it in the error (``"a whole number"`` also refuses
+        fractions), ``label`` prefixes the error (the provider's name)."""
+        raw = self.get(key)
+        if raw is None or raw == "":
+            return default
+        try:
+            value = int(raw) if what == "a whole number" else float(raw)
+        except ValueError:
+            value = float("nan")
+        if not low <= value <= high:
+            prefix = f"{label}: " if label else self._where()
+            raise ConnectionStringError(f"{prefix}{key} must be {what} from {low:g} to {high:g}, "
+                                        f"not {_show_key(raw)!r}")
+        return value
+
     def redacted(self) -> str:
         """The string with every secret replaced by ``***`` (references stay visible)."""
         parts = []

@@ -89,17 +89,7 @@ class ExchangeSettings:
 
 
 def _number(cs: ConnectionString, key: str, default: float, low: float, high: float) -> float:
-    raw = cs.get(key)
-    if raw is None or raw == "":
-        return default
-    try:
-        value = float(raw)
-    except ValueError:
-        value = float("nan")
-    if not low <= value <= high:
-        raise ConnectionStringError(f"{LABEL}: {key} must be a number from {low:g} to "
-                                    f"{high:g}, not {raw!r}")
-    return value
+    return float(cs.get_number(key, default, low, high, label=LABEL))  # type: ignore[arg-type]
 
 
 def _check_sign_in(cs: ConnectionString, backend: str, url: str | None,

@@ -97,34 +97,16 @@ def bearer_auth(ms: Any) -> Callable[[dict[str, str], bool], None]:
 
 
 def int_option(cs: ConnectionString, key: str, default: int, low: int, high: int,
-                label: str) -> int:
+               label: str) -> int:
     """The integer option ``key`` (``default`` when absent), checked to lie in low..high."""
-    raw = cs.get(key)
-    if raw is None or raw == "":
-        return default
-    try:
-        value = int(raw)
-    except ValueError:
-        value = low - 1
-    if not low <= value <= high:
-        raise ConnectionStringError(f"{label}: {key} must be a whole number from {low} to "
-                                    f"{high}, not {raw!r}")
-    return value
+    value = cs.get_number(key, default, low, high, what="a whole number", label=label)
+    return int(default if value is None else value)
 
 
 def seconds_option(cs: ConnectionString, key: str, default: float, label: str) -> float:
     """A number of seconds from 1 to 3600 (``default`` when absent)."""
-    raw = cs.get(key)
-    if raw is None or raw == "":
-        return default
-    try:
-        value = float(raw)
-    except ValueError:
-        value = 0.0
-    if not 1 <= value <= 3600:
-        raise ConnectionStringError(f"{label}: {key} must be a number of seconds from 1 to "
-                                    f"3600, not {raw!r}")
-    return value
+    value = cs.get_number(key, default, 1, 3600, what="a number of seconds", label=label)
+    return float(default if value is None else value)
 
 
 def common_options(cs: ConnectionString, label: str) -> dict[str, Any]:
