@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from loopback import free_port
 
 USER = "sync"
 DATABASE = "l2sync_test"
@@ -38,11 +39,6 @@ def require_binaries() -> None:
         pytest.fail(message)
     pytest.skip(message)
 
-
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @dataclass
@@ -103,7 +99,7 @@ class MariaDbServer:
     def _start_on_free_port(self) -> None:
         # a port found free can be taken before the server binds it: try a few
         for attempt in range(5):
-            self.port = _free_port()
+            self.port = free_port()
             self.process = subprocess.Popen(
                 self._cmd(str(MARIADBD), "--no-defaults", f"--datadir={self.root / 'data'}",
                           f"--socket={self.socket_path}", f"--port={self.port}",

@@ -14,12 +14,12 @@ URLs inside a ``$batch`` the way the OData v4 spec's relative form says.
 
 import os
 import shutil
-import socket
 import subprocess
 import time
 from pathlib import Path
 
 import requests
+from loopback import free_port
 
 PROJECT = Path(__file__).parent / "odata_cap"
 SERVICE_PATH = "/odata/v4/test"
@@ -45,12 +45,6 @@ def ensure_installed() -> None:
                           capture_output=True, text=True, timeout=900)
     if proc.returncode != 0:
         raise CapUnavailable(f"npm ci in {PROJECT} failed: {proc.stderr[-2000:]}")
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 class CapServer:
@@ -113,7 +107,7 @@ class CapServer:
 def start(log_dir: Path) -> CapServer:
     """Install if needed, start ``cds-serve`` on a free loopback port, wait for $metadata."""
     ensure_installed()
-    port = _free_port()
+    port = free_port()
     log = log_dir / "cap-server.log"
     env = {k: v for k, v in os.environ.items() if not k.startswith("CDS_")}
     env["NODE_ENV"] = "test"

@@ -10,7 +10,6 @@ import glob
 import os
 import secrets
 import shutil
-import socket
 import subprocess
 import tempfile
 import time
@@ -18,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from loopback import free_port
 
 ROLE = "sync"
 DATABASE = "l2sync_test"
@@ -47,11 +47,6 @@ def require_bindir() -> Path:
         pytest.skip(message)
     return bindir
 
-
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @dataclass
@@ -125,7 +120,7 @@ class PostgresServer:
     def _start_on_free_port(self) -> None:
         # a port found free can be taken before the server binds it: try a few
         for attempt in range(5):
-            self.port = _free_port()
+            self.port = free_port()
             options = (
                 f"-c listen_addresses=127.0.0.1 -p {self.port} -k {self.root} "
                 "-c fsync=off -c synchronous_commit=off -c full_page_writes=off"
