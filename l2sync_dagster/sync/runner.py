@@ -110,7 +110,12 @@ class Sync(Session):
                      pending: list[PendingInsert], notes: list[str]) -> SideRead:
         """Look up what a restricted read, a change feed or a crashed run left unknown (see
         ``sync.scope``), so that nothing is judged deleted, or inserted twice, by mistake."""
-        archived = [str(k) for k in archive[f"{side}_key"].dropna()] if len(archive) else []
+        result = read.result
+        # only a complete read, or one that lists the keys in scope, says anything about the
+        # archived records it did not return: an incremental read does not pay for the list
+        judges_archive = result.complete or result.present_keys is not None
+        archived = ([str(k) for k in archive[f"{side}_key"].dropna()]
+                    if judges_archive and len(archive) else [])
         journaled = [p.target_key for p in pending if p.side == side and p.target_key]
         journaled += [p.source_key for p in pending if p.side == other(side)]
         created = (self.store.created_since_cursor(self.spec.name, side)
