@@ -31,6 +31,7 @@ from l2sync_dagster.providers.exchange.ews_values import (
     ACCESSORS,
     EWS_UNAVAILABLE,
     Shape,
+    ews_utc,
     merge_members,
     read_values,
     register_extended,
@@ -149,7 +150,7 @@ class EwsBackend(ExchangeBackend):
                 gone.append(item_id)
                 continue
             records.append(Record(item.id, item.changekey,
-                                  _utc(getattr(item, "last_modified_time", None)), values))
+                                  ews_utc(getattr(item, "last_modified_time", None)), values))
         return records, gone
 
     def _read_full(self, stmt: SelectStatement) -> ReadResult:
@@ -379,11 +380,10 @@ class EwsBackend(ExchangeBackend):
                 and "StartTimeZone" not in c.values]
         if not keys:
             return {}
-        from l2sync_dagster.providers.exchange.ews_values import _timezone
-
+        calendar = ACCESSORS["CalendarItem"]
         tz_shape = Shape(self.shape(stmt).model, {
-            "StartTimeZone": _timezone("StartTimeZone", "_start_timezone"),
-            "EndTimeZone": _timezone("EndTimeZone", "_end_timezone")}, [])
+            "StartTimeZone": calendar["StartTimeZone"], "EndTimeZone": calendar["EndTimeZone"]},
+            [])
         tz_shape.paths = [p for acc in tz_shape.accessors.values()
                           for p in acc.paths(tz_shape.model)]
         out: dict[str, dict[str, Any]] = {}
@@ -531,12 +531,6 @@ class EwsBackend(ExchangeBackend):
 def reads_matches(stmt: SelectStatement, values: dict[str, Any]) -> bool:
     """WHERE evaluated on canonical values."""
     return statement_matches(stmt, values)
-
-
-def _utc(value: Any) -> dt.datetime | None:
-    from l2sync_dagster.providers.exchange.ews_client import utc
-
-    return utc(value)
 
 
 def _coerce(value: Any, kind: str) -> Any:

@@ -8,7 +8,6 @@ doubling on each retry (exponential); a single wait is capped at ``MaxRetryWait`
 client gives up (a transient ProviderError) once the waits of one call exceed it.
 """
 
-import datetime as dt
 import logging
 import threading
 import time
@@ -311,16 +310,3 @@ def retrying(fn: Any, settings: ExchangeSettings, what: str, *, attempts: int = 
             raise describe_error(exc, settings, what) from exc
     raise AssertionError("unreachable")  # pragma: no cover
 
-
-def utc(value: Any) -> dt.datetime | None:
-    """An exchangelib datetime as an aware UTC datetime."""
-    if value is None:
-        return None
-    if isinstance(value, dt.datetime):
-        if value.tzinfo is None:
-            value = value.replace(tzinfo=dt.UTC)
-        return dt.datetime(value.year, value.month, value.day, value.hour, value.minute,
-                           value.second, value.microsecond, tzinfo=dt.UTC) \
-            if value.utcoffset() == dt.timedelta(0) else \
-            dt.datetime.fromtimestamp(value.timestamp(), dt.UTC)
-    return None

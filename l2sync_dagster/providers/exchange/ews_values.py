@@ -1,12 +1,13 @@
 """Catalog field names <-> exchangelib item attributes, and value conversion both ways.
 
-Every :class:`~l2sync_dagster.providers.exchange.fields.FieldDef` name maps to an
-:class:`Accessor` that knows (1) which exchangelib FieldPaths to request, (2) how to turn the
-attribute into the canonical value of ``fields.py`` and (3) how to write a canonical value:
-onto a new item (CreateItem) or as the exact SetItemField / DeleteItemField elements of an
-UpdateItem (only that field, one label of an indexed property, one part of an address).
-Extended properties are registered on the exchangelib item classes under a deterministic
-attribute name.
+Every field of the table in ``fields.py`` has an EWS binding (``ews=``): an exchangelib
+attribute or a converter kind of :data:`EWS_KINDS`. From it and the field's type and
+read-only flag this module builds an :class:`Accessor` (:data:`ACCESSORS`) that knows (1)
+which exchangelib FieldPaths to request, (2) how to turn the attribute into the canonical
+value of ``fields.py`` and (3) how to write a canonical value: onto a new item (CreateItem) or
+as the exact SetItemField / DeleteItemField elements of an UpdateItem (only that field, one
+label of an indexed property, one part of an address). Extended properties are registered on
+the exchangelib item classes under a deterministic attribute name.
 """
 
 import copy
@@ -58,8 +59,10 @@ from exchangelib.recurrence import (
 from exchangelib.util import TNS, create_element, get_xml_attr
 from lxml import html as lxml_html
 
-from l2sync_dagster.providers.exchange.ews_client import utc
+from l2sync_dagster.contract import utc
 from l2sync_dagster.providers.exchange.fields import (
+    BY_BACKEND,
+    ITEM_TYPES,
     FieldDef,
     ItemType,
     deleted_occurrences_json,
@@ -376,7 +379,16 @@ class Accessor:
         return op
 
 
-def _plain(name: str, attr: str, kind: str = "string") -> Accessor:
+# --- converters: one per binding kind of the field table (fields.py) ------------------------
+# Each takes the FieldDef (its name, type and read-only flag) and the binding's arguments; a
+# read-only field gets no ``assign``.
+
+def _attr(f: FieldDef, attr: str) -> Accessor:
+    """An exchangelib attribute holding the value as the field's type."""
+    return _typed(f.name, attr, f.type)
+
+
+def _typed(name: str, attr: str, kind: str) -> Accessor:
     def read(item: Item) -> Any:
         v = getattr(item, attr, None)
         if kind == "string":
@@ -384,7 +396,7 @@ def _plain(name: str, attr: str, kind: str = "string") -> Accessor:
         if kind == "date":
             return _date(v)
         if kind == "datetime":
-            return utc(v)
+            return ews_utc(v)
         if kind == "boolean":
             return None if v is None else bool(v)
         if kind == "integer":
@@ -413,13 +425,9 @@ def _plain(name: str, attr: str, kind: str = "string") -> Accessor:
     return Accessor(name, attr, read, assign)
 
 
-def _ro(name: str, attr: str, kind: str = "string") -> Accessor:
-    acc = _plain(name, attr, kind)
-    acc.assign = None
-    return acc
-
-
-def _indexed(name: str, attr: str, label: str, sub: str | None, value_attr: str) -> Accessor:
+def _indexed(f: FieldDef, attr: str, label: str, sub: str | None, value_attr: str
+             ) -> Accessor:
+    """One label of an indexed property (a phone number, one part of an address)."""
     def read(item: Item) -> Any:
         for entry in getattr(item, attr, None) or ():
             if entry.label == label:
@@ -440,10 +448,11 @@ def _indexed(name: str, attr: str, label: str, sub: str | None, value_attr: str)
             entries.append(cls(**{"label": label, value_attr: text}))
         setattr(item, attr, entries or None)
 
-    return Accessor(name, attr, read, assign, label=label, sub=sub)
+    return Accessor(f.name, attr, read, assign, label=label, sub=sub)
 
 
-def _body(name: str, plain: bool) -> Accessor:
+def _body(f: FieldDef, plain: bool = False) -> Accessor:
+    """The body as stored (HTML), or as text (``plain``)."""
     def read(item: Item) -> Any:
         body = getattr(item, "body", None)
         if body is None:
@@ -457,10 +466,15 @@ def _body(name: str, plain: bool) -> Accessor:
         text = _text(value)
         item.body = None if text is None else (Body(text) if plain else HTMLBody(text))
 
-    return Accessor(name, "body", read, assign)
+    return Accessor(f.name, "body", read, assign)
 
 
-def _mailbox(name: str, attr: str, read_only: bool = False) -> Accessor:
+def _text_body(f: FieldDef) -> Accessor:
+    return _body(f, plain=True)
+
+
+def _mailbox(f: FieldDef, attr: str) -> Accessor:
+    """One mailbox (the sender, the organizer) as its SMTP address."""
     def read(item: Item) -> Any:
         mb = getattr(item, attr, None)
         return _text(getattr(mb, "email_address", None) or getattr(mb, "name", None))
@@ -468,18 +482,19 @@ def _mailbox(name: str, attr: str, read_only: bool = False) -> Accessor:
     def assign(item: Item, value: Any) -> None:
         text = _text(value)
         if text is not None and "@" not in text:
-            raise ValueError_(f"{name} needs an SMTP address, not {text!r}")
+            raise ValueError_(f"{f.name} needs an SMTP address, not {text!r}")
         setattr(item, attr, None if text is None else Mailbox(email_address=text))
 
-    return Accessor(name, attr, read, None if read_only else assign)
+    return Accessor(f.name, attr, read, assign)
 
 
-def _mailboxes(name: str, attr: str, wrap: str) -> Accessor:
+def _mailboxes(f: FieldDef, attr: str, wrap: str) -> Accessor:
+    """Recipients or attendees (``wrap``: ``mailbox`` / ``attendee``) as SMTP addresses."""
     def read(item: Item) -> Any:
         return _json_list(_emails(getattr(item, attr, None)))
 
     def assign(item: Item, value: Any) -> None:
-        addrs = _addresses(value, name)
+        addrs = _addresses(value, f.name)
         if addrs is None:
             setattr(item, attr, None)
             return
@@ -490,7 +505,7 @@ def _mailboxes(name: str, attr: str, wrap: str) -> Accessor:
             objs = [Mailbox(email_address=a) for a in addrs]
         setattr(item, attr, objs)
 
-    return Accessor(name, attr, read, assign)
+    return Accessor(f.name, attr, read, assign)
 
 
 def member_entry(member: Any) -> str | None:
@@ -555,7 +570,7 @@ def merge_members(value: Any, current: list[Any] | None) -> list[Member] | None:
     return out
 
 
-def _members(name: str) -> Accessor:
+def _members(f: FieldDef) -> Accessor:
     """``Members`` of a contact group: a JSON list of ``Name <address>`` / ``address``."""
     def read(item: Item) -> Any:
         entries = [member_entry(m) for m in getattr(item, "members", None) or ()]
@@ -567,17 +582,17 @@ def _members(name: str) -> Accessor:
             return
         item.members = merge_members(value, None)
 
-    return Accessor(name, "members", read, assign)
+    return Accessor(f.name, "members", read, assign)
 
 
-def _complete_name(name: str, part: str) -> Accessor:
+def _complete_name(f: FieldDef, part: str) -> Accessor:
     def read(item: Item) -> Any:
         return _text(getattr(getattr(item, "complete_name", None), part, None))
 
-    return Accessor(name, "complete_name", read, None)
+    return Accessor(f.name, "complete_name", read, None)
 
 
-def _start_end(name: str, attr: str) -> Accessor:
+def _start_end(f: FieldDef, attr: str) -> Accessor:
     """Start/End of a calendar item: UTC; all-day values (dates in exchangelib) become
     midnight of the item's time zone, End exclusive."""
     tz_attr = f"_{attr}_timezone"
@@ -591,16 +606,16 @@ def _start_end(name: str, attr: str) -> Accessor:
                 v = v + dt.timedelta(days=1)
             tz = getattr(item, tz_attr, None) or EWSTimeZone("UTC")
             local = EWSDateTime(v.year, v.month, v.day, tzinfo=tz)
-            return utc(local.astimezone(EWSTimeZone("UTC")))
-        return utc(v)
+            return ews_utc(local.astimezone(EWSTimeZone("UTC")))
+        return ews_utc(v)
 
     def assign(item: Item, value: Any) -> None:
-        setattr(item, attr, _ews_datetime(value, name))
+        setattr(item, attr, _ews_datetime(value, f.name))
 
-    return Accessor(name, attr, read, assign, extra_attrs=(tz_attr, "is_all_day"))
+    return Accessor(f.name, attr, read, assign, extra_attrs=(tz_attr, "is_all_day"))
 
 
-def _date_part(name: str, attr: str) -> Accessor:
+def _date_part(f: FieldDef, attr: str) -> Accessor:
     tz_attr = f"_{attr}_timezone"
 
     def read(item: Item) -> Any:
@@ -612,190 +627,78 @@ def _date_part(name: str, attr: str) -> Accessor:
             return v.astimezone(tz).date()
         return _date(v + dt.timedelta(days=1) if attr == "end" else v)
 
-    return Accessor(name, attr, read, None, extra_attrs=(tz_attr, "_start_timezone",
-                                                         "is_all_day"))
+    return Accessor(f.name, attr, read, None, extra_attrs=(tz_attr, "_start_timezone",
+                                                           "is_all_day"))
 
 
-def _timezone(name: str, attr: str) -> Accessor:
+def _timezone(f: FieldDef, attr: str) -> Accessor:
     def read(item: Item) -> Any:
         return _tz_name(getattr(item, attr, None))
 
     def assign(item: Item, value: Any) -> None:
-        setattr(item, attr, None if _text(value) is None else _tz(value, name))
+        setattr(item, attr, None if _text(value) is None else _tz(value, f.name))
 
-    return Accessor(name, attr, read, assign)
+    return Accessor(f.name, attr, read, assign)
 
 
-def _recurrence() -> Accessor:
+def _recurrence(f: FieldDef) -> Accessor:
     def read(item: Item) -> Any:
         return recurrence_json(getattr(item, "recurrence", None))
 
     def assign(item: Item, value: Any) -> None:
         item.recurrence = recurrence_value(value)
 
-    return Accessor("Recurrence", "recurrence", read, assign)
+    return Accessor(f.name, "recurrence", read, assign)
 
 
-def _item_class_note() -> Accessor:
-    return _ro("ItemClass", "item_class")
-
-
-COMMON: dict[str, Accessor] = {
-    "Subject": _plain("Subject", "subject"),
-    "Body": _body("Body", plain=False),
-    "Body.Plaintext": _body("Body.Plaintext", plain=True),
-    "Categories": _plain("Categories", "categories", "json"),
-    "Importance": _plain("Importance", "importance"),
-    "Sensitivity": _plain("Sensitivity", "sensitivity"),
-    "ItemClass": _item_class_note(),
-    "DateTimeCreated": _ro("DateTimeCreated", "datetime_created", "datetime"),
-    "LastModifiedTime": _ro("LastModifiedTime", "last_modified_time", "datetime"),
-    "LastModifiedName": _ro("LastModifiedName", "last_modified_name"),
-    "HasAttachments": _ro("HasAttachments", "has_attachments", "boolean"),
-    "Size": _ro("Size", "size", "integer"),
-}
-
-_CONTACT_PLAIN = {
-    "GivenName": "given_name", "Surname": "surname", "MiddleName": "middle_name",
-    "Initials": "initials", "Nickname": "nickname", "Generation": "generation",
-    "DisplayName": "display_name", "FileAs": "file_as", "CompanyName": "company_name",
-    "Department": "department", "JobTitle": "job_title", "Manager": "manager",
-    "AssistantName": "assistant_name", "OfficeLocation": "office", "Profession": "profession",
-    "SpouseName": "spouse_name", "BusinessHomePage": "business_homepage", "Mileage": "mileage",
-}
-_ADDRESS_ATTRS = {"Street": "street", "City": "city", "State": "state",
-                  "CountryOrRegion": "country", "PostalCode": "zipcode"}
-_COMPLETE_NAME_ATTRS = {
-    "Title": "title", "FirstName": "first_name", "MiddleName": "middle_name",
-    "LastName": "last_name", "Suffix": "suffix", "Initials": "initials",
-    "FullName": "full_name", "Nickname": "nickname", "YomiFirstName": "yomi_first_name",
-    "YomiLastName": "yomi_last_name",
-}
-
-
-def _contact_accessors() -> dict[str, Accessor]:
-    out = {n: _plain(n, a) for n, a in _CONTACT_PLAIN.items()}
-    out["Birthday"] = _plain("Birthday", "birthday", "date")
-    out["WeddingAnniversary"] = _plain("WeddingAnniversary", "wedding_anniversary", "date")
-    out["Children"] = _plain("Children", "children", "json")
-    out["Companies"] = _plain("Companies", "companies", "json")
-    for i in (1, 2, 3):
-        out[f"EmailAddresses.EmailAddress{i}"] = _indexed(
-            f"EmailAddresses.EmailAddress{i}", "email_addresses", f"EmailAddress{i}", None,
-            "email")
-        out[f"ImAddresses.ImAddress{i}"] = _indexed(
-            f"ImAddresses.ImAddress{i}", "im_addresses", f"ImAddress{i}", None, "im_address")
-    from l2sync_dagster.providers.exchange.fields import ADDRESS_LABELS, PHONE_LABELS
-
-    for p in PHONE_LABELS:
-        out[f"PhoneNumbers.{p}"] = _indexed(f"PhoneNumbers.{p}", "phone_numbers", p, None,
-                                            "phone_number")
-    for label in ADDRESS_LABELS:
-        for part, attr in _ADDRESS_ATTRS.items():
-            n = f"PhysicalAddresses.{label}.{part}"
-            out[n] = _indexed(n, "physical_addresses", label, attr, attr)
-    for part, attr in _COMPLETE_NAME_ATTRS.items():
-        out[f"CompleteName.{part}"] = _complete_name(f"CompleteName.{part}", attr)
-    return out
-
-
-def _occurrences(name: str, attr: str) -> Accessor:
+def _occurrences(f: FieldDef, attr: str) -> Accessor:
     """``DeletedOccurrences`` / ``ModifiedOccurrences`` of a recurring master (read-only)."""
     def read(item: Item) -> Any:
         values = getattr(item, attr, None) or ()
         if attr == "deleted_occurrences":
-            return deleted_occurrences_json(_utc_or_none(o.start) for o in values)
-        return modified_occurrences_json((_utc_or_none(o.original_start),
-                                          _utc_or_none(o.start), _utc_or_none(o.end))
+            return deleted_occurrences_json(ews_utc(o.start) for o in values)
+        return modified_occurrences_json((ews_utc(o.original_start),
+                                          ews_utc(o.start), ews_utc(o.end))
                                          for o in values)
 
-    return Accessor(name, attr, read, None)
+    return Accessor(f.name, attr, read, None)
 
 
-def _utc_or_none(value: Any) -> dt.datetime | None:
+def ews_utc(value: Any) -> dt.datetime | None:
+    """An exchangelib datetime as an aware UTC datetime; None for anything else."""
     return utc(value) if isinstance(value, dt.datetime) else None
 
 
-def _calendar_accessors() -> dict[str, Accessor]:
-    return {
-        "DeletedOccurrences": _occurrences("DeletedOccurrences", "deleted_occurrences"),
-        "ModifiedOccurrences": _occurrences("ModifiedOccurrences", "modified_occurrences"),
-        "Start": _start_end("Start", "start"),
-        "End": _start_end("End", "end"),
-        "Start.Date": _date_part("Start.Date", "start"),
-        "End.Date": _date_part("End.Date", "end"),
-        "IsAllDayEvent": _plain("IsAllDayEvent", "is_all_day", "boolean"),
-        "StartTimeZone": _timezone("StartTimeZone", "_start_timezone"),
-        "EndTimeZone": _timezone("EndTimeZone", "_end_timezone"),
-        "Location": _plain("Location", "location"),
-        "LegacyFreeBusyStatus": _plain("LegacyFreeBusyStatus", "legacy_free_busy_status"),
-        "ReminderIsSet": _plain("ReminderIsSet", "reminder_is_set", "boolean"),
-        "ReminderMinutesBeforeStart": _plain("ReminderMinutesBeforeStart",
-                                             "reminder_minutes_before_start", "integer"),
-        "RequiredAttendees": _mailboxes("RequiredAttendees", "required_attendees", "attendee"),
-        "OptionalAttendees": _mailboxes("OptionalAttendees", "optional_attendees", "attendee"),
-        "Resources": _mailboxes("Resources", "resources", "attendee"),
-        "Recurrence": _recurrence(),
-        "Organizer": _mailbox("Organizer", "organizer", read_only=True),
-        "IsRecurring": _ro("IsRecurring", "is_recurring", "boolean"),
-        "CalendarItemType": _ro("CalendarItemType", "type"),
-        "IsCancelled": _ro("IsCancelled", "is_cancelled", "boolean"),
-    }
-
-
-def _task_accessors() -> dict[str, Accessor]:
-    return {
-        "StartDate": _plain("StartDate", "start_date", "date"),
-        "DueDate": _plain("DueDate", "due_date", "date"),
-        "CompleteDate": _ro("CompleteDate", "complete_date", "datetime"),
-        "Status": _plain("Status", "status"),
-        "PercentComplete": _plain("PercentComplete", "percent_complete", "float"),
-        "ReminderIsSet": _plain("ReminderIsSet", "reminder_is_set", "boolean"),
-        "Owner": _ro("Owner", "owner"),
-        "BillingInformation": _plain("BillingInformation", "billing_information"),
-        "Mileage": _plain("Mileage", "mileage"),
-        "Companies": _plain("Companies", "companies", "json"),
-        "TotalWork": _plain("TotalWork", "total_work", "integer"),
-        "ActualWork": _plain("ActualWork", "actual_work", "integer"),
-        "IsComplete": _ro("IsComplete", "is_complete", "boolean"),
-    }
-
-
-def _message_accessors() -> dict[str, Accessor]:
-    return {
-        "From": _mailbox("From", "author"),
-        "ToRecipients": _mailboxes("ToRecipients", "to_recipients", "mailbox"),
-        "CcRecipients": _mailboxes("CcRecipients", "cc_recipients", "mailbox"),
-        "BccRecipients": _mailboxes("BccRecipients", "bcc_recipients", "mailbox"),
-        "IsRead": _plain("IsRead", "is_read", "boolean"),
-        "DateTimeReceived": _ro("DateTimeReceived", "datetime_received", "datetime"),
-        "DateTimeSent": _ro("DateTimeSent", "datetime_sent", "datetime"),
-        "InternetMessageId": _ro("InternetMessageId", "message_id"),
-        "ConversationTopic": _ro("ConversationTopic", "conversation_topic"),
-        "IsDraft": _ro("IsDraft", "is_draft", "boolean"),
-    }
-
-
-ACCESSORS: dict[str, dict[str, Accessor]] = {
-    "Contact": {**_contact_accessors(), **COMMON},
-    "ContactGroup": {
-        "DisplayName": _plain("DisplayName", "display_name"),
-        "FileAs": _plain("FileAs", "file_as"),
-        "Members": _members("Members"),
-        **COMMON,
-    },
-    "CalendarItem": {**_calendar_accessors(), **COMMON},
-    "Task": {**_task_accessors(), **COMMON},
-    "Message": {**_message_accessors(), **COMMON},
-    "Note": dict(COMMON),
+#: binding kind of the field table -> converter (fields.Binding.kind, args)
+EWS_KINDS: dict[str, Callable[..., Accessor]] = {
+    "attr": _attr, "indexed": _indexed, "body": _body, "text_body": _text_body,
+    "mailbox": _mailbox, "mailboxes": _mailboxes, "members": _members,
+    "complete_name": _complete_name, "start_end": _start_end, "date_part": _date_part,
+    "timezone": _timezone, "recurrence": _recurrence, "occurrences": _occurrences,
 }
 
 
-#: catalog fields with no accessor that the backend fills itself
-EWS_VIRTUAL = frozenset({"FolderPath"})
-#: catalog fields exchangelib cannot read or write, per item type: {field: why} (none today;
-#: a new catalog field must get an accessor or an entry here, a test checks it)
-EWS_UNAVAILABLE: dict[str, dict[str, str]] = {}
+def _accessors(item_type: ItemType) -> dict[str, Accessor]:
+    out = {}
+    for name, b in item_type.bound("ews").items():
+        if b == BY_BACKEND:
+            continue
+        f = item_type.require(name)
+        acc = EWS_KINDS[b.kind](f, *b.args)
+        if f.read_only:
+            acc.assign = None
+        out[name] = acc
+    return out
+
+
+#: item type name -> {dotted field name: Accessor}, built from the field table
+ACCESSORS: dict[str, dict[str, Accessor]] = {n: _accessors(t) for n, t in ITEM_TYPES.items()}
+#: catalog fields the backend fills itself (FolderPath)
+EWS_VIRTUAL = frozenset(n for t in ITEM_TYPES.values()
+                        for n, b in t.bound("ews").items() if b == BY_BACKEND)
+#: catalog fields exchangelib cannot read or write, per item type: {field: why} (none today)
+EWS_UNAVAILABLE: dict[str, dict[str, str]] = {
+    n: off for n, t in ITEM_TYPES.items() if (off := t.not_on("ews"))}
 
 
 def accessor(item_type: ItemType, f: FieldDef) -> Accessor | None:
@@ -873,7 +776,7 @@ def extended_accessor(model: type[Item], ep: ExtendedProperty) -> Accessor:
         if ep.type == "json":
             return _json_list(list(v))
         if ep.type == "datetime":
-            return utc(v)
+            return ews_utc(v)
         if ep.type == "decimal":
             return Decimal(str(v))
         if ep.type == "integer":
@@ -940,9 +843,9 @@ def shape_of(stmt: SelectStatement) -> Shape:
     paths: list[FieldPath] = []
     seen: set[str] = set()
     wanted = list(accs.values())
-    wanted.append(_plain("LastModifiedTime", "last_modified_time", "datetime"))
+    wanted.append(ACCESSORS[stmt.item_type.name]["LastModifiedTime"])
     if stmt.item_type.name in ("Note", "Message"):
-        wanted.append(_ro("ItemClass", "item_class"))
+        wanted.append(ACCESSORS[stmt.item_type.name]["ItemClass"])
     for acc in wanted:
         for p in acc.paths(model):
             key = p.path + "|" + (getattr(p.field, "field_uri", "") or "")

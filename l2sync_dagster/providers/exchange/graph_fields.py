@@ -1,18 +1,19 @@
-"""The dotted field names of ``fields.py`` mapped to Microsoft Graph properties.
+"""The Graph bindings of the field table (``fields.py``) as Microsoft Graph properties.
 
-One :class:`GraphField` per field name the Graph backend supports, per item type: which Graph
+Every field's ``graph=`` binding names a converter kind of :data:`GRAPH_KINDS` (a bare name is
+a top-level property, ``prop``); from it and the field's type and read-only flag this module
+builds one :class:`GraphField` per field, per item type (:data:`GRAPH_FIELDS`): which Graph
 properties it reads (``select``), how it turns a Graph entity into the canonical value
-(``read``) and how it writes a canonical value into a PATCH/POST body (``write``). Writers of
-fields that live inside a list or a complex value (``EmailAddresses.EmailAddress2``,
-``PhysicalAddresses.Business.City``, attendees) start from the item's current value, so one
-changed part does not wipe the others (``needs_current``).
+(``read``) and how it writes a canonical value into a PATCH/POST body (``write``; none for a
+read-only field). Writers of fields that live inside a list or a complex value
+(``EmailAddresses.EmailAddress2``, ``PhysicalAddresses.Business.City``, attendees) start from
+the item's current value, so one changed part does not wipe the others (``needs_current``).
 
-Fields with no Graph counterpart (``PhoneNumbers.BusinessFax``, ``Mileage``,
-``PercentComplete``...) are absent from :data:`GRAPH_FIELDS` and listed, with the reason, in
-:data:`GRAPH_UNAVAILABLE`: the provider refuses a select statement that names one (``SELECT *``
-leaves them out). Contact groups and notes have no Graph API at all
-(:data:`GRAPH_NO_API`). ``FolderPath`` and ``ItemClass`` are filled by the backend itself
-(:data:`GRAPH_VIRTUAL`).
+Fields the table marks as not on Graph (``PhoneNumbers.BusinessFax``, ``Mileage``,
+``PercentComplete``...) are listed, with the reason, in :data:`GRAPH_UNAVAILABLE`: the
+provider refuses a select statement that names one (``SELECT *`` leaves them out). Contact
+groups and notes have no Graph API at all (:data:`GRAPH_NO_API`). ``FolderPath`` and
+``ItemClass`` are filled by the backend itself (:data:`GRAPH_VIRTUAL`).
 
 Value conventions are those of ``fields.py``. Events are read with
 ``Prefer: outlook.timezone="UTC"``; an all-day event's ``Start``/``End`` are midnight in its
@@ -23,13 +24,17 @@ import copy
 import datetime as dt
 import json
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from exchangelib.winzone import MS_TIMEZONE_TO_IANA_MAP
 
 from l2sync_dagster.providers.exchange.fields import (
+    BY_BACKEND,
+    ITEM_TYPES,
+    FieldDef,
+    ItemType,
     deleted_occurrences_json,
     modified_occurrences_json,
 )
@@ -71,18 +76,18 @@ def _low(text: Any) -> Any:
     return text[0].lower() + text[1:] if text else None
 
 
-def simple(prop: str, type_: str = "string") -> GraphField:
-    """A top-level scalar property."""
+def simple(f: FieldDef, prop: str) -> GraphField:
+    """A top-level scalar property, as the field's type."""
     def read(item: dict[str, Any]) -> Any:
-        return parse_value(item.get(prop), type_)
+        return parse_value(item.get(prop), f.type)
 
     def write(body: dict[str, Any], value: Any, current: dict[str, Any]) -> None:
-        body[prop] = format_value(value, type_)
+        body[prop] = format_value(value, f.type)
 
     return GraphField((prop,), read, write)
 
 
-def enum(prop: str, special: dict[str, str] | None = None) -> GraphField:
+def enum(f: FieldDef, prop: str, special: dict[str, str] | None = None) -> GraphField:
     """An enumeration: Graph's camelCase value <-> the EWS spelling."""
     to_ews = dict(special or {})
     to_graph = {v.lower(): k for k, v in to_ews.items()}
@@ -97,7 +102,7 @@ def enum(prop: str, special: dict[str, str] | None = None) -> GraphField:
     return GraphField((prop,), read, write)
 
 
-def string_list(prop: str) -> GraphField:
+def string_list(f: FieldDef, prop: str) -> GraphField:
     """A list of strings (``categories``, ``children``) as json."""
     def read(item: dict[str, Any]) -> Any:
         return to_json_text(item.get(prop) or None)
@@ -115,7 +120,7 @@ def _base(body: dict[str, Any], current: dict[str, Any], prop: str, empty: Any) 
     return body[prop]
 
 
-def list_slot(prop: str, index: int, sub: str | None = None) -> GraphField:
+def list_slot(f: FieldDef, prop: str, index: int, sub: str | None = None) -> GraphField:
     """Position ``index`` of a list property (``businessPhones[1]``,
     ``emailAddresses[0].address``)."""
     def read(item: dict[str, Any]) -> Any:
@@ -149,20 +154,20 @@ def list_slot(prop: str, index: int, sub: str | None = None) -> GraphField:
     return GraphField((prop,), read, write, needs_current=True)
 
 
-def nested(prop: str, sub: str, type_: str = "string") -> GraphField:
+def nested(f: FieldDef, prop: str, sub: str) -> GraphField:
     """A member of a complex property (``businessAddress.city``)."""
     def read(item: dict[str, Any]) -> Any:
         outer = item.get(prop) or {}
-        return parse_value(outer.get(sub) or None, type_)
+        return parse_value(outer.get(sub) or None, f.type)
 
     def write(body: dict[str, Any], value: Any, current: dict[str, Any]) -> None:
         outer = _base(body, current, prop, {})
-        outer[sub] = format_value(value, type_)
+        outer[sub] = format_value(value, f.type)
 
     return GraphField((prop,), read, write, needs_current=True)
 
 
-def address(prop: str, sub: str) -> GraphField:
+def address(f: FieldDef, prop: str, sub: str) -> GraphField:
     """``from.emailAddress.address`` style: a recipient's SMTP address."""
     def read(item: dict[str, Any]) -> Any:
         return ((item.get(prop) or {}).get("emailAddress") or {}).get(sub) or None
@@ -173,7 +178,7 @@ def address(prop: str, sub: str) -> GraphField:
     return GraphField((prop,), read, write)
 
 
-def recipients(prop: str) -> GraphField:
+def recipients(f: FieldDef, prop: str) -> GraphField:
     """A list of recipients as a json list of SMTP addresses."""
     def read(item: dict[str, Any]) -> Any:
         found = [((r or {}).get("emailAddress") or {}).get("address")
@@ -187,7 +192,7 @@ def recipients(prop: str) -> GraphField:
     return GraphField((prop,), read, write)
 
 
-def attendees(kind: str) -> GraphField:
+def attendees(f: FieldDef, kind: str) -> GraphField:
     """Event attendees of one type (required/optional/resource) as SMTP addresses."""
     def read(item: dict[str, Any]) -> Any:
         found = [((a or {}).get("emailAddress") or {}).get("address")
@@ -204,17 +209,7 @@ def attendees(kind: str) -> GraphField:
     return GraphField(("attendees",), read, write, needs_current=True)
 
 
-def read_only(props: tuple[str, ...], read: Reader) -> GraphField:
-    """A field Graph computes (no writer)."""
-    return GraphField(props, read)
-
-
-def constant(value: Any) -> GraphField:
-    """A read-only value that is the same for every item of the type."""
-    return GraphField((), lambda item: value)
-
-
-def body_field(prop: str = "body") -> GraphField:
+def body_field(f: FieldDef, prop: str = "body") -> GraphField:
     """The body as stored (HTML for messages and events)."""
     def read(item: dict[str, Any]) -> Any:
         return (item.get(prop) or {}).get("content") or None
@@ -226,7 +221,7 @@ def body_field(prop: str = "body") -> GraphField:
     return GraphField((prop,), read, write)
 
 
-def text_body_field(prop: str = "body") -> GraphField:
+def text_body_field(f: FieldDef, prop: str = "body") -> GraphField:
     """The plain-text body (read with ``Prefer: outlook.body-content-type="text"``)."""
     def read(item: dict[str, Any]) -> Any:
         value = item.get("@l2sync.textBody", item.get(prop))
@@ -236,11 +231,6 @@ def text_body_field(prop: str = "body") -> GraphField:
         body[prop] = {"contentType": "text", "content": "" if value is None else str(value)}
 
     return GraphField((prop,), read, write)
-
-
-def notes_field() -> GraphField:
-    """A contact's notes (``personalNotes``, plain text) for Body and Body.Plaintext."""
-    return simple("personalNotes")
 
 
 # --- time zones --------------------------------------------------------------------------
@@ -358,7 +348,7 @@ def dtz_body(moment: Any, zone_name: str | None, all_day: bool) -> dict[str, str
             "timeZone": name}
 
 
-def task_date(prop: str) -> GraphField:
+def task_date(f: FieldDef, prop: str) -> GraphField:
     """A To Do date (``dueDateTime``...) as a date."""
     def read(item: dict[str, Any]) -> Any:
         return _dtz_date(item.get(prop))
@@ -437,208 +427,97 @@ def recurrence_to_graph(value: Any, zone: str | None) -> dict[str, Any] | None:
     return {"pattern": pattern, "range": rng}
 
 
-# --- the catalog -------------------------------------------------------------------------
+# --- converters of the field table's Graph bindings ----------------------------------------
 
-def _getter(prop: str) -> Reader:
-    return lambda item: item.get(prop) or None
+def reader(*select: str) -> Callable[[Reader], Callable[..., GraphField]]:
+    """A converter for a field Graph computes or the backend writes itself: ``select`` and a
+    reader, no writer."""
+    def wrap(read: Reader) -> Callable[..., GraphField]:
+        return lambda f: GraphField(select, read)
+    return wrap
 
 
-_COMMON_DATES = {
-    "DateTimeCreated": read_only(("createdDateTime",),
-                                 lambda i: parse_datetime(i.get("createdDateTime"))),
-    "LastModifiedTime": read_only(("lastModifiedDateTime",),
-                                  lambda i: parse_datetime(i.get("lastModifiedDateTime"))),
-}
-_SENSITIVITY = enum("sensitivity")
-_IMPORTANCE = enum("importance")
+def text(f: FieldDef, prop: str) -> GraphField:
+    """A string property read as is (no writer)."""
+    return GraphField((prop,), lambda item: item.get(prop) or None)
 
-_PHONE_SLOTS = {"BusinessPhone": ("businessPhones", 0), "BusinessPhone2": ("businessPhones", 1),
-                "HomePhone": ("homePhones", 0), "HomePhone2": ("homePhones", 1)}
-_ADDRESS_PROPS = {"Business": "businessAddress", "Home": "homeAddress", "Other": "otherAddress"}
-_ADDRESS_PARTS = {"Street": "street", "City": "city", "State": "state",
-                  "CountryOrRegion": "countryOrRegion", "PostalCode": "postalCode"}
-_COMPLETE_NAME = {"Title": "title", "FirstName": "givenName", "MiddleName": "middleName",
-                  "LastName": "surname", "Suffix": "generation", "Initials": "initials",
-                  "FullName": "displayName", "Nickname": "nickName",
-                  "YomiFirstName": "yomiGivenName", "YomiLastName": "yomiSurname"}
 
-CONTACT: dict[str, GraphField] = {
-    "GivenName": simple("givenName"),
-    "Surname": simple("surname"),
-    "MiddleName": simple("middleName"),
-    "Initials": simple("initials"),
-    "Nickname": simple("nickName"),
-    "Generation": simple("generation"),
-    "DisplayName": simple("displayName"),
-    "FileAs": simple("fileAs"),
-    "CompanyName": simple("companyName"),
-    "Department": simple("department"),
-    "JobTitle": simple("jobTitle"),
-    "Manager": simple("manager"),
-    "AssistantName": simple("assistantName"),
-    "OfficeLocation": simple("officeLocation"),
-    "Profession": simple("profession"),
-    "SpouseName": simple("spouseName"),
-    "BusinessHomePage": simple("businessHomePage"),
-    "Birthday": simple("birthday", "date"),
-    "Children": string_list("children"),
-    "PhoneNumbers.MobilePhone": simple("mobilePhone"),
-    **{f"PhoneNumbers.{k}": list_slot(p, i) for k, (p, i) in _PHONE_SLOTS.items()},
-    **{f"EmailAddresses.EmailAddress{i + 1}": list_slot("emailAddresses", i, "address")
-       for i in range(3)},
-    **{f"ImAddresses.ImAddress{i + 1}": list_slot("imAddresses", i) for i in range(3)},
-    **{f"PhysicalAddresses.{label}.{part}": nested(prop, sub)
-       for label, prop in _ADDRESS_PROPS.items() for part, sub in _ADDRESS_PARTS.items()},
-    **{f"CompleteName.{k}": read_only((p,), _getter(p)) for k, p in _COMPLETE_NAME.items()},
-    "Body": notes_field(),
-    "Body.Plaintext": notes_field(),
-    "Categories": string_list("categories"),
-    **_COMMON_DATES,
-}
+def flag(f: FieldDef, prop: str) -> GraphField:
+    """A boolean property, false when absent (no writer)."""
+    return GraphField((prop,), lambda item: bool(item.get(prop)))
 
-_SHOW_AS = {"oof": "OOF", "unknown": "NoData"}
 
-CALENDAR: dict[str, GraphField] = {
-    "Subject": simple("subject"),
-    "Body": body_field(),
-    "Body.Plaintext": text_body_field(),
-    "Categories": string_list("categories"),
-    "Importance": _IMPORTANCE,
-    "Sensitivity": _SENSITIVITY,
-    # Start/End/IsAllDayEvent/StartTimeZone are written together by the backend
-    "Start": GraphField(("start", "isAllDay", "originalStartTimeZone"),
-                        lambda i: event_start(i, "start")),
-    "End": GraphField(("end", "isAllDay", "originalStartTimeZone"),
-                      lambda i: event_start(i, "end")),
-    "Start.Date": read_only(("start", "isAllDay", "originalStartTimeZone"),
-                            lambda i: event_date(i, "start")),
-    "End.Date": read_only(("end", "isAllDay", "originalStartTimeZone"),
-                          lambda i: event_date(i, "end")),
-    "IsAllDayEvent": GraphField(("isAllDay",), lambda i: bool(i.get("isAllDay"))),
-    "StartTimeZone": GraphField(("originalStartTimeZone", "start", "isAllDay"), event_zone),
-    "EndTimeZone": GraphField(("originalEndTimeZone",),
-                              lambda i: i.get("originalEndTimeZone") or None),
-    "Location": GraphField(("location",),
-                           lambda i: (i.get("location") or {}).get("displayName") or None,
-                           lambda b, v, c: b.__setitem__(
-                               "location", {"displayName": "" if v is None else str(v)})),
-    "LegacyFreeBusyStatus": enum("showAs", _SHOW_AS),
-    "ReminderIsSet": simple("isReminderOn", "boolean"),
-    "ReminderMinutesBeforeStart": simple("reminderMinutesBeforeStart", "integer"),
-    "RequiredAttendees": attendees("required"),
-    "OptionalAttendees": attendees("optional"),
-    "Resources": attendees("resource"),
+def event_time(f: FieldDef, which: str) -> GraphField:
+    """``Start``/``End`` (written with the time zones by the backend)."""
+    return GraphField((which, "isAllDay", "originalStartTimeZone"),
+                      lambda item: event_start(item, which))
+
+
+def event_day(f: FieldDef, which: str) -> GraphField:
+    """``Start.Date``/``End.Date``."""
+    return GraphField((which, "isAllDay", "originalStartTimeZone"),
+                      lambda item: event_date(item, which))
+
+
+def location(f: FieldDef) -> GraphField:
+    """An event's location by its display name."""
+    return GraphField(("location",),
+                      lambda i: (i.get("location") or {}).get("displayName") or None,
+                      lambda b, v, c: b.__setitem__(
+                          "location", {"displayName": "" if v is None else str(v)}))
+
+
+_ITEM_TYPES = {"singleInstance": "Single", "occurrence": "Occurrence",
+               "exception": "Exception", "seriesMaster": "RecurringMaster"}
+
+#: binding kind of the field table -> converter (fields.Binding.kind, args)
+GRAPH_KINDS: dict[str, Callable[..., GraphField]] = {
+    "prop": simple, "enum": enum, "string_list": string_list, "list_slot": list_slot,
+    "nested": nested, "address": address, "recipients": recipients, "attendees": attendees,
+    "body": body_field, "text_body": text_body_field, "task_date": task_date, "text": text,
+    "flag": flag, "event_time": event_time, "event_date": event_day, "location": location,
+    "event_zone": reader("originalStartTimeZone", "start", "isAllDay")(event_zone),
     # Recurrence is written by the backend too (it needs the start time zone)
-    "Recurrence": GraphField(("recurrence",), lambda i: recurrence_to_ews(i.get("recurrence"))),
-    "Organizer": read_only(("organizer",), lambda i: ((i.get("organizer") or {})
-                                                      .get("emailAddress") or {})
-                           .get("address") or None),
-    "IsRecurring": read_only(("type",), lambda i: i.get("type") in {"seriesMaster",
-                                                                     "occurrence", "exception"}),
-    "CalendarItemType": read_only(("type",), lambda i: {
-        "singleInstance": "Single", "occurrence": "Occurrence", "exception": "Exception",
-        "seriesMaster": "RecurringMaster"}.get(i.get("type") or "", _cap(i.get("type")))),
-    "IsCancelled": read_only(("isCancelled",), lambda i: bool(i.get("isCancelled"))),
+    "recurrence": reader("recurrence")(lambda i: recurrence_to_ews(i.get("recurrence"))),
+    "organizer": reader("organizer")(
+        lambda i: ((i.get("organizer") or {}).get("emailAddress") or {}).get("address")
+        or None),
+    "is_recurring": reader("type")(
+        lambda i: i.get("type") in {"seriesMaster", "occurrence", "exception"}),
+    "calendar_item_type": reader("type")(
+        lambda i: _ITEM_TYPES.get(i.get("type") or "", _cap(i.get("type")))),
     # a series master's exceptions: cancelledOccurrences is returned only when selected,
     # exceptionOccurrences only when expanded (the backend asks for both)
-    "DeletedOccurrences": read_only(("cancelledOccurrences", "start", "isAllDay",
-                                     "originalStartTimeZone", "recurrence"),
-                                    cancelled_occurrences),
-    "ModifiedOccurrences": read_only(("recurrence",), exception_occurrences),
-    "HasAttachments": read_only(("hasAttachments",), lambda i: bool(i.get("hasAttachments"))),
-    **_COMMON_DATES,
+    "cancelled_occurrences": reader("cancelledOccurrences", "start", "isAllDay",
+                                    "originalStartTimeZone", "recurrence")(
+        cancelled_occurrences),
+    "exception_occurrences": reader("recurrence")(exception_occurrences),
+    "is_complete": reader("status")(lambda i: i.get("status") == "completed"),
 }
 
-TASK: dict[str, GraphField] = {
-    "Subject": simple("title"),
-    "Body": body_field(),
-    "Body.Plaintext": text_body_field(),
-    "Categories": string_list("categories"),
-    "Importance": _IMPORTANCE,
-    "Status": enum("status"),
-    "StartDate": task_date("startDateTime"),
-    "DueDate": task_date("dueDateTime"),
-    "CompleteDate": task_date("completedDateTime"),
-    "ReminderIsSet": simple("isReminderOn", "boolean"),
-    "IsComplete": read_only(("status",), lambda i: i.get("status") == "completed"),
-    **_COMMON_DATES,
-}
 
-MESSAGE: dict[str, GraphField] = {
-    "Subject": simple("subject"),
-    "Body": body_field(),
-    "Body.Plaintext": text_body_field(),
-    "Categories": string_list("categories"),
-    "Importance": _IMPORTANCE,
-    "From": address("from", "address"),
-    "ToRecipients": recipients("toRecipients"),
-    "CcRecipients": recipients("ccRecipients"),
-    "BccRecipients": recipients("bccRecipients"),
-    "IsRead": simple("isRead", "boolean"),
-    "DateTimeReceived": read_only(("receivedDateTime",),
-                                  lambda i: parse_datetime(i.get("receivedDateTime"))),
-    "DateTimeSent": read_only(("sentDateTime",),
-                              lambda i: parse_datetime(i.get("sentDateTime"))),
-    "InternetMessageId": read_only(("internetMessageId",),
-                                   lambda i: i.get("internetMessageId") or None),
-    "IsDraft": read_only(("isDraft",), lambda i: bool(i.get("isDraft"))),
-    "HasAttachments": read_only(("hasAttachments",), lambda i: bool(i.get("hasAttachments"))),
-    **_COMMON_DATES,
-}
+def _graph_fields(item_type: ItemType) -> dict[str, GraphField]:
+    out = {}
+    for name, b in item_type.bound("graph").items():
+        if b == BY_BACKEND:
+            continue
+        f = item_type.require(name)
+        spec = GRAPH_KINDS[b.kind](f, *b.args)
+        out[name] = replace(spec, write=None) if f.read_only else spec
+    return out
 
-#: item type name -> {dotted field name: GraphField}
+
+#: item type name -> {dotted field name: GraphField}, built from the field table
 GRAPH_FIELDS: dict[str, dict[str, GraphField]] = {
-    "Contact": CONTACT,
-    "CalendarItem": CALENDAR,
-    "Task": TASK,
-    "Message": MESSAGE,
-}
-
+    n: _graph_fields(t) for n, t in ITEM_TYPES.items() if "graph" not in t.no_api}
 #: catalog fields the backend fills itself (the folder's path, the item type's class)
-GRAPH_VIRTUAL = frozenset({"FolderPath", "ItemClass"})
+GRAPH_VIRTUAL = frozenset(n for t in ITEM_TYPES.values()
+                          for n, b in t.bound("graph").items() if b == BY_BACKEND)
 #: item types Graph has no API for: why
-GRAPH_NO_API = {
-    "ContactGroup": "Microsoft Graph has no API for Outlook contact groups",
-    "Note": "Microsoft Graph has no API for Outlook notes",
-}
-
-_NO_PHONE = "a Graph contact has only business, home and mobile phone numbers"
-_NO_ITEM_PROPS = "Graph does not expose this item property"
-_NOT_ON_TODO = "Microsoft To Do tasks (Graph) have no such property"
-
-#: catalog fields without a Graph binding, per item type: {field: why}. Every catalog field
-#: is in GRAPH_FIELDS, GRAPH_VIRTUAL or here (a test checks it).
+GRAPH_NO_API = {n: t.no_api["graph"] for n, t in ITEM_TYPES.items() if "graph" in t.no_api}
+#: catalog fields without a Graph binding, per item type: {field: why}
 GRAPH_UNAVAILABLE: dict[str, dict[str, str]] = {
-    "Contact": {
-        "WeddingAnniversary": "a Graph contact has no wedding anniversary",
-        "Companies": "a Graph contact has one companyName only",
-        "Mileage": "a Graph contact has no mileage",
-        **{f"PhoneNumbers.{p}": _NO_PHONE for p in (
-            "AssistantPhone", "BusinessFax", "Callback", "CarPhone", "CompanyMainPhone",
-            "HomeFax", "Isdn", "OtherFax", "OtherTelephone", "Pager", "PrimaryPhone",
-            "RadioPhone", "Telex", "TtyTddPhone")},
-        "Importance": "a Graph contact has no importance",
-        "Sensitivity": "a Graph contact has no sensitivity",
-        "LastModifiedName": _NO_ITEM_PROPS,
-        "HasAttachments": "a Graph contact has no attachments flag",
-        "Size": _NO_ITEM_PROPS,
-    },
-    "CalendarItem": {"LastModifiedName": _NO_ITEM_PROPS, "Size": _NO_ITEM_PROPS},
-    "Task": {
-        **{f: _NOT_ON_TODO for f in ("PercentComplete", "Owner", "BillingInformation",
-                                      "Mileage", "Companies", "TotalWork", "ActualWork",
-                                      "Sensitivity")},
-        "HasAttachments": "the Graph backend does not read it for To Do tasks",
-        "LastModifiedName": _NO_ITEM_PROPS,
-        "Size": _NO_ITEM_PROPS,
-    },
-    "Message": {
-        "ConversationTopic": "Graph has no conversation topic (conversationId only)",
-        "Sensitivity": "a Graph message has no writable sensitivity",
-        "LastModifiedName": _NO_ITEM_PROPS,
-        "Size": _NO_ITEM_PROPS,
-    },
-}
+    n: off for n, t in ITEM_TYPES.items() if (off := t.not_on("graph"))}
 
 #: EWS extended property type -> Graph extended property type name
 EXTENDED_GRAPH_TYPES = {"String": "String", "Integer": "Integer", "Short": "Short",
