@@ -171,9 +171,7 @@ def _ews_datetime(value: Any, name: str) -> EWSDateTime | None:
         value = dt.datetime(value.year, value.month, value.day)
     if not isinstance(value, dt.datetime):
         raise ValueError_(f"{name} needs a datetime, not {type(value).__name__}")
-    if value.tzinfo is None:
-        value = value.replace(tzinfo=dt.UTC)
-    value = value.astimezone(dt.UTC)
+    value = utc(value)
     return EWSDateTime(value.year, value.month, value.day, value.hour, value.minute,
                        value.second, value.microsecond, tzinfo=EWSTimeZone("UTC"))
 

@@ -30,6 +30,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from exchangelib.winzone import MS_TIMEZONE_TO_IANA_MAP
 
+from l2sync_dagster.contract import utc
 from l2sync_dagster.providers.exchange.fields import (
     BY_BACKEND,
     ITEM_TYPES,
@@ -336,10 +337,8 @@ def dtz_body(moment: Any, zone_name: str | None, all_day: bool) -> dict[str, str
         moment = parse_datetime(moment)
     elif isinstance(moment, dt.date) and not isinstance(moment, dt.datetime):
         moment = dt.datetime(moment.year, moment.month, moment.day, tzinfo=dt.UTC)
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=dt.UTC)
     zone = zone_of(zone_name)
-    local = moment.astimezone(zone)
+    local = utc(moment).astimezone(zone)
     if all_day:
         # a UTC instant that is midnight somewhere: the date in the event's zone
         local = local.replace(hour=0, minute=0, second=0, microsecond=0)

@@ -58,6 +58,7 @@ from dataclasses import field as dc_field
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
+from l2sync_dagster.contract import utc
 from l2sync_dagster.providers.exchange.fields import (
     CatalogError,
     FieldDef,
@@ -447,10 +448,7 @@ def _convert(value: Any, f: FieldDef | ExtendedProperty, raw: str) -> Any:
         if kind == "date":
             return dt.date.fromisoformat(str(value))
         if kind == "datetime":
-            parsed = dt.datetime.fromisoformat(str(value).replace("Z", "+00:00"))
-            if parsed.tzinfo is None:
-                parsed = parsed.replace(tzinfo=dt.UTC)
-            return parsed.astimezone(dt.UTC)
+            return utc(dt.datetime.fromisoformat(str(value).replace("Z", "+00:00")))
         return value
     except SelectError:
         raise
