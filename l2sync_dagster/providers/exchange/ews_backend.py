@@ -263,8 +263,7 @@ class EwsBackend(ExchangeBackend):
         order = None
         if stmt.order_by:
             acc = shape.accessors.get(stmt.order_by)
-            if acc is not None and acc.label is None and not acc.attr.startswith("_") \
-                    and acc.attr not in ("body", "complete_name"):
+            if acc is not None and acc.label is None and acc.on_server:
                 field = shape.model.get_field_by_fieldname(acc.attr)
                 order = (FieldPath(field=field), stmt.descending)
         # the server's idea of NULL differs from ours (a blank text exists for it), so with a

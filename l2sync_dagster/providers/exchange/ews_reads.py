@@ -319,7 +319,7 @@ def build_q(stmt: SelectStatement, shape: Shape, conditions: Iterable[Condition]
             # a blank text is NULL too (select.is_null) but exists for the server: client side
             lookup = None
         if acc is None or lookup is None or kind == "json" or acc.sub is not None or \
-                acc.attr in ("body", "complete_name") or acc.attr.startswith("_"):
+                not acc.on_server:
             rest.append(cond)
             continue
         path = acc.attr if acc.label is None else f"{acc.attr}__{acc.label}"

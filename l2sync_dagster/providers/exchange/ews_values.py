@@ -320,6 +320,12 @@ class Accessor:
     sub: str | None = None
     extra_attrs: tuple[str, ...] = ()
 
+    @property
+    def on_server(self) -> bool:
+        """Whether the server can restrict and sort by the attribute (not the body, the
+        complete name or the time zones, which exchangelib keeps in private attributes)."""
+        return self.attr not in ("body", "complete_name") and not self.attr.startswith("_")
+
     def paths(self, model: type[Item]) -> list[FieldPath]:
         """FieldPaths to request (GetItem AdditionalProperties)."""
         out = []
