@@ -85,7 +85,7 @@ def build_connection_assets(
         op_tags={CONNECTION_TAG: group},
         description=spec.description or title,
         partitions_def=partitions_def,
-        backfill_policy=dg.BackfillPolicy.single_run() if partitions_def else None,
+        backfill_policy=dg.BackfillPolicy.single_run() if spec.partitions else None,
         retry_policy=retry or retry_policy(),
     )
     def _sync(context: dg.AssetExecutionContext, config: SyncConfig, l2sync: L2SyncResource):
@@ -111,7 +111,20 @@ def build_connection_schedule(
     if not spec.schedule:
         return None
     pdef = build_partitions_def(spec)
-    if pdef is not None:
+    if isinstance(pdef, dg.DynamicPartitionsDefinition):
+        # every value of for_each: one run each (each holds its own partition's lock)
+        @dg.schedule(name=f"{spec.dagster_name}_schedule", job=job,
+                     cron_schedule=spec.schedule, execution_timezone=spec.timezone or "UTC",
+                     default_status=dg.DefaultScheduleStatus.STOPPED)
+        def _every_value(context: dg.ScheduleEvaluationContext) -> list[dg.RunRequest]:
+            keys = context.instance.get_dynamic_partitions(pdef.name or "")
+            stamp = context.scheduled_execution_time.isoformat() \
+                if context.scheduled_execution_time else ""
+            return [dg.RunRequest(run_key=f"{key}@{stamp}", partition_key=key,
+                                  tags={CONNECTION_TAG: spec.dagster_name}) for key in keys]
+
+        return _every_value
+    if isinstance(pdef, dg.TimeWindowPartitionsDefinition):
         # a partitioned job needs a partition: the scheduled run syncs the current window
         @dg.schedule(name=f"{spec.dagster_name}_schedule", job=job,
                      cron_schedule=spec.schedule, execution_timezone=spec.timezone or "UTC",
