@@ -7,6 +7,7 @@ own CSV file (``{mailbox}`` in the file path) with the contacts it owns (``{mail
 SQL WHERE); the mailboxes come from a SELECT over a staff table, or from a list.
 """
 
+import datetime as dt
 import json
 import sqlite3
 import threading
@@ -15,6 +16,7 @@ from pathlib import Path
 import dagster as dg
 import pandas as pd
 import pytest
+from dagster._core.instance_for_test import instance_for_test
 
 from l2sync_dagster import cli
 from l2sync_dagster.orchestration.definitions import build_definitions
@@ -291,3 +293,26 @@ def test_two_concurrent_runs_of_one_partition(tmp_path: Path) -> None:
     assert "locked" in str(failure.event_specific_data.error.message).lower()
     assert other.success
     assert rows(tmp_path, "alice@contoso.com") == {"1": "Ada", "2": "Ben"}
+
+
+def test_mailboxes_are_not_serialized_per_connection(tmp_path: Path) -> None:
+    """The shipped dagster.yaml allows one run per l2sync/connection value and the op pool
+    l2sync_<name> one step: a for_each connection's runs carry neither (its partitions'
+    own locks keep two runs off one mailbox); the schedule requests one run per mailbox."""
+    folder = make_project(tmp_path, FROM_LIST + 'schedule: "0 * * * *"\n')
+    defs = build_definitions(folder)
+    job = defs.resolve_job_def("staff_job")
+    assert job.tags.get("l2sync/for_each") == "staff"
+    assert "l2sync/connection" not in job.tags
+    (assets,) = [a for a in defs.assets or () if isinstance(a, dg.AssetsDefinition)]
+    assert all(node.pool is None for node in [assets.node_def])
+    schedule = defs.resolve_schedule_def("staff_schedule")
+    with instance_for_test() as instance:
+        instance.add_dynamic_partitions("staff_for_each", ["alice@contoso.com",
+                                                           "bob@contoso.com"])
+        context = dg.build_schedule_context(
+            instance=instance, scheduled_execution_time=dt.datetime(2026, 1, 1, tzinfo=dt.UTC),
+            repository_def=defs.get_repository_def())
+        requests = schedule.evaluate_tick(context).run_requests or []
+    assert sorted(r.partition_key for r in requests) == ["alice@contoso.com",
+                                                         "bob@contoso.com"]

@@ -194,6 +194,7 @@ def build_for_each_sensor(spec: ConnectionSpec,
     partitions are what the UI lists."""
     if spec.for_each is None:
         return None
+    from l2sync_dagster.orchestration.assets import CONNECTION_TAG
     from l2sync_dagster.orchestration.partitions import for_each_partitions_name
     from l2sync_dagster.sync.for_each import for_each_values
 
@@ -201,6 +202,7 @@ def build_for_each_sensor(spec: ConnectionSpec,
 
     @dg.sensor(name=f"{spec.dagster_name}_for_each_sensor", minimum_interval_seconds=60,
                default_status=dg.DefaultSensorStatus.RUNNING,
+               tags={CONNECTION_TAG: spec.dagster_name},
                description=f"keeps the partitions of {spec.name} equal to its for_each values")
     def _sensor(context: dg.SensorEvaluationContext):
         try:
