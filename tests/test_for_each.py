@@ -316,3 +316,13 @@ def test_mailboxes_are_not_serialized_per_connection(tmp_path: Path) -> None:
         requests = schedule.evaluate_tick(context).run_requests or []
     assert sorted(r.partition_key for r in requests) == ["alice@contoso.com",
                                                          "bob@contoso.com"]
+
+
+def test_definitions_load_and_long_values_fit_the_store(tmp_path: Path) -> None:
+    folder = make_project(tmp_path, FROM_LIST)
+    dg.Definitions.validate_loadable(build_definitions(folder))
+    spec = load_connection(folder / "staff.yaml")
+    long = "a" * 240 + "@contoso.com"
+    identity = spec.for_value(long).name
+    assert len(identity) <= 200 and identity.startswith("staff[#")
+    assert identity != spec.for_value("b" + long[1:]).name
