@@ -111,6 +111,8 @@ def test_a_value_that_would_change_the_query_is_refused(tmp_path: Path) -> None:
      "line 5: left.query holds {mailbox} but the file has no for_each: to fill it"),
     (FROM_LIST.replace("bob@contoso.com", "bob o'neil"),
      "line 3: for_each.mailbox: \"bob o'neil\" is not a mailbox address"),
+    (FROM_SQL.replace("where active = 1", "where email = '{mailbox}'"),
+     "line 4: for_each.mailbox.query holds the placeholder {mailbox}; the list of mailboxes"),
     (FROM_LIST.replace("[alice@contoso.com, bob@contoso.com]", "{members_of: all@contoso.com}"),
      "line 3: for_each.mailbox: members_of is not supported yet"),
 ])

@@ -427,6 +427,14 @@ class ConnectionSpec(BaseModel):
                     used = True
         if self.for_each is None:
             return
+        source = self.for_each.mailbox
+        if isinstance(source, ForEachSqlSource):
+            for attr in ("connection_string", "query"):
+                found = PLACEHOLDER.search(getattr(source, attr))
+                if found:
+                    raise rule_error(f"for_each.mailbox.{attr}",
+                                     f"holds the placeholder {{{cut(found.group(1))}}}; the "
+                                     "list of mailboxes cannot depend on a mailbox")
         if not used:
             raise rule_error("for_each", f"needs {{{FOR_EACH_VARIABLE}}} in a connection string "
                              "or query of left or right; without it every partition would "
