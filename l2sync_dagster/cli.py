@@ -90,6 +90,13 @@ def _parser() -> argparse.ArgumentParser:
     rn.add_argument("--full", action="store_true", help="ignore cursors, read everything")
     rn.add_argument("--allow-mass-delete", action="store_true",
                     help="let this run exceed deletes.max_fraction")
+    rn.add_argument("--each", action="append", metavar="VALUE",
+                    help="a for_each connection: sync this value (a mailbox); repeatable")
+    rn.add_argument("--all", action="store_true",
+                    help="a for_each connection: sync every value (one failing never stops "
+                         "the others)")
+    rn.add_argument("--workers", type=int, default=1,
+                    help="with --each/--all: values synced at once (default: 1)")
     add("status", "last runs, recent conflicts, lock and archive size")
     add("unlock", "remove the lock left by a run whose process is gone")
     sandbox_cli.add_arguments(sub.add_parser(
@@ -147,6 +154,13 @@ class _Refused(Exception):
 def _run(args: argparse.Namespace, out: Console) -> int:
     spec = find_connection(args.name, args.connections)
     try:
+        if args.command == "run" and (spec.for_each is not None or args.each or args.all):
+            from l2sync_dagster.cli_for_each import run_each
+
+            return run_each(spec, args, out, err, _run_with_retries)
+        if spec.for_each is not None:
+            raise ValueError(f"a for_each connection: {args.command} per mailbox is not "
+                             "supported yet; `l2sync run NAME --each VALUE` syncs one")
         return _run_spec(spec, args, out)
     except ConnectionFileError:
         raise

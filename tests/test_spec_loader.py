@@ -172,7 +172,7 @@ def test_unknown_key_lists_allowed_and_suggests(project: Path) -> None:
     assert first == (
         "connections/x.yaml line 2: unknown field 'directon'; allowed: title, direction, left, "
         "right, mapping, match_on, conflicts, deletes, mirror, schedule, sensor, partitions, "
-        "timezone, batch_size, tags, description; did you mean 'direction'?"
+        "for_each, timezone, batch_size, tags, description; did you mean 'direction'?"
     )
     assert second == "connections/x.yaml: direction is required"
     assert len(err.problems) == 2

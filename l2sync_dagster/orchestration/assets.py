@@ -23,6 +23,15 @@ if TYPE_CHECKING:  # dagster does not export the type define_asset_job returns
     )
 
 CONNECTION_TAG = "l2sync/connection"
+#: the run tag of a for_each connection's jobs instead of CONNECTION_TAG, which the shipped
+#: dagster.yaml limits to one run per value: its mailboxes may run at once, each holding the
+#: lock of its own partition
+FOR_EACH_TAG = "l2sync/for_each"
+
+
+def run_tags_of(spec: ConnectionSpec) -> dict[str, str]:
+    """The tags of a connection's runs (its job, schedule, sensor)."""
+    return {(FOR_EACH_TAG if spec.for_each is not None else CONNECTION_TAG): spec.dagster_name}
 
 
 def asset_keys(spec: ConnectionSpec) -> dict[str, dg.AssetKey]:
@@ -81,11 +90,12 @@ def build_connection_assets(
         specs=specs,
         check_specs=checks,
         can_subset=True,
-        pool=f"l2sync_{group}",
+        # one step at a time per connection; a for_each connection's partitions may run at once
+        pool=None if spec.for_each is not None else f"l2sync_{group}",
         op_tags={CONNECTION_TAG: group},
         description=spec.description or title,
         partitions_def=partitions_def,
-        backfill_policy=dg.BackfillPolicy.single_run() if partitions_def else None,
+        backfill_policy=dg.BackfillPolicy.single_run() if spec.partitions else None,
         retry_policy=retry or retry_policy(),
     )
     def _sync(context: dg.AssetExecutionContext, config: SyncConfig, l2sync: L2SyncResource):
@@ -99,7 +109,7 @@ def build_connection_job(spec: ConnectionSpec) -> "UnresolvedAssetJobDefinition"
     return dg.define_asset_job(
         f"{spec.dagster_name}_job",
         selection=dg.AssetSelection.groups(spec.dagster_name),
-        tags={CONNECTION_TAG: spec.dagster_name},
+        tags=run_tags_of(spec),
         description=f"sync {spec.title or spec.name}",
     )
 
@@ -111,7 +121,22 @@ def build_connection_schedule(
     if not spec.schedule:
         return None
     pdef = build_partitions_def(spec)
-    if pdef is not None:
+    if isinstance(pdef, dg.DynamicPartitionsDefinition):
+        # every value of for_each: one run each (each holds its own partition's lock)
+        @dg.schedule(name=f"{spec.dagster_name}_schedule", job=job,
+                     cron_schedule=spec.schedule, execution_timezone=spec.timezone or "UTC",
+                     default_status=dg.DefaultScheduleStatus.STOPPED)
+        def _every_value(context: dg.ScheduleEvaluationContext) -> list[dg.RunRequest]:
+            keys = context.instance.get_dynamic_partitions(pdef.name or "")
+            try:  # one run per mailbox and tick; a manual test tick has no time
+                stamp = context.scheduled_execution_time.isoformat()
+            except Exception:
+                stamp = "test"
+            return [dg.RunRequest(run_key=f"{key}@{stamp}", partition_key=key,
+                                  tags=run_tags_of(spec)) for key in keys]
+
+        return _every_value
+    if isinstance(pdef, dg.TimeWindowPartitionsDefinition):
         # a partitioned job needs a partition: the scheduled run syncs the current window
         @dg.schedule(name=f"{spec.dagster_name}_schedule", job=job,
                      cron_schedule=spec.schedule, execution_timezone=spec.timezone or "UTC",

@@ -24,7 +24,7 @@ from typing import Annotated, Any
 
 import dagster as dg
 
-from l2sync_dagster.orchestration.assets import CONNECTION_TAG
+from l2sync_dagster.orchestration.assets import CONNECTION_TAG, FOR_EACH_TAG
 from l2sync_dagster.orchestration.component_scaffold import L2SyncConnectionsScaffolder
 from l2sync_dagster.orchestration.definitions import build_definitions
 from l2sync_dagster.spec.loader import ConnectionFileError, load_connections
@@ -132,8 +132,9 @@ def _connection_of(obj: Any, job_owners: dict[str, str | None]) -> str | None:
     if isinstance(obj, dg.AssetSpec):
         return obj.tags.get(CONNECTION_TAG)
     tags = getattr(obj, "tags", None) or {}
-    if CONNECTION_TAG in tags:
-        return tags[CONNECTION_TAG]
+    for tag in (CONNECTION_TAG, FOR_EACH_TAG):
+        if tag in tags:
+            return tags[tag]
     if isinstance(obj, dg.SensorDefinition | dg.ScheduleDefinition):
         owners = {job_owners.get(t.job_name) for t in obj.targets if t.job_name in job_owners}
         return owners.pop() if len(owners) == 1 else None

@@ -13,7 +13,7 @@ from l2sync_dagster.orchestration.assets import (
 from l2sync_dagster.orchestration.operations import build_failure_sensor, retry_policy
 from l2sync_dagster.orchestration.partitions import build_partitions_def
 from l2sync_dagster.orchestration.resource import L2SyncResource
-from l2sync_dagster.orchestration.sensors import build_connection_sensor
+from l2sync_dagster.orchestration.sensors import build_connection_sensor, build_for_each_sensor
 from l2sync_dagster.spec.loader import load_connections
 from l2sync_dagster.spec.masking import mask_secrets
 
@@ -41,9 +41,14 @@ def build_definitions(connections_dir: Path | str, store_url: str | None = None,
         schedule = build_connection_schedule(spec, job)
         if schedule is not None:
             schedules.append(schedule)
-        sensor = build_connection_sensor(spec, job, build_partitions_def(spec), store_url)
+        pdef = build_partitions_def(spec)
+        windows = pdef if isinstance(pdef, dg.TimeWindowPartitionsDefinition) else None
+        sensor = build_connection_sensor(spec, job, windows, store_url)
         if sensor is not None:
             sensors.append(sensor)
+        partitions_sensor = build_for_each_sensor(spec, store_url)
+        if partitions_sensor is not None:
+            sensors.append(partitions_sensor)
     if specs:
         sensors.append(build_failure_sensor(specs))
     return dg.Definitions(assets=assets, jobs=jobs, schedules=schedules, sensors=sensors,

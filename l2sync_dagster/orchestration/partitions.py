@@ -6,6 +6,11 @@ backfill over a range runs as ONE run (``BackfillPolicy.single_run()``) that syn
 its windows, and records each of them as seen in the archive. The partition set extends one
 window past now (``end_offset=1``) when the file gives no ``end``, so the current window (this
 month's calendar items) can be synced too.
+
+A connection with ``for_each:`` has dynamic partitions instead, one per value (a mailbox),
+named ``<connection>_for_each``; its sensor (``sensors.build_for_each_sensor``) adds and
+removes them as the list changes. Each partition is its own run (no single-run backfill):
+a run holds the lock of the partition it syncs.
 """
 
 import datetime as dt
@@ -25,8 +30,16 @@ _CLASSES: dict[str, type[dg.TimeWindowPartitionsDefinition]] = {
 Window = tuple[dt.datetime, dt.datetime]
 
 
-def build_partitions_def(spec: ConnectionSpec) -> dg.TimeWindowPartitionsDefinition | None:
-    """The partitions of a connection, or None when its file has no ``partitions:``."""
+def for_each_partitions_name(spec: ConnectionSpec) -> str:
+    """The name of the dynamic partitions of a ``for_each`` connection."""
+    return f"{spec.dagster_name}_for_each"
+
+
+def build_partitions_def(spec: ConnectionSpec) -> dg.PartitionsDefinition | None:
+    """The partitions of a connection, or None when its file has neither ``partitions:`` nor
+    ``for_each:``."""
+    if spec.for_each is not None:
+        return dg.DynamicPartitionsDefinition(name=for_each_partitions_name(spec))
     part = spec.partitions
     if part is None:
         return None

@@ -32,6 +32,16 @@ from l2sync_dagster.sync.steps import (
 )
 
 
+def for_each_spec(context: dg.AssetExecutionContext, spec: ConnectionSpec) -> ConnectionSpec:
+    """The connection of the partition (one for_each value) a run syncs."""
+    if not context.has_partition_key:
+        raise dg.Failure(
+            description=f"{spec.display_path}: a for_each connection syncs one partition (one "
+            "mailbox) per run; choose a partition, or backfill the ones to sync",
+            allow_retries=False)
+    return spec.for_value(context.partition_key)
+
+
 class SyncConfig(dg.Config):
     """Run config of a connection's sync step (the Launchpad's ``ops: {<name>_sync: {config:
     ...}}``), the same switches as ``l2sync run``."""
@@ -74,6 +84,8 @@ class L2SyncResource(dg.ConfigurableResource):
         try:
             store = StateStore(self.state_url) if self.state_url else None
             kwargs: dict[str, Any] = {}
+            if spec.for_each is not None:
+                spec = for_each_spec(context, spec)
             if spec.partitions is not None:
                 windows = run_windows(context)
                 if windows is not None:

@@ -183,3 +183,60 @@ def _saved_cursors(spec: ConnectionSpec, store_url: str | None) -> dict[str, str
             store.close()
     except Exception:  # the store is a hint here; a probe without a cursor is still correct
         return {}
+
+
+def build_for_each_sensor(spec: ConnectionSpec,
+                          store_url: str | None = None) -> dg.SensorDefinition | None:
+    """The sensor keeping a ``for_each`` connection's dynamic partitions equal to its values:
+    it adds the new ones and removes the ones gone (``on_remove: clear`` also forgets their
+    state: archive, cursors, journal; the records already synced stay where they are). It
+    requests no runs: a schedule, a backfill or a user does. Running by default, as the
+    partitions are what the UI lists."""
+    if spec.for_each is None:
+        return None
+    from l2sync_dagster.orchestration.assets import CONNECTION_TAG
+    from l2sync_dagster.orchestration.partitions import for_each_partitions_name
+    from l2sync_dagster.sync.for_each import for_each_values
+
+    name = for_each_partitions_name(spec)
+
+    @dg.sensor(name=f"{spec.dagster_name}_for_each_sensor", minimum_interval_seconds=60,
+               default_status=dg.DefaultSensorStatus.RUNNING,
+               tags={CONNECTION_TAG: spec.dagster_name},
+               description=f"keeps the partitions of {spec.name} equal to its for_each values")
+    def _sensor(context: dg.SensorEvaluationContext):
+        try:
+            found = for_each_values(spec)
+        except Exception as exc:  # the partitions stay as they are until the source answers
+            return dg.SkipReason(mask_secrets(f"for_each values not read: {exc}"))
+        for why in found.refused[:10]:
+            context.log.warning(f"for_each value refused: {why}")
+        current = set(context.instance.get_dynamic_partitions(name))
+        wanted = set(found.values)
+        added, removed = sorted(wanted - current), sorted(current - wanted)
+        if not added and not removed:
+            return dg.SkipReason(f"{len(wanted)} partitions, none added or removed")
+        if removed and spec.for_each.on_remove == "clear":  # type: ignore[union-attr]
+            _clear_state(spec, removed, store_url)
+        requests: list[Any] = []
+        if added:
+            requests.append(dg.AddDynamicPartitionsRequest(name, added))
+        if removed:
+            requests.append(dg.DeleteDynamicPartitionsRequest(name, removed))
+        context.log.info(f"partitions of {spec.name}: {len(added)} added, "
+                         f"{len(removed)} removed")
+        return dg.SensorResult(dynamic_partitions_requests=requests)
+
+    return _sensor
+
+
+def _clear_state(spec: ConnectionSpec, values: list[str], store_url: str | None) -> None:
+    """Forget the archive, cursors and journal of the partitions of ``values``."""
+    from l2sync_dagster.state.store import StateStore, default_state_url
+
+    store = StateStore(store_url or default_state_url(Path(spec.project_dir)))
+    try:
+        for value in values:
+            store.reset(spec.for_value(value).name)
+    finally:
+        store.close()

@@ -29,7 +29,8 @@ ConflictPolicy = Literal["left_wins", "right_wins", "latest_wins", "merge", "ski
 FallbackPolicy = Literal["left_wins", "right_wins", "latest_wins", "skip", "fail"]
 
 #: fields of ConnectionSpec that come from the file's location, not from its content
-DERIVED_FIELDS: tuple[str, ...] = ("name", "path", "project_dir", "lines")
+DERIVED_FIELDS: tuple[str, ...] = ("name", "path", "project_dir", "lines", "partition_of",
+                                   "partition_value")
 
 RULE_ERROR = "spec_rule"
 
@@ -61,6 +62,16 @@ def dagster_name_of(name: str) -> str:
     return out
 
 
+def checked_connection_string(value: str) -> str:
+    """``value`` when it parses; parsing checks syntax and refuses literal secrets (``env:``
+    references stay unresolved)."""
+    try:
+        ConnectionString(value, environ={})
+    except ConnectionStringError as exc:
+        raise ValueError(str(exc).removeprefix("connection string: ")) from None
+    return value
+
+
 class EntitySpec(BaseModel):
     """One side of a connection: a provider, its connection string and the entity in it."""
 
@@ -87,12 +98,7 @@ class EntitySpec(BaseModel):
     @field_validator("connection_string")
     @classmethod
     def _check_connection_string(cls, value: str) -> str:
-        # Parsing checks syntax and refuses literal secrets; env: references stay unresolved.
-        try:
-            ConnectionString(value, environ={})
-        except ConnectionStringError as exc:
-            raise ValueError(str(exc).removeprefix("connection string: ")) from None
-        return value
+        return checked_connection_string(value)
 
 
 class FieldPairSpec(BaseModel):
@@ -239,6 +245,86 @@ class SensorSpec(BaseModel):
         return data
 
 
+#: ``{name}`` placeholders in connection strings and queries (``{ODBC Driver 18}`` has spaces)
+PLACEHOLDER = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)\}")
+#: the placeholder a ``for_each`` value fills
+FOR_EACH_VARIABLE = "mailbox"
+#: what a ``for_each`` value may hold: it lands in connection strings and queries as is
+FOR_EACH_VALUE = re.compile(r"[A-Za-z0-9._%+\-@]{1,254}")
+
+
+def check_for_each_value(value: str) -> str:
+    """``value`` stripped and lower-cased (mailboxes are case-insensitive); ValueError when
+    it holds characters that could change a connection string or a query around it."""
+    text = str(value).strip().lower()
+    if not FOR_EACH_VALUE.fullmatch(text):
+        raise ValueError(
+            f"{cut(text)!r} is not a mailbox address l2sync can substitute for "
+            "{mailbox}: use letters, digits and . _ % + - @ only (at most 254 characters)")
+    return text
+
+
+class ForEachSqlSource(BaseModel):
+    """``for_each.mailbox: {provider: sql, connection_string: ..., query: SELECT ...}``: the
+    values are the first (or ``column``) column of the rows the SELECT returns."""
+
+    model_config = _CONFIG
+
+    provider: Literal["sql"]
+    connection_string: str
+    query: Annotated[str, Field(min_length=1)]
+    column: str | None = None
+
+    @field_validator("connection_string")
+    @classmethod
+    def _check_connection_string(cls, value: str) -> str:
+        return checked_connection_string(value)
+
+    @field_validator("query")
+    @classmethod
+    def _select_only(cls, value: str) -> str:
+        if not re.match(r"\s*(select|with)\b", value, re.IGNORECASE):
+            raise ValueError("must be a SELECT query returning the mailbox addresses")
+        return value
+
+
+class ForEachGroup(BaseModel):
+    """``for_each.mailbox: {members_of: group@x}``: a group's transitive members (Graph)."""
+
+    model_config = _CONFIG
+
+    members_of: Annotated[str, Field(min_length=1)]
+
+
+class ForEachSpec(BaseModel):
+    """``for_each:``: one Dagster partition per value, each with its own archive, cursors,
+    lock and run records; ``{mailbox}`` in connection strings and queries is the value.
+    ``on_remove``: when a value leaves the list, its partition is removed from Dagster and
+    its state kept (``keep``) or forgotten (``clear``: archive, cursors, journal)."""
+
+    model_config = _CONFIG
+
+    mailbox: list[str] | ForEachSqlSource | ForEachGroup
+    on_remove: Literal["keep", "clear"] = "keep"
+
+    @field_validator("mailbox")
+    @classmethod
+    def _check_values(cls, value: Any) -> Any:
+        if isinstance(value, list):
+            if not value:
+                raise ValueError("must list at least one mailbox")
+            out = [check_for_each_value(v) for v in value]
+            dupes = sorted({v for v in out if out.count(v) > 1})
+            if dupes:
+                raise ValueError(f"lists {dupes[0]!r} more than once")
+            return out
+        if isinstance(value, ForEachGroup):
+            raise ValueError(
+                "members_of is not supported yet (the Graph group members source is not "
+                "implemented); list the mailboxes, or read them with {provider: sql, ...}")
+        return value
+
+
 class ConnectionSpec(BaseModel):
     """One connection file, validated. ``name`` is the file stem.
 
@@ -264,6 +350,7 @@ class ConnectionSpec(BaseModel):
     schedule: str | None = None
     sensor: SensorSpec | None = None
     partitions: PartitionSpec | None = None
+    for_each: ForEachSpec | None = None
     timezone: str | None = None
     batch_size: Annotated[int, Field(gt=0, strict=True)] | None = None
     tags: dict[str, str] = {}
@@ -271,6 +358,10 @@ class ConnectionSpec(BaseModel):
     #: 1-based line of each entry of the file by dotted path (``mapping.fields.2.right``);
     #: empty when the spec was not loaded from a file. See :func:`spec.errors.line_of`.
     lines: dict[str, int] = Field(default_factory=dict, repr=False)
+    #: set on the connection of one for_each value (:meth:`for_value`): the connection's own
+    #: name and the value; ``name`` is then the partition's identity in the state store
+    partition_of: str | None = None
+    partition_value: str | None = None
 
     @field_validator("schedule")
     @classmethod
@@ -314,17 +405,89 @@ class ConnectionSpec(BaseModel):
                         f"{pair.direction} contradicts the connection direction "
                         f"{self.direction}; use both or {self.direction}",
                     )
+        self._check_placeholders()
         return self
+
+    def _check_placeholders(self) -> None:
+        """``{mailbox}`` only with ``for_each`` (and then in at least one place, or every
+        partition would sync the same records); any other ``{name}`` is refused."""
+        used = False
+        for side in ("left", "right"):
+            entity = getattr(self, side)
+            for attr in ("connection_string", "query"):
+                for found in PLACEHOLDER.findall(getattr(entity, attr) or ""):
+                    where = f"{side}.{attr}"
+                    if found != FOR_EACH_VARIABLE:
+                        raise rule_error(where, f"holds the unknown placeholder {{{cut(found)}}}; "
+                                         f"the only placeholder is {{{FOR_EACH_VARIABLE}}} "
+                                         "(with for_each)")
+                    if self.for_each is None:
+                        raise rule_error(where, f"holds {{{FOR_EACH_VARIABLE}}} but the file "
+                                         "has no for_each: to fill it")
+                    used = True
+        if self.for_each is None:
+            return
+        source = self.for_each.mailbox
+        if isinstance(source, ForEachSqlSource):
+            for attr in ("connection_string", "query"):
+                found = PLACEHOLDER.search(getattr(source, attr))
+                if found:
+                    raise rule_error(f"for_each.mailbox.{attr}",
+                                     f"holds the placeholder {{{cut(found.group(1))}}}; the "
+                                     "list of mailboxes cannot depend on a mailbox")
+        if not used:
+            raise rule_error("for_each", f"needs {{{FOR_EACH_VARIABLE}}} in a connection string "
+                             "or query of left or right; without it every partition would "
+                             "sync the same records")
+        for what in ("partitions", "sensor"):
+            if getattr(self, what) is not None:
+                raise rule_error(what, "cannot be combined with for_each yet; remove one")
+
+    def for_value(self, value: str) -> "ConnectionSpec":
+        """The connection of one ``for_each`` value: ``{mailbox}`` filled in, and a name of its
+        own (``<name>[<value>]``) that the state store keys its archive, cursors, lock and
+        runs by. The file's other fields (and lines, for errors) stay as they are."""
+        if self.for_each is None:
+            raise ValueError(f"{self.display_path} has no for_each")
+        value = check_for_each_value(value)
+        sides = {}
+        for side in ("left", "right"):
+            entity = getattr(self, side)
+            sides[side] = entity.model_copy(update={
+                attr: PLACEHOLDER.sub(value, getattr(entity, attr))
+                for attr in ("connection_string", "query") if getattr(entity, attr)})
+        return self.model_copy(update={**sides, "name": partition_identity(self.name, value),
+                                       "partition_of": self.name, "partition_value": value})
+
+    @property
+    def base_name(self) -> str:
+        """The connection's own name (``x`` for the partition connection ``x[a@b]``)."""
+        return self.partition_of or self.name
 
     @property
     def dagster_name(self) -> str:
         """The name in Dagster (asset key prefix, group, job): ``[A-Za-z0-9_]`` only."""
-        return dagster_name_of(self.name)
+        return dagster_name_of(self.base_name)
 
     @property
     def display_path(self) -> str:
         """The file's path relative to the current directory when possible, for messages."""
         return display_path_of(self.path)
+
+
+#: the state store's connection column is 200 characters wide
+_IDENTITY_LIMIT = 200
+
+
+def partition_identity(name: str, value: str) -> str:
+    """The state store's name of one ``for_each`` value of connection ``name``: ``name[value]``,
+    or ``name[#<hash>]`` when that would not fit the store's 200 characters."""
+    identity = f"{name}[{value}]"
+    if len(identity) <= _IDENTITY_LIMIT:
+        return identity
+    import hashlib
+
+    return f"{name}[#{hashlib.sha256(value.encode()).hexdigest()[:32]}]"
 
 
 def _is_valid_cron(value: str) -> bool:
