@@ -328,3 +328,20 @@ def test_definitions_load_and_long_values_fit_the_store(tmp_path: Path) -> None:
     identity = spec.for_value(long).name
     assert len(identity) <= 200 and identity.startswith("staff[#")
     assert identity != spec.for_value("b" + long[1:]).name
+
+
+def test_braces_that_are_the_users_text_stay_as_written(tmp_path: Path) -> None:
+    """Only ``{mailbox}`` is a placeholder: an ODBC ``Driver={FreeTDS}`` or a literal in a WHERE
+    loads and reaches the provider unchanged, with and without for_each."""
+    literal = "owner = '{mailbox}' AND tag <> '{draft}'"
+    folder = make_project(tmp_path, FROM_LIST.replace("owner = '{mailbox}'", literal))
+    one = load_connection(folder / "staff.yaml").for_value("alice@contoso.com")
+    assert "tag <> '{draft}'" in (one.left.query or "")
+    assert "owner = 'alice@contoso.com'" in (one.left.query or "")
+    plain = (FROM_LIST.replace("for_each:\n  mailbox: [alice@contoso.com, bob@contoso.com]\n", "")
+             .replace("owner = '{mailbox}'", "tag <> '{draft}'")
+             .replace("Path=out/{mailbox}.csv", "Path=out/{FreeTDS}.csv"))
+    (folder / "plain.yaml").write_text(plain)
+    spec = load_connection(folder / "plain.yaml")
+    assert spec.right.connection_string == "Path=out/{FreeTDS}.csv"
+    assert "'{draft}'" in (spec.left.query or "")

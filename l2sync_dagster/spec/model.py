@@ -10,6 +10,7 @@ the line of that field.
 """
 
 import datetime as dt
+import difflib
 import os
 import re
 from pathlib import Path
@@ -245,10 +246,13 @@ class SensorSpec(BaseModel):
         return data
 
 
-#: ``{name}`` placeholders in connection strings and queries (``{ODBC Driver 18}`` has spaces)
-PLACEHOLDER = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)\}")
 #: the placeholder a ``for_each`` value fills
 FOR_EACH_VARIABLE = "mailbox"
+#: the one placeholder in connection strings and queries; other braces are the user's text
+#: (ODBC ``Driver={FreeTDS}``, a literal in a WHERE) and stay as written
+PLACEHOLDER = re.compile(r"\{(" + FOR_EACH_VARIABLE + r")\}")
+#: brace-enclosed words, to catch a misspelt ``{mailbox}`` in a file with ``for_each``
+_BRACED_WORD = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)\}")
 #: what a ``for_each`` value may hold: it lands in connection strings and queries as is
 FOR_EACH_VALUE = re.compile(r"[A-Za-z0-9._%+\-@]{1,254}")
 
@@ -410,17 +414,22 @@ class ConnectionSpec(BaseModel):
 
     def _check_placeholders(self) -> None:
         """``{mailbox}`` only with ``for_each`` (and then in at least one place, or every
-        partition would sync the same records); any other ``{name}`` is refused."""
+        partition would sync the same records); in a file with ``for_each`` a braced word
+        close to it (``{mailbx}``) is refused as a misspelling. Other braces are text."""
         used = False
         for side in ("left", "right"):
             entity = getattr(self, side)
             for attr in ("connection_string", "query"):
-                for found in PLACEHOLDER.findall(getattr(entity, attr) or ""):
-                    where = f"{side}.{attr}"
-                    if found != FOR_EACH_VARIABLE:
+                where = f"{side}.{attr}"
+                text = getattr(entity, attr) or ""
+                for found in _BRACED_WORD.findall(text):
+                    if (self.for_each is not None and found != FOR_EACH_VARIABLE
+                            and difflib.get_close_matches(found.lower(), [FOR_EACH_VARIABLE],
+                                                          cutoff=0.7)):
                         raise rule_error(where, f"holds the unknown placeholder {{{cut(found)}}}; "
                                          f"the only placeholder is {{{FOR_EACH_VARIABLE}}} "
                                          "(with for_each)")
+                for _found in PLACEHOLDER.findall(text):
                     if self.for_each is None:
                         raise rule_error(where, f"holds {{{FOR_EACH_VARIABLE}}} but the file "
                                          "has no for_each: to fill it")
