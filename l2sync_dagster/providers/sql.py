@@ -36,6 +36,7 @@ from sqlalchemy import exc as sa_exc
 from sqlalchemy.engine import URL, Connection, Engine, make_url
 
 from l2sync_dagster.providers.base import (
+    Capability,
     EntityDescription,
     ProviderError,
     Query,
@@ -93,6 +94,8 @@ class SqlProvider(SqlReads, SqlWrites):
     :mod:`sql_write` writes."""
 
     name: ClassVar[str] = "sql"
+    capabilities: ClassVar[frozenset[Capability]] = frozenset(
+        {"lookup", "probe", "close"})
     in_chunk: ClassVar[int] = IN_CHUNK
 
     def __init__(

@@ -52,6 +52,7 @@ from l2sync_dagster.providers.base import (
     KEY_INDEX,
     MODIFIED,
     VERSION,
+    Capability,
     EntityDescription,
     FieldInfo,
     ProviderError,
@@ -102,6 +103,8 @@ class ODataProvider(ODataWrites):
     """Reads and writes one entity set of an OData v4 service."""
 
     name: ClassVar[str] = "odata"
+    capabilities: ClassVar[frozenset[Capability]] = frozenset(
+        {"lookup", "probe", "stats", "close"})
     KEYS: ClassVar[tuple[str, ...]] = (
         "URL", "Authentication", "User", "Password", "Token", "TenantId", "ClientId",
         "ClientSecret", "CertificatePath", "CertificateThumbprint", "Authority", "Scope",
