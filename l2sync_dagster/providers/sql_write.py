@@ -16,11 +16,15 @@ from sqlalchemy import exc as sa_exc
 from sqlalchemy.engine import Connection
 
 from l2sync_dagster.providers.base import Change, CreatedCallback, Outcome, Query
+from l2sync_dagster.providers.sql_copy import can_copy, copy_rows, drop_staging, staging_table
 from l2sync_dagster.providers.sql_describe import Entity, close_names
 from l2sync_dagster.providers.sql_dialect import MYSQL_FAMILY, database_now
 from l2sync_dagster.providers.sql_values import chunks, key_str
 
 log = logging.getLogger("l2sync.providers.sql.write")
+
+#: a failing part of a batch with more records than this is retried in halves
+BISECT_MIN = 16
 
 
 class SqlWrites:
@@ -90,36 +94,44 @@ class SqlWrites:
         if not prepared:
             return
         with self._connect() as conn:
-            try:
-                with conn.begin():
-                    done = self._execute(conn, ent, prepared)
-                    _announce(created, changes, done)
-                for i, o in done.items():
-                    outcomes[i] = o
-                return
-            except _CallbackFailed as failed:
-                raise failed.original from None
-            except (sa_exc.SQLAlchemyError, ValueError, TypeError) as exc:
-                self._raise_if_unavailable(exc)
-                log.info(
-                    "%s: batch of %d failed (%s); retrying record by record",
-                    ent.label,
-                    len(prepared),
-                    self._message(exc),
+            self._apply_part(conn, ent, changes, prepared, outcomes, created)
+
+    def _apply_part(
+        self,
+        conn: Connection,
+        ent: Entity,
+        changes: Sequence[Change],
+        part: list["_Prepared"],
+        outcomes: list[Outcome | None],
+        created: CreatedCallback | None,
+    ) -> None:
+        """``part`` in one transaction. When a record makes it fail, it is rolled back and
+        tried again in halves (down to :data:`BISECT_MIN` records, then record by record),
+        each in its own transaction, so that only the bad records fail and one bad record in
+        a large batch costs a few transactions, not one per record."""
+        try:
+            with conn.begin():
+                done = self._execute(conn, ent, part)
+                _announce(created, changes, done)
+        except _CallbackFailed as failed:
+            raise failed.original from None
+        except (sa_exc.SQLAlchemyError, ValueError, TypeError) as exc:
+            self._raise_if_unavailable(exc)
+            if len(part) == 1:
+                p = part[0]
+                outcomes[p.pos] = Outcome(
+                    p.change.ref, False, key=p.change.key, error=self._message(exc)
                 )
-            for p in prepared:
-                try:
-                    with conn.begin():
-                        done = self._execute(conn, ent, [p])
-                        _announce(created, changes, done)
-                    outcomes[p.pos] = done[p.pos]
-                except _CallbackFailed as failed:
-                    raise failed.original from None
-                except (sa_exc.SQLAlchemyError, ValueError, TypeError) as exc:
-                    self._raise_if_unavailable(exc)
-                    outcomes[p.pos] = Outcome(
-                        p.change.ref, False, key=p.change.key, error=self._message(exc)
-                    )
+                return
+            halves = len(part) > BISECT_MIN
+            log.info("%s: batch of %d failed (%s); retrying %s", ent.label, len(part),
+                     self._message(exc), "in halves" if halves else "record by record")
+            mid = len(part) // 2
+            for sub in [part[:mid], part[mid:]] if halves else [[p] for p in part]:
+                self._apply_part(conn, ent, changes, sub, outcomes, created)
+            return
+        for i, o in done.items():
+            outcomes[i] = o
 
     def _prepare(self, ent: Entity, change: Change, pos: int) -> "_Prepared | Outcome":
         """Check a change and convert its key and values to database values."""
@@ -211,7 +223,10 @@ class SqlWrites:
             if stamped:
                 stmt = stmt.values(stamped)
             keys: list[Any]
-            if key_col.name in cols:
+            if key_col.name in cols and len(group) > 1 and can_copy(conn):
+                self._copy_insert(conn, table, cols, stamped, group)
+                keys = [row[key_col.name] for row in rows]
+            elif key_col.name in cols:
                 conn.execute(stmt, rows)
                 keys = [row[key_col.name] for row in rows]
             elif can_return:
@@ -225,6 +240,19 @@ class SqlWrites:
             for p, k in zip(group, keys, strict=True):
                 out[p.pos] = Outcome(p.change.ref, True, key=None if k is None else key_str(k))
         return out
+
+    @staticmethod
+    def _copy_insert(conn: Connection, table: sa.Table, cols: Sequence[str],
+                     stamped: dict[str, Any], group: list["_Prepared"]) -> None:
+        """PostgreSQL: the rows of ``group`` in one COPY. A stamped column gets the database's
+        clock read once in the transaction: PostgreSQL's CURRENT_TIMESTAMP is the transaction's
+        start, the same for every statement of it, so this is the value an INSERT would
+        write."""
+        now = {c: conn.execute(sa.select(sa.cast(expr, table.c[c].type))).scalar_one()
+               for c, expr in stamped.items()}
+        stamps = list(now.values())
+        copy_rows(conn, table, [*cols, *now],
+                  ([*(p.row[c] for c in cols), *stamps] for p in group))
 
     def _update(self, conn: Connection, ent: Entity, run: list["_Prepared"]) -> dict[int, Outcome]:
         assert ent.table is not None
@@ -247,8 +275,11 @@ class SqlWrites:
         for cols, group in _group_by_columns(todo).items():
             stamped = self._stamped(table, cols)
             cols = tuple(c for c in cols if isinstance(c, str))
+            unique = len({key_str(p.key) for p in group}) == len(group)
             if self._backend in MYSQL_FAMILY and len(group) > 1:
                 self._update_joined(conn, table, key_col, cols, stamped, group)
+            elif unique and len(group) > 1 and can_copy(conn):
+                self._update_copied(conn, table, key_col, cols, stamped, group)
             else:
                 params = {c: f"p{i}" for i, c in enumerate(cols)}
                 stmt = (
@@ -294,6 +325,22 @@ class SqlWrites:
                          **{table.c[c]: expr for c, expr in stamped.items()}})
             )
             conn.execute(stmt)
+
+    @staticmethod
+    def _update_copied(conn: Connection, table: sa.Table, key_col: Any, cols: Sequence[str],
+                       stamped: dict[str, Any], group: list["_Prepared"]) -> None:
+        """PostgreSQL: COPY the new values into a temporary table and update from it in one
+        ``UPDATE t SET ... FROM stage WHERE t.key = stage.k`` (keys unique in ``group``)."""
+        columns = {"k": key_col, **{f"p{i}": table.c[c] for i, c in enumerate(cols)}}
+        stage = staging_table(conn, table, columns)
+        copy_rows(conn, stage, list(columns),
+                  ([p.key, *(p.row[c] for c in cols)] for p in group))
+        conn.execute(
+            table.update()
+            .where(key_col == stage.c.k)
+            .values({**{table.c[c]: stage.c[f"p{i}"] for i, c in enumerate(cols)},
+                     **{table.c[c]: expr for c, expr in stamped.items()}}))
+        drop_staging(conn, stage)
 
     def _delete(self, conn: Connection, ent: Entity, run: list["_Prepared"]) -> dict[int, Outcome]:
         assert ent.table is not None
