@@ -146,6 +146,11 @@ class Entity:
             return None
         sql_type = col.type
         ftype = self.types.get(col.name, "string")
+        kind = type(value)
+        # the common cases first, unchanged by every rule below (a bulk load binds each value)
+        if (kind is str and ftype == "string" and not isinstance(sql_type, sa.Uuid)) or (
+                kind is int and ftype == "integer") or (kind is float and ftype == "float"):
+            return value
         if isinstance(value, str) and ftype != "string":
             value = parse_text(value, ftype, sql_type)
         if isinstance(value, dt.datetime):

@@ -218,15 +218,17 @@ class SqlWrites:
         for cols, group in _group_by_columns(run).items():
             stamped = self._stamped(table, cols)
             cols = tuple(c for c in cols if isinstance(c, str))
+            if key_col.name in cols and len(group) > 1 and can_copy(conn):
+                self._copy_insert(conn, table, cols, stamped, group)
+                for p in group:
+                    out[p.pos] = Outcome(p.change.ref, True, key=key_str(p.row[key_col.name]))
+                continue
             rows = [{c: p.row[c] for c in cols} for p in group]
             stmt = table.insert()
             if stamped:
                 stmt = stmt.values(stamped)
             keys: list[Any]
-            if key_col.name in cols and len(group) > 1 and can_copy(conn):
-                self._copy_insert(conn, table, cols, stamped, group)
-                keys = [row[key_col.name] for row in rows]
-            elif key_col.name in cols:
+            if key_col.name in cols:
                 conn.execute(stmt, rows)
                 keys = [row[key_col.name] for row in rows]
             elif can_return:
@@ -405,9 +407,13 @@ def _group_by_columns(run: list[_Prepared]) -> dict[tuple[Any, ...], list[_Prepa
     """Changes grouped by the columns they write; a column stamped by the database's clock
     appears as ``(name, DB_NOW)``."""
     groups: dict[tuple[Any, ...], list[_Prepared]] = {}
+    sorted_by_seen: dict[tuple[Any, ...], tuple[Any, ...]] = {}  # sort each set of names once
     for p in run:
-        cols = tuple(sorted((c if v is not DB_NOW else (c, DB_NOW) for c, v in p.row.items()),
-                            key=lambda c: c if isinstance(c, str) else c[0]))
+        seen = tuple(c if v is not DB_NOW else (c, DB_NOW) for c, v in p.row.items())
+        cols = sorted_by_seen.get(seen)
+        if cols is None:
+            cols = sorted_by_seen[seen] = tuple(
+                sorted(seen, key=lambda c: c if isinstance(c, str) else c[0]))
         groups.setdefault(cols, []).append(p)
     return groups
 
