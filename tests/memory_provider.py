@@ -14,6 +14,7 @@ import pandas as pd
 
 from l2sync_dagster.contract import as_window, in_window
 from l2sync_dagster.providers.base import (
+    Capability,
     Change,
     EntityDescription,
     FieldInfo,
@@ -33,6 +34,8 @@ class MemoryProvider:
     write its batch and then die before the runner can record the outcome."""
 
     name: ClassVar[str] = "memory"
+    capabilities: ClassVar[frozenset[Capability]] = frozenset(
+        {"lookup", "find_stamps", "probe", "stats", "web_link", "close"})
 
     def __init__(self, fields: Sequence[str], key: str = "id", key_generated: bool = False,
                  batch_size: int = 2) -> None:

@@ -119,6 +119,8 @@ def test_metadata_counts_links_requests_and_throttling(tmp_path, monkeypatch) ->
                         raising=False)
     monkeypatch.setattr(SqlProvider, "stats",
                         lambda self: {"requests": 7, "throttle_wait_s": 1.25}, raising=False)
+    monkeypatch.setattr(SqlProvider, "capabilities",
+                        SqlProvider.capabilities | {"web_link", "stats"})
     instance = dg.DagsterInstance.ephemeral()
     result = _run_job(build_definitions(demo_project(tmp_path)), instance)
     assert result.success

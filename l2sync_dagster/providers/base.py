@@ -25,35 +25,21 @@ WHERE, ``$filter``, an Exchange WHERE); a missing record may merely have left th
 messages. The runner never judges a record deleted because a restricted read missed it: it asks
 ``lookup`` first, and a connection that writes to a ``limited`` side is refused at load time.
 
-Optional capabilities (checked with ``getattr``; a provider without them still works):
+Optional capabilities: a provider class declares the ones it has in ``capabilities`` (a
+frozenset of names of :data:`CAPABILITIES`), and has the methods of each; the contract suite
+checks that the declaration and the methods agree. The runner asks :func:`capabilities_of`
+(through :func:`can_lookup`, :func:`can_probe`, ...), never the methods themselves: a provider
+without a capability still works. The protocols below say what each one means.
 
-- ``lookup(query, keys) -> RecordFrame``: the records among ``keys`` that still exist in the
-  entity, *whatever the query's WHERE, TOP or window*, with the same columns as ``read``. The
-  runner calls it for archived keys that a windowed or restricted read did not return, for keys
-  a restricted change feed reports deleted, and for records the sync created since the saved
-  cursor: a key it returns still exists (moved to another window, out of the filter); a key it
-  does not return is gone (a delete). Without it the runner judges no deletes for such keys and
-  says so in the run's metadata.
-- ``find_stamps(query, stamps) -> {stamp: key}``: for providers whose description says
-  ``stamps=True``: the keys of records created with ``Change.stamp`` (the engine's pair id,
-  stored in the record itself, e.g. an Exchange extended property). Crash recovery uses it to
-  find a record a killed run created even after a user edited it.
-- ``stats() -> {"requests": int, "throttle_wait_s": float}``: calls made and time spent waiting
-  for throttling since the provider was opened; shown in the run's metadata.
-- ``web_link(key) -> str | None``: a link that opens the record in the system's web UI; the
-  conflicts table links to it.
-
-``probe(query, cursor=None) -> str`` is part of the contract (used by Dagster sensors): the
-cheapest fingerprint of the entity's state that changes whenever a record is inserted, updated
-or deleted (a delta/sync-state token, ``max(modified)`` and a row count, a file's mtime and
-size). Equal fingerprints mean nothing changed. It must not write and must not return secrets.
-Providers written before ``probe`` existed fail ``isinstance(p, Provider)``; use
-:func:`can_probe` rather than ``isinstance`` to ask whether a provider can be probed.
+``probe`` is part of the contract too (used by Dagster sensors), but providers written before
+it existed lack it and then fail ``isinstance(p, Provider)``; use :func:`can_probe` rather than
+``isinstance`` to ask whether a provider can be probed. A provider class that declares no
+``capabilities`` (one written before the declaration) has those whose methods it has.
 """
 
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, ClassVar, Protocol, runtime_checkable
+from typing import Any, ClassVar, Literal, Protocol, runtime_checkable
 
 import numpy as np
 import pandas as pd
@@ -84,6 +70,9 @@ class Provider(Protocol):
 
     #: the name used in connection files (``provider: sql``)
     name: ClassVar[str]
+    # and ``capabilities: ClassVar[frozenset[Capability]]``: the optional capabilities it
+    # has (see :data:`CAPABILITIES`; not a protocol member, so that providers written before
+    # it still pass ``isinstance``)
 
     @classmethod
     def from_connection_string(
@@ -134,29 +123,127 @@ class Provider(Protocol):
 
 
 
+@runtime_checkable
+class Lookup(Protocol):
+    """``lookup``: the records among ``keys`` that still exist in the entity."""
+
+    def lookup(self, query: Query, keys: Sequence[str]) -> pd.DataFrame:
+        """The records among ``keys`` that still exist in the entity, *whatever the query's
+        WHERE, TOP or window*, with the same columns as ``read``. The runner calls it for
+        archived keys that a windowed or restricted read did not return, for keys a restricted
+        change feed reports deleted, and for records the sync created since the saved cursor: a
+        key it returns still exists (moved to another window, out of the filter); a key it does
+        not return is gone (a delete). Without it the runner judges no deletes for such keys
+        and says so in the run's metadata."""
+        ...
+
+
+@runtime_checkable
+class FindStamps(Protocol):
+    """``find_stamps``: records found by the pair id the sync stored in them."""
+
+    def find_stamps(self, query: Query, stamps: Sequence[str]) -> dict[str, str]:
+        """For providers whose description says ``stamps=True``: ``{stamp: key}`` of records
+        created with ``Change.stamp`` (the engine's pair id, stored in the record itself, e.g.
+        an Exchange extended property). Crash recovery uses it to find a record a killed run
+        created even after a user edited it."""
+        ...
+
+
+@runtime_checkable
+class Probe(Protocol):
+    """``probe``: the cheapest fingerprint of the entity's state (see :class:`Provider`)."""
+
+    def probe(self, query: Query, cursor: str | None = None) -> str:
+        """The cheapest fingerprint of the entity's state; equal fingerprints = no change."""
+        ...
+
+
+@runtime_checkable
+class Stats(Protocol):
+    """``stats``: calls made and throttling waits, shown in the run's metadata."""
+
+    def stats(self) -> dict[str, Any]:
+        """``{"requests": int, "throttle_wait_s": float}`` since the provider was opened."""
+        ...
+
+
+@runtime_checkable
+class WebLink(Protocol):
+    """``web_link``: a link that opens a record in the system's web UI."""
+
+    def web_link(self, key: str) -> str | None:
+        """The link for ``key`` (the conflicts table links to it), or None."""
+        ...
+
+
+@runtime_checkable
+class Closable(Protocol):
+    """``close``: release connections, sessions and files."""
+
+    def close(self) -> None:
+        """Release what the provider holds; it is not used afterwards."""
+        ...
+
+
+Capability = Literal["lookup", "find_stamps", "probe", "stats", "web_link", "close"]
+
+#: every optional capability by name -> the protocol of its method (named like the capability)
+CAPABILITIES: dict[Capability, type] = {
+    "lookup": Lookup,
+    "find_stamps": FindStamps,
+    "probe": Probe,
+    "stats": Stats,
+    "web_link": WebLink,
+    "close": Closable,
+}
+
+
+def declared_capabilities(cls: type) -> frozenset[Capability] | None:
+    """The capabilities a provider class declares (None: it declares none)."""
+    declared = getattr(cls, "capabilities", None)
+    return None if declared is None else frozenset(declared)
+
+
+def capabilities_of(provider: object) -> frozenset[Capability]:
+    """The capabilities ``provider`` has: those its class declares and whose methods it has
+    (a declared capability whose method is missing is not had). A class that declares none
+    has every capability whose methods it has."""
+    declared = declared_capabilities(type(provider))
+    names = CAPABILITIES if declared is None else declared
+    # getattr, not isinstance(provider, Lookup): ABCMeta caches isinstance answers, so a
+    # method removed later (a test's monkeypatch) would still be found
+    return frozenset(n for n in names
+                     if n in CAPABILITIES and callable(getattr(provider, n, None)))
+
+
 def can_probe(provider: object) -> bool:
-    """True when ``provider`` implements ``probe`` (providers written before it existed do
-    not; Dagster sensors then report that they cannot watch the connection)."""
-    return callable(getattr(provider, "probe", None))
+    """True when ``provider`` can be probed (providers written before ``probe`` existed
+    cannot; Dagster sensors then report that they cannot watch the connection)."""
+    return "probe" in capabilities_of(provider)
 
 
 def can_lookup(provider: object) -> bool:
     """True when ``provider`` has the optional ``lookup(query, keys)`` capability."""
-    return callable(getattr(provider, "lookup", None))
+    return "lookup" in capabilities_of(provider)
 
 
 def can_find_stamps(provider: object) -> bool:
     """True when ``provider`` has the optional ``find_stamps(query, stamps)`` capability."""
-    return callable(getattr(provider, "find_stamps", None))
+    return "find_stamps" in capabilities_of(provider)
+
+
+def can_link(provider: object) -> bool:
+    """True when ``provider`` can link records to its system's web UI."""
+    return "web_link" in capabilities_of(provider)
 
 
 def provider_stats(provider: object) -> dict[str, float] | None:
     """The provider's ``stats()`` (requests made, throttling waits), when it has them."""
-    fn = getattr(provider, "stats", None)
-    if not callable(fn):
+    if "stats" not in capabilities_of(provider):
         return None
     try:
-        out = fn()
+        out = provider.stats()  # type: ignore[attr-defined]
     except Exception:  # statistics must never fail a run
         return None
     return dict(out) if isinstance(out, dict) else None
@@ -164,15 +251,13 @@ def provider_stats(provider: object) -> dict[str, float] | None:
 
 def web_link_of(provider: object, key: str | None) -> str | None:
     """A link to the record in the system's web UI, when the provider can make one."""
-    fn = getattr(provider, "web_link", None)
-    if key is None or not callable(fn):
+    if key is None or not can_link(provider):
         return None
     try:
-        link = fn(key)
+        link = provider.web_link(key)  # type: ignore[attr-defined]
     except Exception:  # a link is a convenience; never fail a run for it
         return None
     return str(link) if link else None
-
 
 
 def typed_column(values: Sequence[Any], ftype: str) -> Any:

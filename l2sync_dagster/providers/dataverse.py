@@ -36,7 +36,7 @@ from pathlib import Path
 from typing import Any, ClassVar
 from urllib.parse import quote, urlsplit
 
-from l2sync_dagster.providers.base import ProviderError, Query, ReadResult
+from l2sync_dagster.providers.base import Capability, ProviderError, Query, ReadResult
 from l2sync_dagster.providers.msauth import scope_for
 from l2sync_dagster.providers.odata.client import ODataHTTPError
 from l2sync_dagster.providers.odata.options import (
@@ -64,6 +64,7 @@ class DataverseProvider(ODataProvider):
     """Reads and writes one Dataverse table (see the module docstring)."""
 
     name: ClassVar[str] = "dataverse"
+    capabilities: ClassVar[frozenset[Capability]] = ODataProvider.capabilities | {"web_link"}
     KEYS: ClassVar[tuple[str, ...]] = (
         "URL", "Authentication", "User", "Password", "TenantId", "ClientId", "ClientSecret",
         "CertificatePath", "CertificateThumbprint", "Authority", "CABundle", "KeyGeneration",

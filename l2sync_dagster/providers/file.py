@@ -32,6 +32,7 @@ import pyarrow.parquet as pq
 
 from l2sync_dagster.providers.base import (
     KEY_INDEX,
+    Capability,
     Change,
     CreatedCallback,
     EntityDescription,
@@ -110,6 +111,8 @@ class FileProvider:
     """Reads and writes one CSV or Parquet file."""
 
     name: ClassVar[str] = "file"
+    capabilities: ClassVar[frozenset[Capability]] = frozenset(
+        {"lookup", "probe", "close"})
 
     def __init__(
         self,

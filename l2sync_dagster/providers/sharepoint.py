@@ -41,6 +41,7 @@ from typing import Any, ClassVar
 from urllib.parse import quote, unquote, urlsplit
 
 from l2sync_dagster.providers.base import (
+    Capability,
     Change,
     CreatedCallback,
     EntityDescription,
@@ -166,6 +167,8 @@ class SharePointProvider:
     """SharePoint Online lists through Microsoft Graph (see the module docstring)."""
 
     name: ClassVar[str] = "sharepoint"
+    capabilities: ClassVar[frozenset[Capability]] = frozenset(
+        {"lookup", "probe", "stats", "web_link", "close"})
 
     def __init__(self, client: GraphClient, url: str, list_title: str | None,
                  page_size: int = DEFAULT_PAGE_SIZE) -> None:

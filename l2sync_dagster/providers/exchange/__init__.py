@@ -29,6 +29,7 @@ import pandas as pd
 from l2sync_dagster.providers.base import (
     KEY_INDEX,
     MODIFIED,
+    Capability,
     Change,
     CreatedCallback,
     EntityDescription,
@@ -74,6 +75,8 @@ class ExchangeProvider:
     """Reads and writes the items of one mailbox folder scope (see the module docstring)."""
 
     name: ClassVar[str] = "exchange"
+    capabilities: ClassVar[frozenset[Capability]] = frozenset(
+        {"lookup", "find_stamps", "probe", "stats", "close"})
 
     def __init__(self, settings: ExchangeSettings, backend: ExchangeBackend | None = None
                  ) -> None:
