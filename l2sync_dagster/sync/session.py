@@ -17,6 +17,8 @@ from l2sync_dagster.providers.base import (
     Provider,
     ProviderError,
     Query,
+    can_link,
+    can_probe,
     provider_stats,
     web_link_of,
 )
@@ -111,7 +113,7 @@ class Session:
         """Per side with a web UI: a function from a record's key to its link."""
         out: dict[Side, Callable[[str], str | None]] = {}
         for side, p in self._providers.items():
-            if callable(getattr(p, "web_link", None)):
+            if can_link(p):
                 out[side] = lambda key, p=p: web_link_of(p, key)
         return out
 
@@ -218,7 +220,7 @@ class Session:
         """The side's cheapest fingerprint (``Provider.probe``), for sensors. Raises
         ``ProviderError`` when the provider cannot be probed."""
         provider = self.provider(side)
-        if not callable(getattr(provider, "probe", None)):
+        if not can_probe(provider):
             raise ProviderError(
                 f"{side} side: the {self.entity(side).provider} provider cannot be probed (it "
                 "has no probe()); this connection cannot be watched by a sensor, use a schedule")
