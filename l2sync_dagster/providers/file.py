@@ -42,9 +42,21 @@ from l2sync_dagster.providers.base import (
     Query,
     ReadResult,
 )
+from l2sync_dagster.providers.options import ProviderOptions, option
 from l2sync_dagster.spec.connection_string import ConnectionString, ConnectionStringError
 
-KEYS = ("Path", "Format", "Delimiter", "Encoding")
+
+class FileOptions(ProviderOptions):
+    """The file provider's connection-string options."""
+
+    provider: ClassVar[str] = "file"
+    path: str | None = option("Path", "file to read and write; relative to the spec", required=True)
+    format: str | None = option("Format", "csv or parquet (default: from the extension)")
+    delimiter: str | None = option("Delimiter", "CSV field separator, one character or \\t")
+    encoding: str | None = option("Encoding", "text encoding of CSV files", "utf-8")
+
+
+KEYS = tuple(FileOptions.keys())
 FORMATS = ("csv", "parquet")
 DEFAULT_BATCH_SIZE = 100_000
 _EXTENSIONS = {".csv": "csv", ".txt": "csv", ".tsv": "csv", ".parquet": "parquet", ".pq": "parquet"}
@@ -147,21 +159,21 @@ class FileProvider:
         """Parse ``Path=...;Format=csv|parquet;Delimiter=,;Encoding=utf-8``; a relative Path
         resolves against ``base_dir``."""
         cs = text if isinstance(text, ConnectionString) else ConnectionString(text, label="file")
-        cs.check_keys(KEYS, required=("Path",))
-        path = Path(cs.require("Path")).expanduser()
+        options = FileOptions.parse(cs)
+        path = Path(options.path or "").expanduser()
         if not path.is_absolute():
             path = (base_dir or Path.cwd()) / path
-        fmt = cs.get("Format")
+        fmt = options.format
         if fmt and fmt.strip().lower() not in FORMATS:
             raise ConnectionStringError(f"file: Format must be csv or parquet, not {fmt!r}")
-        delimiter = cs.get("Delimiter")
+        delimiter = options.delimiter
         if delimiter is not None:
             delimiter = {"\\t": "\t", "tab": "\t"}.get(delimiter.lower(), delimiter)
             if len(delimiter) != 1:
                 raise ConnectionStringError(
                     f"file: Delimiter must be one character (or \\t), not {delimiter!r}"
                 )
-        encoding = cs.get("Encoding") or "utf-8"
+        encoding = options.encoding or "utf-8"
         try:
             codecs.lookup(encoding)
         except LookupError:
