@@ -20,6 +20,7 @@ import hashlib
 import os
 import re
 import shutil
+import signal
 import sqlite3
 import statistics
 import subprocess
@@ -44,6 +45,8 @@ from sql_sync_bench import seed_sqlite  # noqa: E402
 PEERS_PYTHON = HERE / ".venv" / "bin" / "python"
 SLING_BIN = next(iter((HERE / ".venv" / "lib").glob(
     "python3*/site-packages/sling_linux_amd64/bin/sling-linux-amd64")), None)
+#: GNU time (Debian's ``time`` package) measures each tool's peak RSS; see measure()
+GNU_TIME = Path("/usr/bin/time")
 TOOLS = ("l2sync", "dlt", "sling", "floor")
 #: every changed row gets this updated_at (later than the seeded 2026-01-01 00:00:00)
 CHANGED_AT = "2026-02-01 12:00:00"
@@ -232,21 +235,33 @@ def measure(ctx: Context, tool: Tool, mode: str) -> dict[str, Any]:
     command = tool.command(ctx, mode)
     env = {**os.environ, **tool.env(ctx)}
     log = ctx.workdir(tool.name) / f"{mode}.log"
+    rss_file = log.with_suffix(".rss")
+    if GNU_TIME.exists():
+        # the tool's own peak: a child forked from this (large) process would report at least
+        # this process's RSS, which exec keeps in ru_maxrss; GNU time's children start small
+        command = [str(GNU_TIME), "-f", "%M", "-o", str(rss_file), *command]
     server_before = postmaster_cpu(ctx.pg)
     with log.open("wb") as out:
         t0 = time.perf_counter()
         proc = subprocess.Popen(command, cwd=tool.cwd(ctx), env=env, stdout=out,
                                 stderr=subprocess.STDOUT)
-        _, status, usage = os.wait4(proc.pid, 0)
+        try:
+            _, status, usage = os.wait4(proc.pid, 0)
+        except BaseException:  # interrupted: leave no tool running against a stopped server
+            proc.kill()
+            proc.wait()
+            raise
         wall = time.perf_counter() - t0
     proc.returncode = os.waitstatus_to_exitcode(status)
+    peak_kb = (int(rss_file.read_text().split()[-1]) if GNU_TIME.exists()
+               else usage.ru_maxrss)
     time.sleep(0.2)  # let the postmaster reap the tool's backends before reading their CPU
     if proc.returncode != 0:
         tail = log.read_text(errors="replace")[-3000:]
         raise RuntimeError(f"{tool.name} {mode} exited {proc.returncode}:\n{tail}")
     found = re.search(tool.rows_read, log.read_text(errors="replace"))
     return {"wall_s": wall, "cpu_s": usage.ru_utime + usage.ru_stime,
-            "peak_rss_mb": usage.ru_maxrss / 1024,
+            "peak_rss_mb": peak_kb / 1024,
             "rows_read": int(found.group(1)) if found else None,
             "server_cpu_s": postmaster_cpu(ctx.pg) - server_before}
 
@@ -337,6 +352,20 @@ def shown_command(ctx: Context, tool: Tool, mode: str) -> str:
     return line.replace(str(ctx.tmp), "$TMP").replace(str(REPO) + "/", "")
 
 
+def markdown_table(result: dict[str, Any]) -> str:
+    """The README's table of ``result``: medians, l2sync's ratio to each tool, peak RSS."""
+    lines = ["| tool | initial s | l2sync / tool | 1% incremental s | l2sync / tool "
+             "| peak RSS MB | server CPU s (initial) |", "|---|---|---|---|---|---|---|"]
+    for name, entry in result["tools"].items():
+        first, second = entry["initial"], entry["incremental"]
+        lines.append(
+            f"| {name} | {first['wall_s']} | {first.get('l2sync_ratio', '')} "
+            f"| {second['wall_s']} | {second.get('l2sync_ratio', '')} "
+            f"| {max(first['peak_rss_mb'], second['peak_rss_mb'])} "
+            f"| {first['server_cpu_s']} |")
+    return "\n".join(lines)
+
+
 def ensure_peers() -> None:
     """Install the peers' environment when it is missing (bench/peers/setup.sh)."""
     global SLING_BIN
@@ -361,6 +390,8 @@ def main() -> None:
     unknown = sorted(set(names) - set(TOOLS))
     if unknown or not names:
         raise SystemExit(f"--tools: unknown {unknown}; choose from {', '.join(TOOLS)}")
+    # a terminated benchmark still stops its PostgreSQL server (the finally below)
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     ensure_peers()
     tools = [REGISTRY[n] for n in names]
     tmp = Path(tempfile.mkdtemp(prefix="l2sync-peers-"))
@@ -406,6 +437,7 @@ def main() -> None:
                                                         / entry[mode]["wall_s"], 2)
         command = "python bench/peers/run.py " + " ".join(sys.argv[1:])
         save_result(result, args.out, command.strip())
+        print(markdown_table(result), file=sys.stderr)
     finally:
         if pg is not None:
             pg.stop()
