@@ -36,11 +36,15 @@ HERE = Path(__file__).resolve().parent
 REPO = HERE.parent.parent
 sys.path[:0] = [str(REPO), str(REPO / "bench"), str(REPO / "tests")]
 
-import psycopg  # noqa: E402
-from postgres_server import PostgresServer  # noqa: E402
-from psycopg import sql  # noqa: E402
-from results_io import save_result  # noqa: E402
-from sql_sync_bench import seed_sqlite  # noqa: E402
+try:
+    import psycopg
+    from postgres_server import PostgresServer
+    from psycopg import sql
+    from results_io import save_result
+    from sql_sync_bench import seed_sqlite
+except ImportError as exc:
+    raise SystemExit(f"{exc}: run with the project's Python (make setup; "
+                     ".venv/bin/python bench/peers/run.py)") from None
 
 PEERS_PYTHON = HERE / ".venv" / "bin" / "python"
 SLING_BIN = next(iter((HERE / ".venv" / "lib").glob(
