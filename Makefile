@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: setup demo test lint ui bench postgres mariadb browser odata-cap clean
+.PHONY: setup demo test lint ui bench bench-peers postgres mariadb browser odata-cap clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -70,6 +70,10 @@ bench: setup
 	$(BIN)/python bench/exchange_ews_bench.py --contacts 10000 --latency-ms 20
 	$(BIN)/python bench/graph_bench.py --count 10000 --latency-ms 20
 	$(BIN)/python bench/dataverse_bench.py --accounts 20000 --latency-ms 20
+
+# l2sync against dlt, sling and a plain COPY (bench/peers/; the peers get their own venv there)
+bench-peers: setup postgres
+	$(BIN)/python bench/peers/run.py
 
 clean:
 	rm -rf $(VENV) .l2sync data .dagster_home
