@@ -5,29 +5,31 @@ connection file); 3 the run finished but some records were rejected or refused b
 (listed in the output). Everything printed passes through ``mask_secrets``.
 """
 
+# the command line starts fast: pandas, SQLAlchemy, pydantic and the providers are imported
+# only by the commands that need them (annotations are not evaluated)
+from __future__ import annotations
+
 import argparse
 import json
 import logging
 import sys
 import time
 from collections.abc import Sequence
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
 
-import pandas as pd
 from rich.console import Console
-from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from l2sync_dagster.engine.mapping import FieldMapping, Side
-from l2sync_dagster.providers.base import Provider
-from l2sync_dagster.report_tables import counts_table, print_conflicts, print_rejections
+from l2sync_dagster.report_tables import SIDES, counts_table, print_conflicts, print_rejections
 from l2sync_dagster.sandbox import cli as sandbox_cli
 from l2sync_dagster.spec.errors import MESSAGE_LIMIT, LocatedError, shorten
-from l2sync_dagster.spec.loader import ConnectionFileError, find_connection
 from l2sync_dagster.spec.masking import mask_secrets
-from l2sync_dagster.spec.model import ConnectionSpec
-from l2sync_dagster.sync.retry import MAX_RETRIES, RETRY_DELAY_S, is_transient, retry_delay
-from l2sync_dagster.sync.runner import SIDES, RunReport, Sync
+
+if TYPE_CHECKING:
+    from l2sync_dagster.engine.mapping import FieldMapping, Side
+    from l2sync_dagster.providers.base import Provider
+    from l2sync_dagster.spec.model import ConnectionSpec
+    from l2sync_dagster.sync.runner import RunReport, Sync
 
 #: problems of one connection file printed before "and N more"
 SHOWN_PROBLEMS = 10
@@ -108,6 +110,8 @@ class _Progress:
     """Rich progress bars for the stages of a run (quiet when not a terminal)."""
 
     def __init__(self, enabled: bool) -> None:
+        from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
         self.progress = Progress(TextColumn("{task.description}"), BarColumn(),
                                  TextColumn("{task.completed}/{task.total}"),
                                  TimeElapsedColumn(), console=err, transient=True,
@@ -124,6 +128,8 @@ def _cell(value: Any) -> str:
     """A value as a table cell: empty for every kind of null (rich renders text only)."""
     if value is None:
         return ""
+    import pandas as pd
+
     try:
         if pd.isna(value):
             return ""
@@ -152,6 +158,8 @@ class _Refused(Exception):
 
 
 def _run(args: argparse.Namespace, out: Console) -> int:
+    from l2sync_dagster.spec.loader import ConnectionFileError, find_connection
+
     spec = find_connection(args.name, args.connections)
     try:
         if args.command == "run" and (spec.for_each is not None or args.each or args.all):
@@ -172,6 +180,8 @@ def _run(args: argparse.Namespace, out: Console) -> int:
 
 
 def _run_spec(spec: ConnectionSpec, args: argparse.Namespace, out: Console) -> int:
+    from l2sync_dagster.sync.runner import Sync
+
     interactive = sys.stderr.isatty() and not getattr(args, "json", False)
     sync = Sync(spec, progress=_Progress(interactive))
     try:
@@ -246,6 +256,8 @@ def _run_with_retries(sync: Sync, args: argparse.Namespace, err: Console) -> Run
     """``sync.run`` with the retry policy of the Dagster assets: transient errors (a server
     down, throttling that outlasted the provider's waits, a dropped connection) are retried
     with exponential back-off; a retried run resumes from the journal without duplicates."""
+    from l2sync_dagster.sync.retry import MAX_RETRIES, RETRY_DELAY_S, is_transient, retry_delay
+
     for attempt in range(1, MAX_RETRIES + 2):
         try:
             return sync.run(full=args.full, allow_mass_delete=args.allow_mass_delete,
@@ -303,6 +315,8 @@ def _written(counts: dict[str, Any], side: str) -> str:
 def _error_lines(command: str, exc: BaseException) -> list[str]:
     """What to print for a failure: one short line per problem of a connection file, else one
     line; secrets masked, long text cut."""
+    from l2sync_dagster.spec.loader import ConnectionFileError
+
     if isinstance(exc, ConnectionFileError):
         lines = str(exc).splitlines()
     else:

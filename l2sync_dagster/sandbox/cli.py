@@ -10,8 +10,6 @@ import sys
 import threading
 from pathlib import Path
 
-from l2sync_dagster.sandbox.server import start_sandbox
-
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     """The options of ``l2sync sandbox``."""
@@ -27,6 +25,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Start the services, print where they are, wait for a stop signal."""
+    from l2sync_dagster.sandbox.server import start_sandbox
+
     stop = threading.Event()
     # SIGINT may be ignored when started in the background by a shell; restore both handlers
     signal.signal(signal.SIGINT, lambda *_: stop.set())

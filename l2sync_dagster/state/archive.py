@@ -10,7 +10,6 @@ import pandas as pd
 from sqlalchemy import (
     bindparam,
     delete,
-    insert,
     select,
     update,
 )
@@ -23,6 +22,7 @@ from l2sync_dagster.engine.plan import ArchiveRow, PendingInsert
 from l2sync_dagster.state.tables import (
     archive_table,
     as_aware,
+    bulk_insert,
     chunks,
     created_table,
     pending_table,
@@ -118,8 +118,7 @@ class ArchiveStore:
             for chunk in chunks(ids, 500):
                 conn.execute(delete(t).where(t.c.connection == connection,
                                              t.c.pair_id.in_(chunk)))
-            if rows:
-                conn.execute(insert(t), rows)
+            bulk_insert(conn, t, rows)
             _delete_pending(conn, connection, done_pending)
 
     def window_of(self, connection: str, pair_id: str) -> dt.datetime | None:
@@ -139,7 +138,7 @@ class ArchiveStore:
         with self.engine.begin() as conn:
             # a re-planned insert replaces the entry of the attempt before
             _delete_pending(conn, connection, [(p.pair_id, p.side) for p in inserts])
-            conn.execute(insert(pending_table), [
+            bulk_insert(conn, pending_table, [
                 {"connection": connection, "pair_id": p.pair_id, "side": p.side,
                  "source_key": p.source_key, "target_key": p.target_key,
                  "expected_hash": p.expected_hash, "run_id": run_id,
@@ -190,8 +189,7 @@ class ArchiveStore:
                     conn.execute(delete(t).where(t.c.connection == connection,
                                                  t.c.side == side, t.c.key.in_(chunk)))
             rows = [{"connection": connection, "side": side, "key": k} for k in dict.fromkeys(keys)]
-            for chunk in chunks(rows, 500):
-                conn.execute(insert(t), list(chunk))
+            bulk_insert(conn, t, rows)
 
     def clear_pending(self, connection: str, pairs: Sequence[tuple[str, str]] | None = None
                       ) -> None:

@@ -18,7 +18,7 @@ from sqlalchemy import (
     Text,
 )
 from sqlalchemy.dialects import mssql, mysql
-from sqlalchemy.engine import Engine
+from sqlalchemy.engine import Connection, Engine
 
 STATE_URL_ENV = "L2SYNC_STATE_URL"
 
@@ -172,6 +172,24 @@ def widen_mysql_text(engine: Engine) -> None:
             null = "" if col.nullable else " NOT NULL"
             with engine.begin() as conn:
                 conn.execute(text(f"ALTER TABLE {table.name} MODIFY `{col.name}` LONGTEXT{null}"))
+
+
+def bulk_insert(conn: Connection, table: Table, rows: Sequence[dict[str, Any]]) -> None:
+    """Insert ``rows`` into ``table`` inside the open transaction of ``conn``, in bulk: one
+    ``COPY`` on PostgreSQL through psycopg 3, one ``executemany`` elsewhere (SQLAlchemy sends
+    multi-row statements where the dialect supports them), never one statement per row."""
+    if not rows:
+        return
+    if conn.dialect.name == "postgresql" and conn.dialect.driver == "psycopg":
+        names = list(rows[0])
+        dbapi = conn.connection.dbapi_connection
+        columns = ", ".join(f'"{n}"' for n in names)
+        with dbapi.cursor() as cur, cur.copy(  # type: ignore[union-attr]
+                f'COPY "{table.name}" ({columns}) FROM STDIN') as copy:
+            for row in rows:
+                copy.write_row([row[n] for n in names])
+        return
+    conn.execute(table.insert(), list(rows))
 
 
 def chunks(items: Sequence[Any], size: int) -> Iterable[Sequence[Any]]:
