@@ -15,8 +15,8 @@ import sqlalchemy as sa
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.engine import Connection
 
+from l2sync_dagster.postgres_copy import can_copy, copy_rows, drop_staging, staging_table
 from l2sync_dagster.providers.base import Change, CreatedCallback, Outcome, Query
-from l2sync_dagster.providers.sql_copy import can_copy, copy_rows, drop_staging, staging_table
 from l2sync_dagster.providers.sql_describe import Entity, close_names
 from l2sync_dagster.providers.sql_dialect import MYSQL_FAMILY, database_now
 from l2sync_dagster.providers.sql_values import chunks, key_str

@@ -20,6 +20,8 @@ from sqlalchemy import (
 from sqlalchemy.dialects import mssql, mysql
 from sqlalchemy.engine import Connection, Engine
 
+from l2sync_dagster.postgres_copy import can_copy, copy_rows
+
 STATE_URL_ENV = "L2SYNC_STATE_URL"
 
 #: JSON and free text: MySQL/MariaDB ``TEXT`` holds only 64 KiB (a record's values can be
@@ -180,14 +182,9 @@ def bulk_insert(conn: Connection, table: Table, rows: Sequence[dict[str, Any]]) 
     multi-row statements where the dialect supports them), never one statement per row."""
     if not rows:
         return
-    if conn.dialect.name == "postgresql" and conn.dialect.driver == "psycopg":
+    if can_copy(conn):
         names = list(rows[0])
-        dbapi = conn.connection.dbapi_connection
-        columns = ", ".join(f'"{n}"' for n in names)
-        with dbapi.cursor() as cur, cur.copy(  # type: ignore[union-attr]
-                f'COPY "{table.name}" ({columns}) FROM STDIN') as copy:
-            for row in rows:
-                copy.write_row([row[n] for n in names])
+        copy_rows(conn, table, names, ([row[n] for n in names] for row in rows))
         return
     conn.execute(table.insert(), list(rows))
 

@@ -1,4 +1,5 @@
-"""PostgreSQL ``COPY ... FROM STDIN`` through psycopg 3, for the ``sql`` provider's bulk writes.
+"""PostgreSQL ``COPY ... FROM STDIN`` through psycopg 3, for bulk writes: the ``sql``
+provider's inserts and updates, and the state store's archive and journal rows.
 
 One COPY streams a whole batch in one statement (the server parses and plans it once, where an
 executemany of INSERTs costs a parse and a plan per row). Values are first run through the
