@@ -23,8 +23,8 @@ from l2sync_dagster.state.tables import (
     archive_table,
     as_aware,
     bulk_insert,
-    chunks,
     created_table,
+    in_keys,
     pending_table,
     to_json,
     utc_now,
@@ -68,9 +68,9 @@ class ArchiveStore:
                     column = t.c.left_key if side == "left" else t.c.right_key
                     lookups.append((column, list(side_keys)))
                 for column, values in lookups:
-                    for chunk in chunks(values, 500):
+                    for cond_in in in_keys(conn, column, values):
                         for r in conn.execute(select(*cols).where(
-                                t.c.connection == connection, column.in_(chunk))).all():
+                                t.c.connection == connection, cond_in)).all():
                             found.setdefault(r[0], r)
                 rows = [found[k] for k in sorted(found)]
         if not rows:
@@ -115,9 +115,8 @@ class ArchiveStore:
             for pid, e in effects if e is not None
         ]
         with self.engine.begin() as conn:
-            for chunk in chunks(ids, 500):
-                conn.execute(delete(t).where(t.c.connection == connection,
-                                             t.c.pair_id.in_(chunk)))
+            for cond_in in in_keys(conn, t.c.pair_id, ids):
+                conn.execute(delete(t).where(t.c.connection == connection, cond_in))
             bulk_insert(conn, t, rows)
             _delete_pending(conn, connection, done_pending)
 
@@ -185,9 +184,9 @@ class ArchiveStore:
             if replace:
                 conn.execute(delete(t).where(t.c.connection == connection, t.c.side == side))
             else:
-                for chunk in chunks(list(keys), 500):
+                for cond_in in in_keys(conn, t.c.key, list(keys)):
                     conn.execute(delete(t).where(t.c.connection == connection,
-                                                 t.c.side == side, t.c.key.in_(chunk)))
+                                                 t.c.side == side, cond_in))
             rows = [{"connection": connection, "side": side, "key": k} for k in dict.fromkeys(keys)]
             bulk_insert(conn, t, rows)
 
@@ -219,10 +218,10 @@ def _window_value(values: dict[str, Any], window_field: str | None) -> dt.dateti
 
 
 def _delete_pending(conn: Any, connection: str, pairs: Sequence[tuple[str, str]]) -> None:
-    """Delete journal entries in chunks (one statement per side and 500 pairs)."""
+    """Delete journal entries (one statement per side, or per side and 500 pairs)."""
     t = pending_table
     for side in ("left", "right"):
         ids = [pid for pid, s in pairs if s == side]
-        for chunk in chunks(ids, 500):
+        for cond_in in in_keys(conn, t.c.pair_id, ids):
             conn.execute(delete(t).where(t.c.connection == connection, t.c.side == side,
-                                         t.c.pair_id.in_(chunk)))
+                                         cond_in))

@@ -16,8 +16,11 @@ from sqlalchemy import (
     String,
     Table,
     Text,
+    any_,
+    literal,
 )
 from sqlalchemy.dialects import mssql, mysql
+from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.engine import Connection, Engine
 
 from l2sync_dagster.postgres_copy import can_copy, copy_rows
@@ -187,6 +190,19 @@ def bulk_insert(conn: Connection, table: Table, rows: Sequence[dict[str, Any]]) 
         copy_rows(conn, table, names, ([row[n] for n in names] for row in rows))
         return
     conn.execute(table.insert(), list(rows))
+
+
+def in_keys(conn: Connection, column: Any, values: Sequence[Any]) -> Iterable[Any]:
+    """Conditions ``column IN values`` to run one statement each: one ``column = ANY(array)``
+    on PostgreSQL (one parameter, whatever the number of values), chunks of 500 elsewhere
+    (the databases' limits on bound parameters)."""
+    if not values:
+        return
+    if conn.dialect.name == "postgresql":
+        yield column == any_(literal([str(v) for v in values], ARRAY(Text())))
+        return
+    for chunk in chunks(values, 500):
+        yield column.in_(chunk)
 
 
 def chunks(items: Sequence[Any], size: int) -> Iterable[Sequence[Any]]:
