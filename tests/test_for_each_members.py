@@ -6,11 +6,13 @@ import json
 import sqlite3
 from pathlib import Path
 
+import dagster as dg
 import pandas as pd
 import pytest
 from sandbox_process import SandboxProcess
 
 from l2sync_dagster import cli
+from l2sync_dagster.orchestration.definitions import build_definitions
 from l2sync_dagster.providers.graph.client import GraphClient, GraphError
 from l2sync_dagster.providers.msauth import MicrosoftAuth, scope_for
 from l2sync_dagster.sandbox.graph.csdl import load_csdl
@@ -182,3 +184,21 @@ def test_group_answers_validate_against_the_csdl(graph: GraphClient) -> None:
     assert users and all(csdl.check("user", u) == [] for u in users)
     # the check is not vacuous: a property groups do not have is reported
     assert csdl.check("group", {**staff, "jobTitle": "x"}) != []
+
+
+def test_dagster_sensor_makes_one_partition_per_member(tmp_path: Path, sandbox, graph) -> None:
+    spec = group_spec(tmp_path, sandbox)
+    defs = build_definitions(Path(spec.path).parent)
+    sensor = next(s for s in defs.sensors or () if s.name == "staff_for_each_sensor")
+    with dg.DagsterInstance.ephemeral() as instance:
+        sandbox.control("graph").call("POST", "app-roles", {"roles": []})
+        with dg.build_sensor_context(instance=instance, definitions=defs) as context:
+            skipped = sensor(context)
+        assert isinstance(skipped, dg.SkipReason)
+        assert "all-staff@sandbox.test" in (skipped.skip_message or "")
+        sandbox.control("graph").reset()
+        with dg.build_sensor_context(instance=instance, definitions=defs) as context:
+            result = sensor(context)
+        [added] = result.dynamic_partitions_requests
+        assert isinstance(added, dg.AddDynamicPartitionsRequest)
+        assert sorted(added.partition_keys) == MEMBERS
