@@ -114,7 +114,7 @@ def test_a_value_that_would_change_the_query_is_refused(tmp_path: Path) -> None:
     (FROM_SQL.replace("where active = 1", "where email = '{mailbox}'"),
      "line 4: for_each.mailbox.query holds the placeholder {mailbox}; the list of mailboxes"),
     (FROM_LIST.replace("[alice@contoso.com, bob@contoso.com]", "{members_of: all@contoso.com}"),
-     "line 3: for_each.mailbox: members_of is not supported yet"),
+     "line 3: for_each.mailbox members_of needs a connection_string: to read the group"),
 ])
 def test_refused_when_the_file_loads(tmp_path: Path, text: str, message: str) -> None:
     (tmp_path / "staff.yaml").write_text(text)

@@ -293,11 +293,38 @@ class ForEachSqlSource(BaseModel):
 
 
 class ForEachGroup(BaseModel):
-    """``for_each.mailbox: {members_of: group@x}``: a group's transitive members (Graph)."""
+    """``for_each.mailbox: {members_of: group@x}``: the mail addresses of a group's transitive
+    user members, read from Microsoft Graph with ``connection_string`` (msal keys: TenantId,
+    ClientId, ClientSecret=env:..., and GraphURL or URL), else with the connection string of
+    the first Graph side that holds ``{mailbox}`` (see :meth:`graph_connection_string`)."""
 
     model_config = _CONFIG
 
     members_of: Annotated[str, Field(min_length=1)]
+    connection_string: str | None = None
+
+    @field_validator("members_of")
+    @classmethod
+    def _check_group(cls, value: str) -> str:
+        return check_for_each_value(value)
+
+    @field_validator("connection_string")
+    @classmethod
+    def _check_connection_string(cls, value: str | None) -> str | None:
+        return None if value is None else checked_connection_string(value)
+
+    def graph_connection_string(self, left: "EntitySpec", right: "EntitySpec") -> str | None:
+        """``connection_string``, else that of the first side (left, then right) whose
+        connection string holds ``{mailbox}`` and talks to Graph (exchange with
+        ``Backend=graph``), with its ``Email=`` removed; None when there is none."""
+        if self.connection_string is not None:
+            return self.connection_string
+        for entity in (left, right):
+            text = entity.connection_string
+            if (entity.provider.lower() == "exchange" and PLACEHOLDER.search(text)
+                    and re.search(r"(^|;)\s*Backend\s*=\s*graph\s*(;|$)", text, re.I)):
+                return re.sub(r"(^|;)\s*Email\s*=[^;]*", "", text, flags=re.I).strip(";")
+        return None
 
 
 class ForEachSpec(BaseModel):
@@ -322,10 +349,6 @@ class ForEachSpec(BaseModel):
             if dupes:
                 raise ValueError(f"lists {dupes[0]!r} more than once")
             return out
-        if isinstance(value, ForEachGroup):
-            raise ValueError(
-                "members_of is not supported yet (the Graph group members source is not "
-                "implemented); list the mailboxes, or read them with {provider: sql, ...}")
         return value
 
 
@@ -437,13 +460,20 @@ class ConnectionSpec(BaseModel):
         if self.for_each is None:
             return
         source = self.for_each.mailbox
-        if isinstance(source, ForEachSqlSource):
-            for attr in ("connection_string", "query"):
-                found = PLACEHOLDER.search(getattr(source, attr))
+        if isinstance(source, ForEachSqlSource | ForEachGroup):
+            for attr in ("connection_string", "query", "members_of"):
+                found = PLACEHOLDER.search(getattr(source, attr, None) or "")
                 if found:
                     raise rule_error(f"for_each.mailbox.{attr}",
                                      f"holds the placeholder {{{cut(found.group(1))}}}; the "
                                      "list of mailboxes cannot depend on a mailbox")
+        if isinstance(source, ForEachGroup) and used and \
+                source.graph_connection_string(self.left, self.right) is None:
+            raise rule_error("for_each.mailbox", "members_of needs a connection_string: to "
+                             "read the group from Microsoft Graph (TenantId, ClientId, "
+                             "ClientSecret=env:..., GraphURL), or a side with provider "
+                             f"exchange, Backend=graph and {{{FOR_EACH_VARIABLE}}} in its "
+                             "connection string")
         if not used:
             raise rule_error("for_each", f"needs {{{FOR_EACH_VARIABLE}}} in a connection string "
                              "or query of left or right; without it every partition would "

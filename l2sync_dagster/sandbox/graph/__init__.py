@@ -50,6 +50,12 @@ Endpoints (all under ``/v1.0``; ``{u}`` = UPN or user id):
   ``.../items`` (GET with ``expand=fields(select=A,B)``, POST ``{"fields": {...}}``),
   ``.../items/{id}`` (GET, PATCH ``{"fields": ..}``, DELETE), ``.../items/{id}/fields`` (GET,
   PATCH), ``.../items/delta`` (fields included)
+- ``/groups`` (``$filter`` on ``mail`` or ``proxyAddresses/any(p: p eq 'SMTP:..')``),
+  ``/groups/{id}``, ``/groups/{id}/transitiveMembers`` (users and nested groups, each once,
+  typed by ``@odata.type``), ``/groups/{id}/transitiveMembers/microsoft.graph.user`` (GET only;
+  see :mod:`.groups`); an app token needs the role ``GroupMember.Read.All`` (or
+  ``Group.Read.All``, ``Directory.Read.All``), else 403 ``Authorization_RequestDenied``;
+  an unknown group id is 404 ``Request_ResourceNotFound``
 - ``POST /$batch``: at most 20 requests, relative URLs (``/users/...``), ``dependsOn`` (a failed
   dependency gives 424); a POST/PATCH without a body or an inner ``Content-Type`` header fails
   the whole batch (400, as Graph does); each inner request is counted and throttled on its own.
@@ -96,12 +102,16 @@ Control API (``/_sandbox/graph/...``, JSON):
   personOrGroup|currency, "choices"?, "indexed"?, "readOnly"?, "hidden"?, "required"?}]}``
 - ``POST inspect`` ``{"path": "/users/sync@sandbox.test/contacts"}`` -> every entity (all
   pages), read as the app and not counted
+- ``POST app-roles`` ``{"client"?: "l2sync-sandbox", "roles": [...]}``: the application
+  permissions of a client id from now on (the demo app holds ``GroupMember.Read.All``; reset
+  restores it)
 - ``POST expire-delta``: every delta token handed out so far answers 410
 
 Counters (``GET /_sandbox/stats``): ``<resource>.<list|get|create|update|delete|delta>`` with
 resources ``users contacts contactFolders events eventInstances calendars calendarView todoLists
-todoTasks mailFolders messages sites lists columns listItems``, plus ``batch``; requests refused
-before routing (auth, throttling) are counted under ``unauthorized`` or a guessed name.
+todoTasks mailFolders messages sites lists columns listItems groups groupMembers``, plus
+``batch``; requests refused before routing (auth, throttling) are counted under
+``unauthorized`` or a guessed name.
 
 Demo data (on start and reset): contacts in sales@ (5) and sync@ (3); events for sync@ (one
 meeting, one all-day, a weekly series of 10); the default To Do list "Tasks" (empty) and a
@@ -110,7 +120,10 @@ and Inbox/Projects/Beta for sync@ and sales@ (as in the EWS demo), the message "
 in sync@'s Inbox/Projects/Alpha; site ``sandbox.sharepoint.com:/sites/sales`` with list
 ``Customers``
 (Title, Email, Phone, City, Revenue currency, Active boolean, Since dateTime, Tier choice
-Gold/Silver/Bronze, Owner personOrGroup) holding 5 items. ``--state DIR`` keeps the data in
+Gold/Silver/Bronze, Owner personOrGroup) holding 5 items.
+Groups: ``all-staff@sandbox.test`` (sync@, alice@, contractor@ (a directory user without a
+mailbox: no mail) and the nested ``sales-team@sandbox.test``, which holds sales@ and alice@).
+``--state DIR`` keeps the data in
 ``DIR/graph.json`` across restarts.
 
 Without Microsoft's CSDL (``../shared/graph-schema``) the server runs unchecked and says so in

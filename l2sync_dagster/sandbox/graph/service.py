@@ -11,7 +11,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from l2sync_dagster.sandbox import identities
-from l2sync_dagster.sandbox.graph import demo, sites, users
+from l2sync_dagster.sandbox.graph import demo, groups, sites, users
 from l2sync_dagster.sandbox.graph.batch import run_batch
 from l2sync_dagster.sandbox.graph.common import (
     Ctx,
@@ -51,6 +51,9 @@ class GraphService(Service):
         folder, self._notice = schema_dir_or_notice("graph")
         self.csdl: Csdl | None = load_csdl(folder / "graph-v1.0-csdl.xml") if folder else None
         self.store = Store()
+        self.groups = groups.demo_groups()
+        #: application permissions by client id (``POST /_sandbox/graph/app-roles``)
+        self.app_roles: dict[str, frozenset[str]] = dict(groups.DEFAULT_APP_ROLES)
         if self.state_file is not None and self.state_file.is_file():
             self.store.load_json(json.loads(self.state_file.read_text()))
         else:
@@ -64,6 +67,8 @@ class GraphService(Service):
         """Demo data back; counters and faults cleared."""
         super().reset()
         self.store = Store()
+        self.groups = groups.demo_groups()
+        self.app_roles = dict(groups.DEFAULT_APP_ROLES)
         demo.load(self)
 
     def save(self) -> None:
@@ -273,6 +278,8 @@ class GraphService(Service):
                 raise GraphError(403, "ErrorAccessDenied", "Access is denied. Check credentials "
                                  "and try again.")
             return users.route_user(ctx, upn, parts[2:])
+        if head == "groups":
+            return groups.route_groups(ctx, parts[1:])
         if head == "sites":
             rest = path.split("/sites", 1)[1].lstrip("/")
             return sites.route_sites(ctx, rest)
@@ -354,6 +361,11 @@ class GraphService(Service):
                 return Response.json(lst)
             if subpath == "inspect" and request.method == "POST":
                 return Response.json(self._inspect(body["path"], request.base_url))
+            if subpath == "app-roles" and request.method == "POST":
+                self.app_roles[body.get("client", identities.CLIENT_ID)] = frozenset(
+                    body.get("roles") or ())
+                return Response.json({"roles": sorted(self.app_roles[
+                    body.get("client", identities.CLIENT_ID)])})
             if subpath == "expire-delta" and request.method == "POST":
                 with self.store.lock:
                     self.store.epoch += 1
@@ -403,9 +415,10 @@ def _operation_guess(parts: list[str], method: str) -> str:
     """An operation name for answers given before routing (throttling, errors)."""
     names = [p for p in parts[1:] if p in {
         "contacts", "contactFolders", "events", "calendarView", "tasks", "lists", "mailFolders",
-        "messages", "items", "columns", "users", "sites"}]
+        "messages", "items", "columns", "users", "sites", "groups", "transitiveMembers"}]
     last = names[-1] if names else "unknown"
-    last = {"tasks": "todoTasks", "items": "listItems"}.get(last, last)
+    last = {"tasks": "todoTasks", "items": "listItems",
+            "transitiveMembers": "groupMembers"}.get(last, last)
     if last == "lists" and "todo" in parts:
         last = "todoLists"
     verb = {"GET": "list", "POST": "create", "PATCH": "update", "DELETE": "delete"}.get(
