@@ -41,8 +41,11 @@ class Outcome:
         return bool(c.get("failed") or c.get("rejected"))
 
 
-def chosen_values(spec: ConnectionSpec, args: argparse.Namespace) -> list[str]:
-    """The values ``--each`` names (each one of the connection's) or, with ``--all``, all."""
+def chosen_values(spec: ConnectionSpec, args: argparse.Namespace,
+                  err: Console | None = None) -> list[str]:
+    """The values ``--each`` names (each one of the connection's) or, with ``--all``, all.
+    Rows of the source that are no mailbox (and group members without a mail address) are
+    printed to ``err`` as warnings, so a user sees why a mailbox is not synced."""
     if spec.for_each is None:
         raise ValueError("--each and --all apply to connections with for_each: only")
     if bool(args.each) == bool(args.all):
@@ -51,6 +54,9 @@ def chosen_values(spec: ConnectionSpec, args: argparse.Namespace) -> list[str]:
     if args.workers < 1:
         raise ValueError("--workers must be at least 1")
     found = for_each_values(spec)
+    if err is not None:
+        for why in found.refused:
+            err.print(f"warning: {why}", markup=False, highlight=False)
     if args.all:
         return found.values
     known = set(found.values)
@@ -68,7 +74,7 @@ def run_each(spec: ConnectionSpec, args: argparse.Namespace, out: Console, err: 
              run_with_retries: RunWithRetries) -> int:
     """Run the chosen values, ``args.workers`` at once; 0 when all synced, 3 when some had
     failed writes or rejected records, 1 when some failed."""
-    values = chosen_values(spec, args)
+    values = chosen_values(spec, args, err)
     store = StateStore(default_state_url(Path(spec.project_dir)))
     interactive = err.is_terminal and not args.json
     bar = Progress(TextColumn("{task.description}"), BarColumn(),

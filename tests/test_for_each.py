@@ -345,3 +345,13 @@ def test_braces_that_are_the_users_text_stay_as_written(tmp_path: Path) -> None:
     spec = load_connection(folder / "plain.yaml")
     assert spec.right.connection_string == "Path=out/{FreeTDS}.csv"
     assert "'{draft}'" in (spec.left.query or "")
+
+
+def test_cli_warns_of_source_rows_that_are_no_mailbox(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    folder = make_project(tmp_path)
+    staff(tmp_path, "INSERT INTO staff VALUES (?, 1)", "x' OR '1'='1")
+    code, _, err = run_cli(folder, "--all", capsys=capsys)
+    assert code == 0
+    assert "warning:" in err and "letters, digits" in err
+    assert rows(tmp_path, "alice@contoso.com") == {"1": "Ada", "2": "Ben"}
