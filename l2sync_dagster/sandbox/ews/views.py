@@ -50,6 +50,19 @@ _OPS: dict[str, Callable[[int], bool]] = {
 }
 
 
+_BOOLEAN_DIGITS = {"1": "true", "0": "false"}
+
+
+def _same_boolean_form(a: str, b: str) -> tuple[str, str]:
+    """xs:boolean allows 1/0 as well as true/false (exchangelib sends 1/0): compare them alike."""
+    words = ("true", "false")
+    if a in words and b in _BOOLEAN_DIGITS:
+        return a, _BOOLEAN_DIGITS[b]
+    if b in words and a in _BOOLEAN_DIGITS:
+        return _BOOLEAN_DIGITS[a], b
+    return a, b
+
+
 def matches(expr: etree._Element, get: Getter) -> bool:
     """Evaluate one search expression (``t:IsEqualTo``, ``t:And`` ...) against an object."""
     kind = local(expr)
@@ -81,7 +94,7 @@ def matches(expr: etree._Element, get: Getter) -> bool:
         other = get(other_path) if other_path is not None else constant
         if value is None or other is None:
             return kind == "IsNotEqualTo" and (value is None) != (other is None)
-        return _OPS[kind](compare(value, other))
+        return _OPS[kind](compare(*_same_boolean_form(value, other)))
     raise ValueError(f"unsupported restriction {kind}")
 
 
