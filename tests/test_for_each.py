@@ -19,6 +19,7 @@ import pytest
 from dagster._core.instance_for_test import instance_for_test
 
 from l2sync_dagster import cli
+from l2sync_dagster.engine.mapping import MappingError
 from l2sync_dagster.orchestration.definitions import build_definitions
 from l2sync_dagster.spec.loader import ConnectionFileError, load_connection
 from l2sync_dagster.state.store import StateStore, default_state_url
@@ -113,6 +114,8 @@ def test_a_value_that_would_change_the_query_is_refused(tmp_path: Path) -> None:
      "line 3: for_each.mailbox: \"bob o'neil\" is not a mailbox address"),
     (FROM_SQL.replace("where active = 1", "where email = '{mailbox}'"),
      "line 4: for_each.mailbox.query holds the placeholder {mailbox}; the list of mailboxes"),
+    (FROM_LIST.replace("for_each:\n", "for_each:\n  on_remove: clear\n"),
+     "line 3: for_each.on_remove clear needs match_on: (fields that identify a record"),
     (FROM_LIST.replace("[alice@contoso.com, bob@contoso.com]", "{members_of: all@contoso.com}"),
      "line 3: for_each.mailbox members_of needs a connection_string: to read the group"),
 ])
@@ -218,7 +221,8 @@ def materialize(defs: dg.Definitions, instance: dg.DagsterInstance, key: str,
 
 @pytest.mark.parametrize("on_remove", ["keep", "clear"])
 def test_sensor_adds_and_removes_partitions(tmp_path: Path, on_remove: str) -> None:
-    text = FROM_SQL.replace("for_each:\n", f"for_each:\n  on_remove: {on_remove}\n")
+    text = FROM_SQL.replace("for_each:\n",
+                            f"match_on: [name]\nfor_each:\n  on_remove: {on_remove}\n")
     folder = make_project(tmp_path, text)
     defs = build_definitions(folder)
     with dg.DagsterInstance.ephemeral() as instance:
@@ -355,3 +359,58 @@ def test_cli_warns_of_source_rows_that_are_no_mailbox(
     assert code == 0
     assert "warning:" in err and "letters, digits" in err
     assert rows(tmp_path, "alice@contoso.com") == {"1": "Ada", "2": "Ben"}
+
+
+CLEARED = FROM_SQL.replace("for_each:\n", "for_each:\n  on_remove: clear\n").replace(
+    """  provider: file
+  connection_string: "Path=out/{mailbox}.csv"
+  key: id""", """  provider: sql
+  connection_string: "URL=sqlite:///out/{mailbox}.db"
+  query: people
+  key: pid""")
+
+
+def mailbox_people(tmp: Path, mailbox: str) -> list[str]:
+    with sqlite3.connect(tmp / "out" / f"{mailbox}.db") as db:
+        return sorted(name for (name,) in db.execute("SELECT name FROM people"))
+
+
+def test_removed_cleared_and_readded_mailbox_gets_no_duplicates(tmp_path: Path) -> None:
+    """``on_remove: clear`` forgets which records the sync wrote into a mailbox whose system
+    makes its own keys; when the mailbox rejoins, match_on pairs the records already there
+    instead of writing them again."""
+    folder = make_project(tmp_path, "match_on: [name]\n" + CLEARED)
+    for mailbox, _ in STAFF:
+        with sqlite3.connect(tmp_path / "out" / f"{mailbox}.db") as db:
+            db.execute("CREATE TABLE people (pid INTEGER PRIMARY KEY AUTOINCREMENT, name TEXT)")
+    defs = build_definitions(folder)
+    with dg.DagsterInstance.ephemeral() as instance:
+        evaluate(defs, instance)
+        assert materialize(defs, instance, "alice@contoso.com").success
+        assert mailbox_people(tmp_path, "alice@contoso.com") == ["Ada", "Ben"]
+        staff(tmp_path, "UPDATE staff SET active = 0 WHERE email = 'alice@contoso.com'")
+        evaluate(defs, instance)
+        store = StateStore(default_state_url(tmp_path))
+        assert store.archive_size("staff[alice@contoso.com]") == 0
+        store.close()
+        staff(tmp_path, "UPDATE staff SET active = 1 WHERE email = 'alice@contoso.com'")
+        evaluate(defs, instance)
+        assert materialize(defs, instance, "alice@contoso.com").success
+    assert mailbox_people(tmp_path, "alice@contoso.com") == ["Ada", "Ben"]
+
+
+def test_clear_with_a_mirror_from_a_filtered_source_is_refused(tmp_path: Path) -> None:
+    """A record that left the source's WHERE stays in the mailbox (out_of_scope: keep); after a
+    clear it would no longer be known as the sync's own, and mirror would remove it."""
+    text = "mirror: true\nmatch_on: [name]\n" + CLEARED
+    folder = make_project(tmp_path, text)
+    with sqlite3.connect(tmp_path / "out" / "alice@contoso.com.db") as db:
+        db.execute("CREATE TABLE people (pid INTEGER PRIMARY KEY AUTOINCREMENT, name TEXT)")
+    spec = load_connection(folder / "staff.yaml").for_value("alice@contoso.com")
+    with pytest.raises(MappingError, match="restricts the source of a mirror, and "
+                                           "for_each.on_remove is clear"):
+        Sync(spec).verify()
+    fixed = text.replace("mirror: true\n", "mirror: true\ndeletes: {out_of_scope: delete}\n")
+    (folder / "staff.yaml").write_text(fixed)
+    Sync(load_connection(folder / "staff.yaml").for_value("alice@contoso.com")).verify()
+

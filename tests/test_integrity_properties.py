@@ -30,6 +30,7 @@ from l2sync_dagster.spec.model import (
     ConnectionSpec,
     DeleteSpec,
     EntitySpec,
+    ForEachSpec,
     MappingSpec,
 )
 from l2sync_dagster.state.store import StateStore
@@ -37,6 +38,7 @@ from l2sync_dagster.sync.runner import Sync
 
 FIELDS = ["uid", "name", "city"]
 SIDES = ("left", "right")
+MAILBOX = "a@contoso.com"
 
 configs = st.fixed_dictionaries({
     "direction": st.sampled_from(["bidirectional", "left_to_right", "right_to_left"]),
@@ -63,7 +65,9 @@ step = st.tuples(st.lists(edit, max_size=5),
 class World:
     """Two memory systems, a connection between them, and what people did to them."""
 
-    def __init__(self, cfg: dict) -> None:
+    def __init__(self, cfg: dict, cleared: bool = False) -> None:
+        #: the connection is one mailbox of a for_each with on_remove: clear (and match_on)
+        self.cleared = cleared
         self.tmp = Path(tempfile.mkdtemp(prefix="l2sync-cfgprop-"))
         self.store = StateStore(f"sqlite:///{self.tmp / 'state.db'}")
         self.p = {s: MemoryProvider(FIELDS, key=f"{s[0]}id", key_generated=g, batch_size=2)
@@ -92,6 +96,12 @@ class World:
             conflicts=ConflictSpec(policy="left_wins", fallback="left_wins"),
             deletes=DeleteSpec(propagate=True, max_fraction=1.0),
         )
+        if self.cleared:
+            spec = ConnectionSpec(**{
+                **dict(spec), "match_on": ["uid"],
+                "for_each": ForEachSpec(mailbox=[MAILBOX], on_remove="clear"),
+                "left": spec.left.model_copy(update={"connection_string": "N={mailbox}"}),
+            }).for_value(MAILBOX)
         sync = Sync(spec, self.store)
         sync._providers = dict(self.p)
         return sync
@@ -200,3 +210,34 @@ def test_no_configuration_crash_or_edit_duplicates_or_deletes(cfg: dict, steps: 
                     assert uid in rows[o], f"{uid} selected on {s} but missing on {o}"
         for uid in set(rows["left"]) & set(rows["right"]):
             assert rows["left"][uid] == rows["right"][uid], uid
+
+
+cleared_step = st.tuples(st.lists(edit, max_size=5), st.booleans(), st.lists(edit, max_size=3))
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=list(HealthCheck),
+          phases=[Phase.explicit, Phase.reuse, Phase.generate, Phase.target])
+@given(cfg=configs, steps=st.lists(cleared_step, min_size=1, max_size=4))
+def test_a_cleared_archive_with_match_on_duplicates_nothing(cfg: dict, steps: list) -> None:
+    """What ``for_each.on_remove: clear`` does to a mailbox that leaves and rejoins: the
+    archive, cursors and journal are forgotten between runs while both systems keep their
+    records (and people go on editing them). The file must then carry match_on (a load rule);
+    with it the next run pairs what is already there: no duplicates, no unjustified removal."""
+    w = World(cfg, cleared=True)
+    try:
+        w.sync().verify()
+    except MappingError as exc:
+        # TOP on a written side, or (the rule for clear) a WHERE on a written side
+        assert "TOP 2" in str(exc) or "on_remove is clear" in str(exc), exc
+        return
+    for edits, clear, after in steps:
+        w.user(edits)
+        w.run()
+        if clear:
+            w.store.reset(w.sync().spec.name)  # what the for_each sensor's clear does
+        w.user(after)
+    for _ in range(2):
+        w.run()
+    plan = w.sync().run(dry_run=True).prepared.plan  # type: ignore[union-attr]
+    assert not plan.writes, plan.render()
+

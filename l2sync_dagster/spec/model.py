@@ -432,6 +432,15 @@ class ConnectionSpec(BaseModel):
                         f"{pair.direction} contradicts the connection direction "
                         f"{self.direction}; use both or {self.direction}",
                     )
+        if self.for_each is not None and self.for_each.on_remove == "clear" and not self.match_on:
+            # clear forgets which records the sync wrote into the mailbox; if it rejoins, only
+            # match_on can pair them again instead of writing every one a second time
+            raise rule_error(
+                "for_each.on_remove",
+                "clear needs match_on: (fields that identify a record on both sides, like "
+                "[EmailAddresses.EmailAddress1]); without it a mailbox that rejoins gets every "
+                "record a second time. Add match_on or use on_remove: keep",
+            )
         self._check_placeholders()
         return self
 

@@ -184,13 +184,31 @@ class Session:
         """Refuse what a limited read (TOP n) cannot do safely: be written to (the sync could
         not see most of what it writes there, nor match new records against what it does not
         select) or be the source of a mirror (every target record outside the n would be
-        removed)."""
+        removed); and, with ``for_each.on_remove: clear`` (which forgets what the sync wrote),
+        a filtered side that is written to or that is the source of a mirror keeping
+        out-of-scope records."""
+        clears = self.spec.for_each is not None and self.spec.for_each.on_remove == "clear"
         for side in SIDES:
             d = self.describe(side)
+            written = self.spec.direction in ("bidirectional", f"{other(side)}_to_{side}")
+            if clears and written and d.scope == "filtered":
+                raise MappingError(
+                    f"{side}.query: {d.restriction or 'a filter'} restricts the {side} side, "
+                    "which the connection writes to, and for_each.on_remove is clear: when a "
+                    "mailbox rejoins, the records the sync wrote there that have since left "
+                    "the filter are invisible to match_on, and would be written a second time. "
+                    f"Use on_remove: keep, or remove the filter from the {side} query")
+            if (clears and d.scope == "filtered" and self.spec.mirror and not written
+                    and self.spec.deletes.out_of_scope == "keep"):
+                raise MappingError(
+                    f"{side}.query: {d.restriction or 'a filter'} restricts the source of a "
+                    "mirror, and for_each.on_remove is clear: when a mailbox rejoins, the "
+                    "records that have left the filter are no longer known as the sync's own "
+                    "and mirror would remove them, though deletes.out_of_scope is keep. Use "
+                    "on_remove: keep, or deletes.out_of_scope: delete, or mirror: false")
             if d.scope != "limited":
                 continue
             what = d.restriction or "a row limit"
-            written = self.spec.direction in ("bidirectional", f"{other(side)}_to_{side}")
             if written:
                 raise MappingError(
                     f"{side}.query: {what} limits what the sync reads of the {side} side, but "
