@@ -21,13 +21,15 @@ log = logging.getLogger("l2sync")
 
 
 def build_definitions(connections_dir: Path | str, store_url: str | None = None, *,
-                      retry: dg.RetryPolicy | None = None) -> dg.Definitions:
+                      retry: dg.RetryPolicy | None = None,
+                      executor: dg.ExecutorDefinition | None = None) -> dg.Definitions:
     """One asset graph, job and (optional) schedule and sensor per connection file, plus the
     sensor recording failed syncs on their assets.
 
     ``retry`` replaces the retry policy for transient errors (default: 3 retries, exponential
-    back-off from 5 s). A file that does not load is reported in the log and left out; the
-    others still load.
+    back-off from 5 s). ``executor`` runs the steps of each run (default: Dagster's
+    multiprocess executor), e.g. ``dagster_k8s.k8s_job_executor``. A file that does not load
+    is reported in the log and left out; the others still load.
     """
     specs, errors = load_connections(connections_dir)
     for err in errors:
@@ -52,4 +54,5 @@ def build_definitions(connections_dir: Path | str, store_url: str | None = None,
     if specs:
         sensors.append(build_failure_sensor(specs))
     return dg.Definitions(assets=assets, jobs=jobs, schedules=schedules, sensors=sensors,
-                          resources={"l2sync": L2SyncResource(state_url=store_url)})
+                          resources={"l2sync": L2SyncResource(state_url=store_url)},
+                          executor=executor)
