@@ -22,6 +22,7 @@ from l2sync_dagster.spec.model import ConnectionSpec, check_for_each_value
 from l2sync_dagster.state.store import StateStore, default_state_url
 from l2sync_dagster.sync.for_each import for_each_values
 from l2sync_dagster.sync.runner import RunReport, Sync
+from l2sync_dagster.sync.shared_reads import SharedReads
 
 RunWithRetries = Callable[[Sync, argparse.Namespace, Console], RunReport]
 
@@ -83,9 +84,10 @@ def run_each(spec: ConnectionSpec, args: argparse.Namespace, out: Console, err: 
     task = bar.add_task(f"{spec.name}: mailboxes", total=max(len(values), 1))
     outcomes: list[Outcome] = []
     lock = threading.Lock()
+    shared = SharedReads(spec)  # the source side read once for all the values
 
     def one(value: str) -> Outcome:
-        sync = Sync(spec.for_value(value), store)
+        sync = Sync(spec.for_value(value), store, shared=shared)
         try:
             report = run_with_retries(sync, args, err)
             return Outcome(value, counts=report.details())

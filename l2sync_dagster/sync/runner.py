@@ -70,6 +70,12 @@ class Sync(Session):
                                               window=self.window)
             self.progress(f"read {side}", 1, 1)
             return SideRead(result, self.describe(side), None, time.perf_counter() - t0)
+        if self.shared is not None and self.shared.covers(side) \
+                and not self.policy().writes_to(side):
+            t0 = time.perf_counter()
+            result = self.shared.read(
+                side, lambda: self.provider(side).read(self.read_query(side), cursor=None))
+            return SideRead(result, self.describe(side), None, time.perf_counter() - t0)
         if not full and self.store.archive_size(self.spec.name):
             cursor = self.store.cursors(
                 self.spec.name, mapping.cursor_signature(self.spec.direction)).get(side)

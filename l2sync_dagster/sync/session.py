@@ -26,6 +26,7 @@ from l2sync_dagster.spec.errors import LocatedError, error_subject
 from l2sync_dagster.spec.model import ConnectionSpec
 from l2sync_dagster.state.store import StateStore, default_state_url
 from l2sync_dagster.sync.report import SIDES, SyncAborted
+from l2sync_dagster.sync.shared_reads import SharedReads
 
 Progress = Callable[[str, int, int], None]
 
@@ -35,10 +36,13 @@ class Session:
 
     def __init__(self, spec: ConnectionSpec, store: StateStore | None = None, *,
                  progress: Progress | None = None, window: tuple[Any, Any] | None = None,
-                 windows: list[tuple[Any, Any]] | None = None) -> None:
+                 windows: list[tuple[Any, Any]] | None = None,
+                 shared: SharedReads | None = None) -> None:
         """``window`` = (start, end): sync only that time window of a partitioned connection;
-        ``windows`` = the partitions it covers (recorded as seen; default: ``[window]``)."""
+        ``windows`` = the partitions it covers (recorded as seen; default: ``[window]``);
+        ``shared``: the reads shared by the runs of one ``for_each`` connection's values."""
         self.spec = spec
+        self.shared = shared
         self._store = store
         self.progress = progress or (lambda stage, done, total: None)
         self._providers: dict[Side, Provider] = {}
@@ -149,15 +153,22 @@ class Session:
         """The entity description of a side (cached); a query the system refuses is a
         :class:`LocatedError` naming the line of ``query:`` (or of the connection string)."""
         if side not in self._descriptions:
-            provider = self.provider(side)
-            try:
-                self._descriptions[side] = provider.describe(self.query(side))
-            except Exception as exc:
-                if isinstance(exc, LocatedError) or getattr(exc, "transient", False):
-                    raise
-                path = error_subject(side, str(exc), self.entity(side).query)
-                raise LocatedError(self.spec, path, str(exc), side=side) from None
+            if self.shared is not None and self.shared.covers(side):
+                self._descriptions[side] = self.shared.describe(
+                    side, lambda: self._describe_now(side))
+            else:
+                self._descriptions[side] = self._describe_now(side)
         return self._descriptions[side]
+
+    def _describe_now(self, side: Side) -> EntityDescription:
+        provider = self.provider(side)
+        try:
+            return provider.describe(self.query(side))
+        except Exception as exc:
+            if isinstance(exc, LocatedError) or getattr(exc, "transient", False):
+                raise
+            path = error_subject(side, str(exc), self.entity(side).query)
+            raise LocatedError(self.spec, path, str(exc), side=side) from None
 
     def verify(self) -> dict[Side, str]:
         """Prove both sides are reachable and the mapping resolves."""
