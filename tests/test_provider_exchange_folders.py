@@ -221,3 +221,34 @@ def test_from_tasks_is_the_default_task_folder(mailbox: tuple[Any, Outlook]) -> 
     frame = p.read(q).frame
     assert set(frame.index) == before | {ins.key}
     assert frame.loc[ins.key, "Subject"] == "Call the bank"
+
+
+def test_the_next_run_follows_its_delta_link_without_looking_the_folder_up(
+        sandbox: SandboxProcess, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Graph: the cursor remembers the folders of a fixed scope, so a run with nothing changed
+    makes one request per folder (its delta link); a folder deleted and made again under the
+    same name fails the old link, is looked up again and read completely."""
+    monkeypatch.setenv(GRAPH_SECRET_ENV, "sandbox")
+    sandbox.control("graph").reset()
+    outlook = Outlook(sandbox, "graph")
+    outlook.add_folder("Contacts", "Company Directory")
+    outlook.add_item("Contacts/Company Directory", "Ada")
+    rec = Query("SELECT GivenName FROM 'Contacts/Company Directory'")
+
+    def provider() -> ExchangeProvider:
+        p = ExchangeProvider.from_connection_string(graph_cs(sandbox, SYNC))
+        p.backend.client.retry = FAST  # type: ignore[attr-defined]
+        return p
+
+    first = provider().read(rec)
+    assert list(first.frame["GivenName"]) == ["Ada"]
+    nxt = provider()
+    again = nxt.read(rec, cursor=first.cursor)
+    assert again.frame.empty and not again.deleted and not again.complete
+    assert nxt.backend.client.stats()["requests"] == 1  # type: ignore[attr-defined]
+
+    outlook.remove_folder("Contacts/Company Directory")
+    outlook.add_folder("Contacts", "Company Directory")
+    outlook.add_item("Contacts/Company Directory", "Ben")
+    later = provider().read(rec, cursor=again.cursor)
+    assert later.complete and list(later.frame["GivenName"]) == ["Ben"]

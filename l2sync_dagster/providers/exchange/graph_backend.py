@@ -38,6 +38,7 @@ Graph does not have reads as null and refuses a value. ``_version`` is the item'
 expired delta link turns the read into a complete one.
 """
 
+import dataclasses
 import datetime as dt
 import hashlib
 import json
@@ -303,20 +304,39 @@ class GraphBackend(ExchangeBackend):
     def read(self, stmt: SelectStatement, cursor: str | None = None,
              window: Window | None = None, window_field: str | None = None) -> ReadResult:
         """Every item of the scope (plus a cursor), or the changes since ``cursor``."""
-        if stmt.scope.recursive or stmt.scope.has_wildcards:
+        key = stmt.scope.text + "|" + stmt.item_type.name
+        if not _fixed_scope(stmt):
             # folders come and go between runs: resolve the tree again for every read
-            self._folders.pop(stmt.scope.text + "|" + stmt.item_type.name, None)
-        folders = self.folders(stmt)
+            self._folders.pop(key, None)
         links: dict[str, str] = {}
+        remembered: list[Folder] | None = None
         if cursor and window is None:
             try:
                 state = json.loads(cursor)
                 if state.get("sig") == self._signature(stmt):
                     links = dict(state.get("links") or {})
+                    remembered = _folders_of_state(state)
                 else:
                     log.info("select statement changed since the cursor; reading everything")
-            except (ValueError, AttributeError):
+            except (ValueError, AttributeError, TypeError):
                 log.warning("ignoring a cursor that is not a Graph delta state")
+        if remembered and key not in self._folders and _fixed_scope(stmt):
+            # the folders the cursor was made for: following their delta links needs no
+            # look-up; a folder that is gone since fails its delta link (below)
+            self._fields(stmt)
+            self._folders[key] = remembered
+            try:
+                return self._read(stmt, self._folders[key], links, window, window_field,
+                                  cursor, remembered=True)
+            except _RememberedFolderGone:
+                log.info("a folder of %s is gone since the cursor; looking it up again",
+                         stmt.scope.text)
+                self._folders.pop(key, None)
+        return self._read(stmt, self.folders(stmt), links, window, window_field, cursor)
+
+    def _read(self, stmt: SelectStatement, folders: list[Folder], links: dict[str, str],
+              window: Window | None, window_field: str | None, cursor: str | None, *,
+              remembered: bool = False) -> ReadResult:
         if set(links) - {f.id for f in folders}:
             # a folder of the scope is gone: only a complete read tells which items went
             log.info("a folder of %s is gone since the cursor; reading everything",
@@ -340,6 +360,8 @@ class GraphBackend(ExchangeBackend):
                                            mailbox=self.settings.email,
                                            delta_link=links.get(folder.id))
             except GraphError as exc:
+                if remembered and exc.status == 404:
+                    raise _RememberedFolderGone from exc
                 raise self._mailbox_error(exc) from exc
             if not result.full:
                 complete = False
@@ -358,7 +380,10 @@ class GraphBackend(ExchangeBackend):
         frame = records_frame(stmt, records)
         if window is not None:
             return ReadResult(frame, complete=False, cursor=cursor)
-        new_cursor = json.dumps({"sig": self._signature(stmt), "links": new_links})
+        state: dict[str, Any] = {"sig": self._signature(stmt), "links": new_links}
+        if _fixed_scope(stmt):
+            state["folders"] = [dataclasses.asdict(f) for f in folders]
+        new_cursor = json.dumps(state)
         present = None
         if not complete and removed and stmt.item_type.name == "CalendarItem":
             # calendarView delta reports a deleted series as its occurrences: list what is
@@ -873,3 +898,25 @@ class GraphBackend(ExchangeBackend):
                 body["end"] = dtz_body(end, end_zone if not all_day else zone, all_day)
         if "Recurrence" in values:
             body["recurrence"] = recurrence_to_graph(values["Recurrence"], zone)
+
+
+class _RememberedFolderGone(Exception):
+    """The delta link of a folder the cursor remembered answered 404: look it up again."""
+
+
+def _fixed_scope(stmt: SelectStatement) -> bool:
+    """True when the scope's folders cannot change between runs without their delta links
+    failing (no subfolder recursion, no wildcards): the cursor may remember them."""
+    return not (stmt.scope.recursive or stmt.scope.has_wildcards)
+
+
+def _folders_of_state(state: dict[str, Any]) -> list[Folder] | None:
+    """The folders a cursor remembers (None when it has none, or not in this form)."""
+    raw = state.get("folders")
+    if not isinstance(raw, list) or not raw:
+        return None
+    try:
+        return [Folder(**{f.name: str(item[f.name]) for f in dataclasses.fields(Folder)})
+                for item in raw]
+    except (KeyError, TypeError):
+        return None
