@@ -4,6 +4,7 @@ A third party adds a provider by declaring an entry point in that group in its o
 nothing here needs to change.
 """
 
+import functools
 from importlib.metadata import EntryPoint, entry_points
 from pathlib import Path
 
@@ -15,7 +16,13 @@ GROUP = "l2sync_dagster.providers"
 
 def available_providers() -> dict[str, EntryPoint]:
     """The installed providers by name."""
-    return {ep.name: ep for ep in entry_points(group=GROUP)}
+    return dict(_installed())
+
+
+@functools.cache
+def _installed() -> tuple[tuple[str, EntryPoint], ...]:
+    # reading the installed packages' metadata takes ~20 ms; once per process is enough
+    return tuple((ep.name, ep) for ep in entry_points(group=GROUP))
 
 
 def provider_class(name: str) -> type:

@@ -1,4 +1,10 @@
-"""The demo tenant every sandbox service shares: users, the app registration, mailboxes."""
+"""The demo tenant every sandbox service shares: users, the app registration, mailboxes.
+
+``L2SYNC_SANDBOX_STAFF=N`` in the sandbox's environment adds N staff mailboxes
+(``staff0001@sandbox.test`` ...), members of ``all-staff@``: a tenant for the fan-out benchmark.
+"""
+
+import os
 
 TENANT = "sandbox"
 DOMAIN = "sandbox.test"
@@ -18,8 +24,18 @@ CLIENTS: dict[str, str] = {"l2sync-sandbox": "sandbox"}
 CLIENT_ID = "l2sync-sandbox"
 CLIENT_SECRET = "sandbox"
 
+
+def staff_mailboxes(count: int) -> tuple[str, ...]:
+    """The generated staff mailboxes of a tenant of ``count`` (the benchmark's employees)."""
+    return tuple(f"staff{i:04d}@{DOMAIN}" for i in range(1, count + 1))
+
+
+#: the generated staff mailboxes (none unless L2SYNC_SANDBOX_STAFF is set)
+STAFF: tuple[str, ...] = staff_mailboxes(int(os.environ.get("L2SYNC_SANDBOX_STAFF") or 0))
+
 #: every mailbox the mail services hold
-MAILBOXES: tuple[str, ...] = ("sync@sandbox.test", "alice@sandbox.test", "sales@sandbox.test")
+MAILBOXES: tuple[str, ...] = ("sync@sandbox.test", "alice@sandbox.test",
+                              "sales@sandbox.test", *STAFF)
 
 #: who may impersonate (ApplicationImpersonation role); the app registration may too
 IMPERSONATORS: frozenset[str] = frozenset({"sync@sandbox.test", "l2sync-sandbox"})

@@ -35,8 +35,8 @@ CONTRACTOR = f"contractor@{identities.DOMAIN}"
 
 
 def demo_groups() -> dict[str, dict[str, Any]]:
-    """The demo groups by id: all-staff@ (sync@, alice@, the contractor and the nested group
-    sales-team@) and sales-team@ (sales@, alice@ again)."""
+    """The demo groups by id: all-staff@ (sync@, alice@, the contractor, the nested group
+    sales-team@ and the generated staff) and sales-team@ (sales@, alice@ again)."""
     def group(mail: str, name: str, members: list[str]) -> dict[str, Any]:
         return {"id": object_id(mail), "displayName": name, "description": None,
                 "mail": mail, "mailEnabled": True, "mailNickname": mail.partition("@")[0],
@@ -45,7 +45,7 @@ def demo_groups() -> dict[str, dict[str, Any]]:
 
     sales = group(SALES_TEAM, "Sales team", ["sales@sandbox.test", "alice@sandbox.test"])
     staff = group(ALL_STAFF, "All staff", ["sync@sandbox.test", "alice@sandbox.test",
-                                           CONTRACTOR, sales["id"]])
+                                           CONTRACTOR, sales["id"], *identities.STAFF])
     return {g["id"]: g for g in (staff, sales)}
 
 

@@ -1,6 +1,7 @@
 """Outlook resources under ``/users/{id}``: contacts and contact folders, events and
 calendarView (recurrence expanded), To Do lists and tasks, mail folders and messages."""
 
+import functools
 import json
 from collections.abc import Callable, Iterable
 from datetime import UTC, date, datetime, timedelta
@@ -60,11 +61,14 @@ def key(kind: str, user: str, *parts: str) -> str:
 
 def find_user(name: str) -> str | None:
     """The UPN of a demo user by UPN or object id."""
-    low = name.lower()
-    for upn in identities.MAILBOXES:
-        if low in (upn, object_id(upn)):
-            return upn
-    return None
+    return _users_by_name().get(name.lower())
+
+
+@functools.cache
+def _users_by_name() -> dict[str, str]:
+    out = {upn: upn for upn in identities.MAILBOXES}
+    out.update({object_id(upn): upn for upn in identities.MAILBOXES})
+    return out
 
 
 def user_entity(upn: str) -> dict[str, Any]:
