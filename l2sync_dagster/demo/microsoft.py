@@ -6,10 +6,15 @@
    picked up by the delta query.
 3. Dynamics 365 accounts -> the SharePoint list "Customers" one way, then the same connection
    switched to both ways with a conflict policy, with edits on both sides.
+4. The company directory into the contacts of each of 200 employees' mailboxes (``for_each``
+   over the members of a group), then one colleague changing department.
 
 Every scenario resets its state first, so the demo can be run again and again.
 """
 
+import contextlib
+import io
+import json
 import os
 import shutil
 import sqlite3
@@ -24,6 +29,7 @@ from rich.console import Console
 from l2sync_dagster.cli import main as l2sync
 from l2sync_dagster.providers.graph.client import GraphClient
 from l2sync_dagster.report_tables import counts_table, print_conflicts
+from l2sync_dagster.sandbox import identities
 from l2sync_dagster.sandbox.control import SandboxControl
 from l2sync_dagster.sandbox.environment import sandbox_environment
 from l2sync_dagster.sandbox.server import RunningSandbox, start_sandbox
@@ -46,7 +52,11 @@ EXCHANGE_DB_ROWS = [
 
 #: connections in connections/ that need the sandbox
 SANDBOX_CONNECTIONS = ("exchange_contacts_demo", "graph_contacts_to_sharepoint",
-                       "dynamics_accounts_to_sharepoint")
+                       "dynamics_accounts_to_sharepoint", "company_directory_demo")
+#: the employees of the demo tenant (members of employees@sandbox.test)
+DEMO_STAFF = 200
+DIRECTORY_PEOPLE = 40
+DEPARTMENTS = ("Sales", "Engineering", "Finance", "Support", "Marketing")
 
 
 def sandbox_state_dir(project: Path) -> Path:
@@ -58,7 +68,13 @@ def sandbox_state_dir(project: Path) -> Path:
 def running_sandbox(state_dir: Path | None = None) -> Iterator[RunningSandbox]:
     """Every sandbox service on free loopback ports, with the demo connections' variables set;
     with ``state_dir`` the data is loaded from and saved to it."""
-    sbx = start_sandbox(state_dir=state_dir)
+    previous_staff = len(identities.STAFF)
+    identities.use_staff(DEMO_STAFF)
+    try:
+        sbx = start_sandbox(state_dir=state_dir)
+    except BaseException:
+        identities.use_staff(previous_staff)
+        raise
     env = sandbox_environment(sbx.urls, sbx.ca_path)
     saved = {k: os.environ.get(k) for k in env}
     os.environ.update(env)
@@ -66,6 +82,7 @@ def running_sandbox(state_dir: Path | None = None) -> Iterator[RunningSandbox]:
         yield sbx
     finally:
         sbx.stop()
+        identities.use_staff(previous_staff)
         for k, v in saved.items():
             if v is None:
                 os.environ.pop(k, None)
@@ -74,13 +91,32 @@ def running_sandbox(state_dir: Path | None = None) -> Iterator[RunningSandbox]:
 
 
 def fresh_state(spec: ConnectionSpec) -> None:
-    """Forget everything the state store knows about ``spec`` (the sandbox starts anew)."""
+    """Forget everything the state store knows about ``spec`` (the sandbox starts anew); of
+    a ``for_each`` connection, about each of the demo tenant's staff mailboxes."""
     store = StateStore(default_state_url(Path(spec.project_dir)))
+    names = [spec.name] if spec.for_each is None else [
+        spec.for_value(m).name for m in identities.staff_mailboxes(DEMO_STAFF)]
     try:
-        store.reset(spec.name, history=True)
-        store.force_unlock(spec.name)
+        for name in names:
+            store.reset(name, history=True)
+            store.force_unlock(name)
     finally:
         store.close()
+
+
+def seed_directory_db(project: Path) -> Path:
+    """A fresh ``data/demo/directory.db``: the company directory of the for_each demo."""
+    db_path = project / "data" / "demo" / "directory.db"
+    db_path.parent.mkdir(parents=True, exist_ok=True)
+    db_path.unlink(missing_ok=True)
+    with sqlite3.connect(db_path) as db:
+        db.execute("CREATE TABLE people (id TEXT PRIMARY KEY, given_name TEXT, surname TEXT, "
+                   "email TEXT, department TEXT, phone TEXT)")
+        db.executemany("INSERT INTO people VALUES (?, ?, ?, ?, ?, ?)", [
+            (f"E{i:03d}", f"Colleague{i}", f"Example{i}", f"colleague{i}@sandbox.test",
+             DEPARTMENTS[i % len(DEPARTMENTS)], f"+41 44 555 {i:04d}")
+            for i in range(1, DIRECTORY_PEOPLE + 1)])
+    return db_path
 
 
 def _run(connections: Path, name: str) -> int:
@@ -234,6 +270,50 @@ def dynamics_accounts(connections: Path, sbx: RunningSandbox) -> int:
         graph.close()
 
 
+def company_directory(connections: Path, sbx: RunningSandbox) -> int:
+    """The directory into every employee's mailbox (for_each), then one change."""
+    spec = find_connection("company_directory_demo", connections)
+    db_path = seed_directory_db(Path(spec.project_dir))
+    fresh_state(spec)
+    run = ["--connections", str(connections), "run", spec.name, "--all", "--workers", "8"]
+    _title(f"Directory -> {DEMO_STAFF} mailboxes 1. {DIRECTORY_PEOPLE} colleagues into the "
+           "contacts of every member of employees@sandbox.test")
+    if code := _quiet(run):
+        return code
+    _title("Directory -> mailboxes 2. Colleague8 moved to Finance: one update per mailbox")
+    with sqlite3.connect(db_path) as db:
+        db.execute("UPDATE people SET department = 'Finance' WHERE id = 'E008'")
+    if code := _quiet(run):
+        return code
+    # the right side's URL is Graph's (GraphURL for a bare Graph client)
+    cs = spec.right.connection_string.replace("Backend=graph;URL=", "GraphURL=")
+    graph = GraphClient.from_connection_string(ConnectionString(cs))
+    try:
+        last = identities.staff_mailboxes(DEMO_STAFF)[-1]
+        found = graph.get(f"users/{last}/contacts", params={
+            "$filter": "givenName eq 'Colleague8'", "$select": "givenName,department"})
+        print(f"{last}: Colleague8 is in {found['value'][0]['department']}")
+    finally:
+        graph.close()
+    return 0
+
+
+def _quiet(args: list[str]) -> int:
+    """Run the CLI with --json and print one line per outcome instead of 200 rows."""
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        code = l2sync([*args, "--json"])
+    results = json.loads(out.getvalue() or "{}")
+    failed = {m: r["error"] for m, r in results.items() if "error" in r}
+    totals = {k: sum(int(r.get("right", {}).get(k, 0)) for r in results.values()
+                     if "error" not in r) for k in ("inserted", "updated", "deleted")}
+    print(f"{len(results) - len(failed)} of {len(results)} mailboxes synced: "
+          + ", ".join(f"{n} {k}" for k, n in totals.items()))
+    for mailbox, why in list(failed.items())[:5]:
+        print(f"  {mailbox}: {why}")
+    return code
+
+
 def run_microsoft_demos(connections: Path) -> int:
     """Start the sandbox, run the three Microsoft 365 scenarios, stop the sandbox."""
     print("\n### Microsoft 365 scenarios against the sandbox servers (l2sync sandbox)")
@@ -246,7 +326,8 @@ def run_microsoft_demos(connections: Path) -> int:
         for service in sbx.services.values():
             if note := service.notice():
                 print(note)
-        for scenario in (exchange_contacts, graph_contacts, dynamics_accounts):
+        for scenario in (exchange_contacts, graph_contacts, dynamics_accounts,
+                         company_directory):
             code = scenario(connections, sbx)
             if code != 0:
                 return code

@@ -18,6 +18,7 @@ from l2sync_dagster.demo.microsoft import (
     fresh_state,
     running_sandbox,
     sandbox_state_dir,
+    seed_directory_db,
     seed_exchange_db,
 )
 from l2sync_dagster.spec.loader import find_connection
@@ -41,6 +42,7 @@ def main(connections: Path = Path("connections"), port: int = 3000) -> int:
         for name in SANDBOX_CONNECTIONS:
             fresh_state(find_connection(name, connections))
         seed_exchange_db(project)
+        seed_directory_db(project)
     if not (project / "data" / "demo" / "crm.db").exists():
         _seed(project)
     signal.signal(signal.SIGINT, _interrupt)

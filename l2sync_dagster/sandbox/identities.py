@@ -1,7 +1,8 @@
 """The demo tenant every sandbox service shares: users, the app registration, mailboxes.
 
-``L2SYNC_SANDBOX_STAFF=N`` in the sandbox's environment adds N staff mailboxes
-(``staff0001@sandbox.test`` ...), members of ``all-staff@``: a tenant for the fan-out benchmark.
+``L2SYNC_SANDBOX_STAFF=N`` in the sandbox's environment (or :func:`use_staff` before it
+starts) adds N staff mailboxes (``staff0001@sandbox.test`` ...), members of ``all-staff@`` and
+``employees@``: the tenant of the fan-out benchmark and demo.
 """
 
 import os
@@ -36,6 +37,14 @@ STAFF: tuple[str, ...] = staff_mailboxes(int(os.environ.get("L2SYNC_SANDBOX_STAF
 #: every mailbox the mail services hold
 MAILBOXES: tuple[str, ...] = ("sync@sandbox.test", "alice@sandbox.test",
                               "sales@sandbox.test", *STAFF)
+
+
+def use_staff(count: int) -> None:
+    """Give the tenant ``count`` generated staff mailboxes (before the sandbox starts)."""
+    global STAFF, MAILBOXES
+    STAFF = staff_mailboxes(count)
+    MAILBOXES = (*MAILBOXES[:3], *STAFF)
+
 
 #: who may impersonate (ApplicationImpersonation role); the app registration may too
 IMPERSONATORS: frozenset[str] = frozenset({"sync@sandbox.test", "l2sync-sandbox"})

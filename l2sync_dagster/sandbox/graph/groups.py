@@ -30,13 +30,16 @@ DEFAULT_APP_ROLES: dict[str, frozenset[str]] = {
 
 ALL_STAFF = f"all-staff@{identities.DOMAIN}"
 SALES_TEAM = f"sales-team@{identities.DOMAIN}"
+#: the generated staff mailboxes only (none unless the tenant has them)
+EMPLOYEES = f"employees@{identities.DOMAIN}"
 #: a directory user without a mailbox (no mail): a member for_each has to skip
 CONTRACTOR = f"contractor@{identities.DOMAIN}"
 
 
 def demo_groups() -> dict[str, dict[str, Any]]:
     """The demo groups by id: all-staff@ (sync@, alice@, the contractor, the nested group
-    sales-team@ and the generated staff) and sales-team@ (sales@, alice@ again)."""
+    sales-team@ and the generated staff), sales-team@ (sales@, alice@ again) and employees@
+    (the generated staff)."""
     def group(mail: str, name: str, members: list[str]) -> dict[str, Any]:
         return {"id": object_id(mail), "displayName": name, "description": None,
                 "mail": mail, "mailEnabled": True, "mailNickname": mail.partition("@")[0],
@@ -46,7 +49,8 @@ def demo_groups() -> dict[str, dict[str, Any]]:
     sales = group(SALES_TEAM, "Sales team", ["sales@sandbox.test", "alice@sandbox.test"])
     staff = group(ALL_STAFF, "All staff", ["sync@sandbox.test", "alice@sandbox.test",
                                            CONTRACTOR, sales["id"], *identities.STAFF])
-    return {g["id"]: g for g in (staff, sales)}
+    employees = group(EMPLOYEES, "Employees", list(identities.STAFF))
+    return {g["id"]: g for g in (staff, sales, employees)}
 
 
 def _directory_user(upn: str) -> dict[str, Any]:

@@ -61,13 +61,13 @@ def key(kind: str, user: str, *parts: str) -> str:
 
 def find_user(name: str) -> str | None:
     """The UPN of a demo user by UPN or object id."""
-    return _users_by_name().get(name.lower())
+    return _users_by_name(identities.MAILBOXES).get(name.lower())
 
 
 @functools.cache
-def _users_by_name() -> dict[str, str]:
-    out = {upn: upn for upn in identities.MAILBOXES}
-    out.update({object_id(upn): upn for upn in identities.MAILBOXES})
+def _users_by_name(mailboxes: tuple[str, ...]) -> dict[str, str]:
+    out = {upn: upn for upn in mailboxes}
+    out.update({object_id(upn): upn for upn in mailboxes})
     return out
 
 
