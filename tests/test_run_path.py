@@ -94,3 +94,16 @@ def test_sensor_probes_open_providers_as_runs_do(tmp_path: Path, monkeypatch) ->
         update={"connection_string": "URL=sqlite:///crm.db;Colour=blue"})})
     with pytest.raises(ProbeFailed, match="right.connection_string.*Colour"):
         probe_sides(bad)
+
+
+def test_in_sync_check_finds_the_one_record_the_target_changed(tmp_path: Path, capsys,
+                                                               monkeypatch) -> None:
+    conns = _project(tmp_path, rows=10)
+    with sqlite3.connect(tmp_path / "crm.db") as conn:  # the database rewrites one record
+        conn.execute("CREATE TRIGGER shout AFTER INSERT ON people WHEN NEW.id = '7' BEGIN "
+                     "UPDATE people SET name = upper(name) || '!' WHERE id = NEW.id; END")
+    monkeypatch.chdir(tmp_path)
+    cli.main(["run", "people", "--json", "--connections", str(conns)])
+    check = json.loads(capsys.readouterr().out)["check"]
+    assert check == {"passed": False, "checked": 10, "mismatches": [
+        {"side": "right", "key": "7", "problem": "values read back differ from the plan"}]}
