@@ -27,7 +27,6 @@ from l2sync_dagster.providers.exchange import ews_writes as writes
 from l2sync_dagster.providers.exchange.backend import ExchangeBackend, Record, Window, records_frame
 from l2sync_dagster.providers.exchange.connection import ExchangeSettings
 from l2sync_dagster.providers.exchange.ews_client import EwsConnection, describe_error, retrying
-from l2sync_dagster.providers.exchange.fields import ITEM_TYPES
 from l2sync_dagster.providers.exchange.ews_values import (
     ACCESSORS,
     EWS_UNAVAILABLE,
@@ -38,6 +37,7 @@ from l2sync_dagster.providers.exchange.ews_values import (
     register_extended,
     shape_of,
 )
+from l2sync_dagster.providers.exchange.fields import ITEM_TYPES
 from l2sync_dagster.providers.exchange.select import (
     SelectStatement,
     order_records,
