@@ -185,6 +185,12 @@ def update_user(svc: Any, ref: str, properties: dict[str, Any]) -> dict[str, Any
     unknown = sorted(set(properties) - set(PROFILE))
     if unknown:
         raise ValueError(f"not a directory profile property: {unknown[0]}")
+    for name, value in properties.items():
+        # every profile property is a string (businessPhones: a list of them) or null
+        ok = (isinstance(value, list) and all(isinstance(v, str) for v in value)
+              if name == "businessPhones" else value is None or isinstance(value, str))
+        if not ok:
+            raise ValueError(f"{name}: {value!r} is not of the property's type")
     if svc.csdl is not None:
         problems = svc.csdl.check("user", properties)
         if problems:
