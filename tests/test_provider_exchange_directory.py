@@ -15,6 +15,10 @@ from sandbox_process import SandboxProcess
 from l2sync_dagster import cli
 from l2sync_dagster.providers.base import Change, ProviderError, Query
 from l2sync_dagster.providers.exchange import ExchangeProvider
+from l2sync_dagster.providers.exchange.graph_directory import DirectoryReader
+from l2sync_dagster.providers.exchange.select import parse_select
+from l2sync_dagster.providers.graph.batch import BatchRequest, BatchResult
+from l2sync_dagster.providers.graph.delta import DeltaResult
 from l2sync_dagster.providers.graph.throttle import RetryPolicy
 from l2sync_dagster.sandbox.token_service import object_id
 
@@ -243,3 +247,36 @@ def test_a_connection_that_writes_to_the_directory_is_refused_when_loaded(
     assert "is read-only on the left side" in text and f"direction {direction}" in text, text
     # refused before anything was read from or written to the directory
     assert "users.delta" not in sandbox.control("graph").stats()["requests"]
+
+
+class _PartialDeltaClient:
+    """A Graph client whose later delta round names a changed user with only the property
+    that changed (as Graph may): the reader must read that user whole."""
+
+    def __init__(self) -> None:
+        self.batched: list[str] = []
+
+    def delta(self, path: str, **kw: object) -> DeltaResult:
+        full = {"id": "u1", "givenName": "Alice", "surname": "Martin", "department": "Sales"}
+        if kw.get("delta_link") is None:
+            return DeltaResult(items=[full], delta_link="link-1", full=True)
+        return DeltaResult(items=[{"id": "u1", "department": "Finance"}],
+                           delta_link="link-2", full=False)
+
+    def batch(self, reqs: list[BatchRequest], **kw: object) -> list[BatchResult]:
+        self.batched += [r.url for r in reqs]
+        return [BatchResult(r.id, 200, {"id": "u1", "givenName": "Alice", "surname": "Martin",
+                                        "department": "Finance"}) for r in reqs]
+
+
+def test_a_changed_user_named_with_only_its_changed_property_is_read_whole() -> None:
+    client = _PartialDeltaClient()
+    reader = DirectoryReader(client, 100, "https://graph.test/v1.0")  # type: ignore[arg-type]
+    stmt = parse_select("SELECT GivenName, Surname, Department FROM Directory")
+    first = reader.read(stmt, None)
+    assert first.complete and not client.batched
+    changed = reader.read(stmt, first.cursor)
+    assert client.batched and client.batched[0].startswith("/users/u1?$select=")
+    row = changed.frame.loc["u1"]
+    assert (row["GivenName"], row["Surname"], row["Department"]) == ("Alice", "Martin",
+                                                                     "Finance")
