@@ -20,6 +20,7 @@ from l2sync_dagster.providers.exchange.select import parse_select
 from l2sync_dagster.providers.graph.batch import BatchRequest, BatchResult
 from l2sync_dagster.providers.graph.delta import DeltaResult
 from l2sync_dagster.providers.graph.throttle import RetryPolicy
+from l2sync_dagster.sandbox.graph.directory import person
 from l2sync_dagster.sandbox.token_service import object_id
 
 SECRET_ENV = "EXO_DIRECTORY_TEST_SECRET"
@@ -280,3 +281,13 @@ def test_a_changed_user_named_with_only_its_changed_property_is_read_whole() -> 
     row = changed.frame.loc["u1"]
     assert (row["GivenName"], row["Surname"], row["Department"]) == ("Alice", "Martin",
                                                                      "Finance")
+
+
+def test_the_generated_staff_have_varied_deterministic_profiles() -> None:
+    staff = [f"staff{i:04d}@sandbox.test" for i in range(1, 61)]
+    profiles = [person(upn) for upn in staff]
+    assert profiles == [person(upn) for upn in staff]
+    assert len({p["department"] for p in profiles}) == 6
+    assert len({p["city"] for p in profiles}) == 4
+    assert len({(p["givenName"], p["surname"]) for p in profiles}) == 60
+    assert all(p["jobTitle"] and p["businessPhones"] and p["officeLocation"] for p in profiles)
