@@ -16,7 +16,7 @@ from l2sync_dagster import cli
 from l2sync_dagster.providers.base import Change, ProviderError, Query
 from l2sync_dagster.providers.exchange import ExchangeProvider
 from l2sync_dagster.providers.exchange.graph_directory import DirectoryReader
-from l2sync_dagster.providers.exchange.select import parse_select
+from l2sync_dagster.providers.exchange.select import SelectError, parse_select
 from l2sync_dagster.providers.graph.batch import BatchRequest, BatchResult
 from l2sync_dagster.providers.graph.delta import DeltaResult
 from l2sync_dagster.providers.graph.throttle import RetryPolicy
@@ -291,3 +291,14 @@ def test_the_generated_staff_have_varied_deterministic_profiles() -> None:
     assert len({p["city"] for p in profiles}) == 4
     assert len({(p["givenName"], p["surname"]) for p in profiles}) == 60
     assert all(p["jobTitle"] and p["businessPhones"] and p["officeLocation"] for p in profiles)
+
+
+@pytest.mark.parametrize("text, message", [
+    ("SELECT * FROM Directory/Sales", "the directory has no folders"),
+    ("SELECT * FROM Contacts AS DirectoryUser", "read FROM Directory, not from 'Contacts'"),
+    ("SELECT Subject FROM Directory AS Message", "holds DirectoryUser items, not Message"),
+    ("SELECT Birthday FROM Directory", "unknown field 'Birthday' for DirectoryUser items"),
+])
+def test_directory_statements_that_make_no_sense_are_refused(text: str, message: str) -> None:
+    with pytest.raises(SelectError, match=message):
+        parse_select(text)
