@@ -63,7 +63,7 @@ def test_no_binding_for_an_undeclared_field(backend: str) -> None:
 def test_read_only_comes_from_the_declaration() -> None:
     for name, itype in ITEM_TYPES.items():
         for f in itype.fields:
-            acc = ACCESSORS[name].get(f.name)
+            acc = ACCESSORS.get(name, {}).get(f.name)
             if acc is not None:
                 assert (acc.assign is None) == f.read_only, (name, f.name)
             spec = GRAPH_FIELDS.get(name, {}).get(f.name)

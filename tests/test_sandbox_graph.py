@@ -133,7 +133,9 @@ def test_authentication_and_audiences(sandbox: SandboxProcess, graph: Graph) -> 
     assert "Invalid audience" in _error(resp, 401, "InvalidAuthenticationToken")
     public = msal_app_token(sandbox, "https://graph.microsoft.com")
     users = graph.ok("GET", "/users", headers={"Authorization": f"Bearer {public}"})
-    assert {u["userPrincipalName"] for u in users["value"]} == set(identities.MAILBOXES)
+    # the directory: every mailbox and the contractor without one
+    assert {u["userPrincipalName"] for u in users["value"]} == {*identities.MAILBOXES,
+                                                                "contractor@sandbox.test"}
     assert graph.control.stats()["requests"]["users.list"] == 1
 
 
@@ -211,6 +213,37 @@ def test_paging_with_opaque_skip_tokens(graph: Graph) -> None:
     skipped = graph.ok("GET", f"{path}?$skip=20&$top=3")["value"]
     assert [c["id"] for c in skipped] == [c["id"] for c in items[20:23]]
     assert "$count" in _error(graph.call("GET", f"{path}?$count=true"), 400, "BadRequest")
+
+
+def test_users_delta_pages_selects_and_reports_edits_and_deletes(graph: Graph) -> None:
+    prefer = {"Prefer": "odata.maxpagesize=3"}
+    first, link, pages = graph.delta_round("/users/delta?$select=givenName,department,city",
+                                           headers=prefer)
+    assert len(first) == 4 and pages == 2
+    assert all(set(u) == {"id", "givenName", "department", "city"} for u in first)
+    alice = next(u for u in first if u["givenName"] == "Alice")
+    assert alice["department"] == "Sales" and alice["city"] == "London"
+    graph.control.call("POST", "directory/update",
+                       {"user": ALICE, "properties": {"department": "Finance"}})
+    gone = graph.control.call("POST", "directory/delete", {"user": "contractor@sandbox.test"})
+    changes, link2, _ = graph.delta_round(link)
+    assert changes == [{"id": alice["id"], "givenName": "Alice", "department": "Finance",
+                        "city": "London"},
+                       {"id": gone["id"], "@removed": {"reason": "changed"}}]
+    assert graph.delta_round(link2)[0] == []
+    got = graph.ok("GET", f"/users/{alice['id']}?$select=department")
+    assert got["department"] == "Finance" and set(got) - {"id", "department"} <= {
+        "@odata.context"}
+    # a profile property of the wrong type or an unknown one is refused by the control API
+    for props in ({"department": 7}, {"accountEnabled": False}):
+        with pytest.raises(RuntimeError, match="400"):
+            graph.control.call("POST", "directory/update", {"user": ALICE, "properties": props})
+    # without User.Read.All (or Directory.Read.All) an app reads no users
+    graph.control.call("POST", "app-roles", {"roles": ["Contacts.ReadWrite"]})
+    _error(graph.call("GET", "/users/delta"), 403, "Authorization_RequestDenied")
+    _error(graph.call("GET", "/users"), 403, "Authorization_RequestDenied")
+    graph.control.call("POST", "app-roles", {"roles": ["Directory.Read.All"]})
+    assert len(graph.ok("GET", "/users")["value"]) == 3
 
 
 def test_contact_delta_with_deletes_and_expiry(graph: Graph) -> None:

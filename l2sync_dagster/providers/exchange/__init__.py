@@ -16,6 +16,11 @@ key whatever the WHERE and TOP, and inserts carry a hidden stamp (``stamps.py``)
 ``find_stamps`` finds after any user edit. A field the backend cannot read or write
 (``PercentComplete`` through Graph) is refused when the statement is loaded, naming the
 field, the backend and the fix; ``SELECT *`` leaves such fields out.
+
+``FROM Directory`` (``Backend=graph``) reads the organisation's people from Graph ``/users``
+(change feed ``/users/delta``) under the contact field names; it is read-only (``describe``
+says not writable, so a connection that writes to it is refused when it is loaded) and is
+refused on ``Backend=ews``.
 """
 
 import dataclasses
@@ -183,7 +188,8 @@ class ExchangeProvider:
         infos += [FieldInfo(names[e.column], e.type, True, False) for e in stmt.extended]
         scope, restriction = self.backend.read_scope(stmt)
         return EntityDescription(fields=tuple(infos), key=KEY_INDEX, key_generated=True,
-                                 writable=True, modified=MODIFIED, scope=scope,
+                                 writable=not stmt.item_type.read_only, modified=MODIFIED,
+                                 scope=scope,
                                  restriction=restriction,
                                  stamps=self.backend.stamps_supported(stmt))
 
@@ -236,6 +242,9 @@ class ExchangeProvider:
         """Write in batches; refuses read-only and unknown fields per record. Inserts carry
         their ``stamp``; ``created`` is called right after each response that created items."""
         stmt = self.statement(query)
+        if stmt.item_type.read_only:
+            return [Outcome(ch.ref, False, ch.key, None, stmt.item_type.read_only)
+                    for ch in changes]
         shown_to_canonical = {v.lower(): k for k, v in self._column_names(stmt).items()}
         read_only = {f.name for f in stmt.fields if f.read_only}
         good: list[Change] = []

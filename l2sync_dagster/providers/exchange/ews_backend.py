@@ -37,6 +37,7 @@ from l2sync_dagster.providers.exchange.ews_values import (
     register_extended,
     shape_of,
 )
+from l2sync_dagster.providers.exchange.fields import ITEM_TYPES
 from l2sync_dagster.providers.exchange.select import (
     SelectStatement,
     order_records,
@@ -122,6 +123,10 @@ class EwsBackend(ExchangeBackend):
     def unavailable(self, item_type: str) -> dict[str, str]:
         """Catalog fields exchangelib has no attribute for (none today)."""
         return dict(EWS_UNAVAILABLE.get(item_type, {}))
+
+    def type_unavailable(self, item_type: str) -> str | None:
+        """The directory (``FROM Directory``): read through Graph only."""
+        return ITEM_TYPES[item_type].no_api.get("ews") if item_type in ITEM_TYPES else None
 
     def _fetch(self, stmt: SelectStatement, ids: list[str], folder_of: dict[str, str], *,
                where: bool = True, shape: Shape | None = None,

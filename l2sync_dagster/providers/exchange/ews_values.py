@@ -696,7 +696,8 @@ def _accessors(item_type: ItemType) -> dict[str, Accessor]:
 
 
 #: item type name -> {dotted field name: Accessor}, built from the field table
-ACCESSORS: dict[str, dict[str, Accessor]] = {n: _accessors(t) for n, t in ITEM_TYPES.items()}
+ACCESSORS: dict[str, dict[str, Accessor]] = {
+    n: _accessors(t) for n, t in ITEM_TYPES.items() if "ews" not in t.no_api}
 #: catalog fields the backend fills itself (FolderPath)
 EWS_VIRTUAL = frozenset(n for t in ITEM_TYPES.values()
                         for n, b in t.bound("ews").items() if b == BY_BACKEND)

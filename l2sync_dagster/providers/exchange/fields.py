@@ -15,8 +15,9 @@ accessors from this table at import time (an unknown converter kind fails the im
 Interface (stable; both backends rely on it):
 
 - :data:`ITEM_TYPES`: item type name -> :class:`ItemType` (``Contact``, ``ContactGroup``,
-  ``CalendarItem``, ``Task``, ``Message``, ``Note``); ``ItemType.no_api`` names a backend
-  without an API for the type (Graph: contact groups, notes).
+  ``CalendarItem``, ``Task``, ``Message``, ``Note``, ``DirectoryUser``); ``ItemType.no_api``
+  names a backend without an API for the type (Graph: contact groups, notes; EWS: the
+  directory), ``ItemType.read_only`` why a type is never written (``DirectoryUser``).
 - :func:`item_type` (by name or alias, close matches on error),
   :meth:`ItemType.field` / :meth:`ItemType.require` (a :class:`FieldDef` by dotted name),
   :meth:`ItemType.default_fields` (what ``SELECT *`` reads), :meth:`ItemType.bound` /
@@ -203,7 +204,7 @@ class FieldDef:
 class ItemType:
     """An Exchange item type: its folder class, default folder and fields. ``no_api`` names
     the backends that have no API for the type at all, and why (its fields have no binding
-    there)."""
+    there); ``read_only`` says why a type is never written (the directory)."""
 
     name: str
     item_class: str
@@ -212,6 +213,8 @@ class ItemType:
     fields: tuple[FieldDef, ...]
     aliases: tuple[str, ...] = ()
     no_api: dict[str, str] = dc_field(default_factory=dict, compare=False)
+    #: why items of this type cannot be written ("" = they can)
+    read_only: str = ""
     _index: dict[str, FieldDef] = dc_field(default_factory=dict, compare=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -481,6 +484,25 @@ MESSAGE_FIELDS: tuple[FieldDef, ...] = (
 )
 
 
+#: the people of the organisation (Graph ``/users``): the contact fields a directory user has,
+#: under the contact's names, all read-only (the directory is a source only)
+DIRECTORY_FIELDS: tuple[FieldDef, ...] = (
+    _ro("GivenName", graph="givenName"),
+    _ro("Surname", graph="surname"),
+    _ro("DisplayName", graph="displayName"),
+    _ro("EmailAddresses.EmailAddress1", graph="mail"),
+    _ro("CompanyName", graph="companyName"),
+    _ro("Department", graph="department"),
+    _ro("JobTitle", graph="jobTitle"),
+    _ro("OfficeLocation", graph="officeLocation"),
+    _ro("PhoneNumbers.BusinessPhone", graph=graph("list_slot", "businessPhones", 0)),
+    _ro("PhoneNumbers.MobilePhone", graph="mobilePhone"),
+    *(_ro(f"PhysicalAddresses.Business.{part}", filterable=False, graph=prop)
+      for part, prop in (("Street", "streetAddress"), ("City", "city"), ("State", "state"),
+                         ("PostalCode", "postalCode"), ("CountryOrRegion", "country"))),
+)
+
+
 def _with_common(own: Sequence[FieldDef], *, drop: Iterable[str] = (),
                  graph: dict[str, Bound] | None = None) -> tuple[FieldDef, ...]:
     """The item type's own fields and the common ones; ``graph`` rebinds common fields on
@@ -530,6 +552,12 @@ ITEM_TYPES: dict[str, ItemType] = {
                  _no_api(_with_common(()), "graph"),
                  ("Notes", "StickyNote"),
                  no_api={"graph": "Microsoft Graph has no API for Outlook notes"}),
+        ItemType("DirectoryUser", "", "", "directory", DIRECTORY_FIELDS,
+                 ("Directory", "User", "Users"),
+                 no_api={"ews": "the directory is read through Microsoft Graph /users; EWS "
+                                "FindPeople is not built"},
+                 read_only="the directory (FROM Directory) is read-only: it can be the "
+                           "source of a one-way connection, never its target"),
     )
 }
 

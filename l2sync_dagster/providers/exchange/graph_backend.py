@@ -22,6 +22,8 @@ Item types and scopes:
   (e.g. ``IsRead``, ``Categories``) and delete; new messages cannot be created this way.
   ``Body.Plaintext`` is read with ``Prefer: outlook.body-content-type="text"``.
 - Extended properties of the select list are single- (or multi-) value extended properties.
+- ``DirectoryUser`` (``FROM Directory``): the organisation's people from ``/users``, read-only
+  (``graph_directory.py``).
 - ``ContactGroup`` and ``Note`` have no Graph API: refused when the statement is loaded, as
   is any field listed in ``graph_fields.GRAPH_UNAVAILABLE`` (``SELECT *`` leaves those out).
 - Read scope: a calendar read is a calendarView over a time window, so it is ``filtered``
@@ -65,6 +67,7 @@ from l2sync_dagster.providers.exchange.backend import (
     records_frame,
 )
 from l2sync_dagster.providers.exchange.connection import ExchangeSettings
+from l2sync_dagster.providers.exchange.graph_directory import DirectoryReader, is_directory
 from l2sync_dagster.providers.exchange.graph_fields import (
     GRAPH_FIELDS,
     GRAPH_NO_API,
@@ -179,6 +182,11 @@ class GraphBackend(ExchangeBackend):
         """Changes per apply() call (sent as $batch requests of 20)."""
         return max(self.settings.batch_size, 20)
 
+    @property
+    def directory(self) -> DirectoryReader:
+        """The reader of ``FROM Directory`` (``graph_directory.py``)."""
+        return DirectoryReader(self.client, self.settings.page_size, self.graph_url)
+
     def _fields(self, stmt: SelectStatement) -> dict[str, GraphField]:
         mapping = GRAPH_FIELDS.get(stmt.item_type.name)
         if mapping is None:
@@ -205,6 +213,9 @@ class GraphBackend(ExchangeBackend):
 
     def folders(self, stmt: SelectStatement) -> list[Folder]:
         """The collections the statement's scope covers (cached per statement)."""
+        if is_directory(stmt):
+            # writes and stamps are refused by the provider; nothing else needs folders
+            raise ProviderError(f"exchange (Graph): {stmt.item_type.read_only}")
         key = stmt.scope.text + "|" + stmt.item_type.name
         if key not in self._folders:
             self._fields(stmt)
@@ -219,6 +230,8 @@ class GraphBackend(ExchangeBackend):
 
     def verify(self, stmt: SelectStatement) -> str:
         """Open the mailbox and the scope's folder(s); ProviderError saying what failed."""
+        if is_directory(stmt):
+            return self.directory.verify(stmt)
         try:
             folders = self.folders(stmt)
             first = folders[0]
@@ -304,6 +317,11 @@ class GraphBackend(ExchangeBackend):
     def read(self, stmt: SelectStatement, cursor: str | None = None,
              window: Window | None = None, window_field: str | None = None) -> ReadResult:
         """Every item of the scope (plus a cursor), or the changes since ``cursor``."""
+        if is_directory(stmt):
+            if window is not None:
+                raise ProviderError("exchange (Graph): the directory is not read in windows "
+                                    "(partitions); read it whole")
+            return self.directory.read(stmt, cursor)
         key = stmt.scope.text + "|" + stmt.item_type.name
         if not _fixed_scope(stmt):
             # folders come and go between runs: resolve the tree again for every read
@@ -565,6 +583,8 @@ class GraphBackend(ExchangeBackend):
 
     def probe(self, stmt: SelectStatement, cursor: str | None = None) -> str:
         """One page of one item per folder from the stored delta links (nothing stored)."""
+        if is_directory(stmt):
+            return self.directory.probe(stmt, cursor)
         folders = self.folders(stmt)
         links: dict[str, str] = {}
         if cursor:
@@ -725,6 +745,8 @@ class GraphBackend(ExchangeBackend):
     def lookup(self, stmt: SelectStatement, keys: Sequence[str]) -> pd.DataFrame:
         """GET of each key in $batch requests of 20; an item counts when it is in one of
         the scope's folders. WHERE, TOP and the calendar window do not apply."""
+        if is_directory(stmt):
+            return self.directory.lookup(stmt, keys)
         if not keys:
             return records_frame(stmt, [])
         folders = self.folders(stmt)

@@ -13,7 +13,8 @@ Grammar (keywords case-insensitive)::
   ``"quoted"`` names are accepted.
 - ``<scope>``: a well-known folder (``Contacts``, ``Calendar``, ``Tasks``, ``Inbox``,
   ``SentItems``, ``Notes``, ``Drafts``, ``DeletedItems``, ``JunkEmail``, ``Outbox``,
-  ``Journal``, ``MsgFolderRoot``), ``ContactGroups`` (the Contacts folder's contact groups), a
+  ``Journal``, ``MsgFolderRoot``), ``ContactGroups`` (the Contacts folder's contact groups),
+  ``Directory`` (the organisation's people, ``DirectoryUser`` items; read-only, Graph only), a
   path (``Inbox/Projects/Alpha``; a first segment that is not a well-known folder is a folder
   under the mailbox's top of information store), ``Inbox/**`` (the folder and all subfolders),
   or ``*`` / ``?`` wildcards inside a segment (``Projects/*``, ``Inbox/Proj*``). Quote a path
@@ -92,11 +93,12 @@ WELL_KNOWN_FOLDERS: dict[str, tuple[str, str | None]] = {
     "outbox": ("outbox", "Message"),
     "journal": ("journal", "Message"),
     "msgfolderroot": ("msgfolderroot", None),
+    "directory": ("directory", "DirectoryUser"),
 }
 #: display spelling of the well-known names
 WELL_KNOWN_NAMES = ("Contacts", "ContactGroups", "Calendar", "Tasks", "Notes", "Inbox",
                     "SentItems", "Drafts", "DeletedItems", "JunkEmail", "Outbox", "Journal",
-                    "MsgFolderRoot")
+                    "MsgFolderRoot", "Directory")
 
 #: well-known property set name (lower) -> GUID (MS-OXPROPS)
 _SET_GUIDS: dict[str, str] = {
@@ -407,6 +409,20 @@ def _parse_scope(text: str) -> tuple[Scope, str | None]:
     return Scope(text=raw, root=root, segments=segments, recursive=recursive), implied
 
 
+def _check_directory(scope: Scope, itype: ItemType) -> None:
+    """The directory is a scope of its own: no folders below it, no other item type in it,
+    and its item type nowhere else."""
+    if scope.root == "directory":
+        if scope.segments or scope.recursive:
+            raise SelectError(f"scope {scope.text!r}: the directory has no folders; write "
+                              "FROM Directory")
+        if itype.name != "DirectoryUser":
+            raise SelectError(f"FROM Directory holds DirectoryUser items, not {itype.name}")
+    elif itype.name == "DirectoryUser":
+        raise SelectError(f"DirectoryUser items are read FROM Directory, not from "
+                          f"{scope.text!r}")
+
+
 def _convert(value: Any, f: FieldDef | ExtendedProperty, raw: str) -> Any:
     """A literal converted to the field's canonical type (SelectError when it does not fit)."""
     if value is None:
@@ -522,6 +538,7 @@ def parse_select(text: str, naming: dict[str, str] | None = None) -> SelectState
         itype = item_type(type_name or "Message")
     except CatalogError as exc:  # pragma: no cover - implied names are catalog names
         raise SelectError(str(exc)) from None
+    _check_directory(scope, itype)
 
     naming_low = {k.lower(): v for k, v in (naming or {}).items()}
 

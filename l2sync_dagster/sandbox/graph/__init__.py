@@ -16,7 +16,10 @@ a user token that may open its own mailbox and those it is delegate of (``sync@`
 
 Endpoints (all under ``/v1.0``; ``{u}`` = UPN or user id):
 
-- ``/users``, ``/users/{u}``, ``/me``
+- ``/users``, ``/users/delta`` (``@removed`` ``reason: changed`` for a deleted user),
+  ``/users/{u}``, ``/me``: the directory (:mod:`.directory`: the demo users, the contractor
+  without a mailbox and the generated staff, with realistic profiles); an app token needs
+  ``User.Read.All`` (or ``Directory.Read.All``), else 403 ``Authorization_RequestDenied``
 - ``/users/{u}/contacts[/{id}|/delta]`` (default folder), ``/users/{u}/contactFolders[/{id}]``
   (the folders of the default Contacts folder; POST creates one there),
   ``/users/{u}/contactFolders/{id}/childFolders[/{id}/...]`` (GET, POST; nest at will),
@@ -105,6 +108,9 @@ Control API (``/_sandbox/graph/...``, JSON):
 - ``POST app-roles`` ``{"client"?: "l2sync-sandbox", "roles": [...]}``: the application
   permissions of a client id from now on (the demo app holds ``GroupMember.Read.All``; reset
   restores it)
+- ``POST directory/update`` ``{"user": upn or id, "properties": {"department": ...}}`` and
+  ``POST directory/delete`` ``{"user": ...}``: change or delete a directory user (the next
+  ``/users/delta`` round reports it)
 - ``POST expire-delta``: every delta token handed out so far answers 410
 
 Counters (``GET /_sandbox/stats``): ``<resource>.<list|get|create|update|delete|delta>`` with

@@ -238,7 +238,8 @@ class Kind:
     type: str
     default_page: int = 10
     max_page: int = 1000
-    removed_style: str = "removed"  # "removed" (Outlook @removed) | "deleted" (list items)
+    #: "removed" (Outlook @removed), "changed" (directory users) or "deleted" (list items)
+    removed_style: str = "removed"
 
 
 def paged(ctx: Ctx, kind: Kind, entities: list[dict[str, Any]],

@@ -1,6 +1,7 @@
 """Delta queries: the first round returns every entity in scope, later rounds the changes since
-the round's ``@odata.deltaLink``, deletes as ``@removed`` (Outlook) or the ``deleted`` facet
-(list items). Pages are linked by ``@odata.nextLink`` (``$skiptoken``), the last page carries
+the round's ``@odata.deltaLink``, deletes as ``@removed`` (Outlook), ``@removed`` with reason
+``changed`` (directory users: a soft delete) or the ``deleted`` facet (list items). Pages are
+linked by ``@odata.nextLink`` (``$skiptoken``), the last page carries
 ``@odata.deltaLink`` (``$deltatoken``). Both tokens are opaque (base64 JSON: the collection,
 the sequence window, the offset and the store epoch); an expired token is a 410."""
 
@@ -113,5 +114,7 @@ def _page_size(ctx: Ctx, kind: Kind) -> int:
 def _removed(kind: Kind, entity_id: str) -> dict[str, Any]:
     if kind.removed_style == "deleted":
         return {"id": entity_id, "deleted": {"state": "deleted"}}
+    if kind.removed_style == "changed":  # directory objects: a soft delete, restorable
+        return {"id": entity_id, "@removed": {"reason": "changed"}}
     return {"@odata.type": f"#microsoft.graph.{kind.type}", "id": entity_id,
             "@removed": {"reason": "deleted"}}

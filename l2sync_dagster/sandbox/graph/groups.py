@@ -8,6 +8,7 @@ reads them as a delegated ``.default``). Missing permission: 403
 from typing import Any
 
 from l2sync_dagster.sandbox import identities
+from l2sync_dagster.sandbox.graph import directory
 from l2sync_dagster.sandbox.graph.common import Ctx, GraphError, Kind, paged
 from l2sync_dagster.sandbox.graph.users import user_entity
 from l2sync_dagster.sandbox.service import Response
@@ -33,7 +34,7 @@ SALES_TEAM = f"sales-team@{identities.DOMAIN}"
 #: the generated staff mailboxes only (none unless the tenant has them)
 EMPLOYEES = f"employees@{identities.DOMAIN}"
 #: a directory user without a mailbox (no mail): a member for_each has to skip
-CONTRACTOR = f"contractor@{identities.DOMAIN}"
+CONTRACTOR = directory.CONTRACTOR
 
 
 def demo_groups() -> dict[str, dict[str, Any]]:
@@ -54,11 +55,8 @@ def demo_groups() -> dict[str, dict[str, Any]]:
 
 
 def _directory_user(upn: str) -> dict[str, Any]:
-    if upn in identities.MAILBOXES:
-        return user_entity(upn)
-    entity = user_entity(upn)
-    entity.update(displayName="Contractor (no mailbox)", mail=None)
-    return entity
+    # the contractor has no mailbox: no mail (directory.person)
+    return user_entity(upn)
 
 
 def transitive_members(groups: dict[str, dict[str, Any]], group_id: str

@@ -11,7 +11,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from l2sync_dagster.sandbox import identities
-from l2sync_dagster.sandbox.graph import demo, groups, sites, users
+from l2sync_dagster.sandbox.graph import demo, directory, groups, sites, users
 from l2sync_dagster.sandbox.graph.batch import run_batch
 from l2sync_dagster.sandbox.graph.common import (
     Ctx,
@@ -264,12 +264,16 @@ class GraphService(Service):
             return users.route_user(ctx, ctx.principal.name, parts[1:])
         if head == "users":
             if len(parts) == 1:
-                if ctx.method != "GET":
-                    raise GraphError(405, "BadRequest", "Users are read-only here.")
-                visible = [u for u in identities.MAILBOXES if self._may_open(ctx.principal, u)]
-                entities = [users.user_entity(u) for u in visible]
-                return users.paged(ctx, users.USERS, entities, self.emitter(ctx, users.USERS),
-                                   "users")
+                return directory.route_users(
+                    ctx, lambda upn: self._may_open(ctx.principal, upn))
+            if len(parts) == 2 and parts[1] in ("delta", "microsoft.graph.delta"):
+                return directory.route_delta(ctx)
+            if len(parts) == 2 and ctx.method == "GET":
+                # the user itself: as the directory has it now (edits, deletes, no mailbox)
+                entry = directory.find(self, parts[1])
+                if entry is not None and self._may_open(ctx.principal,
+                                                        entry["userPrincipalName"]):
+                    return directory.route_get(ctx, entry)
             upn = users.find_user(parts[1])
             if upn is None:
                 raise GraphError(404, "ErrorInvalidUser", f"The requested user '{parts[1]}' is "
@@ -366,6 +370,18 @@ class GraphService(Service):
                     body.get("roles") or ())
                 return Response.json({"roles": sorted(self.app_roles[
                     body.get("client", identities.CLIENT_ID)])})
+            if subpath in ("directory/update", "directory/delete") and request.method == "POST":
+                try:
+                    if subpath == "directory/update":
+                        user = directory.update_user(self, str(body["user"]),
+                                                     dict(body.get("properties") or {}))
+                    else:
+                        user = directory.delete_user(self, str(body["user"]))
+                except KeyError as exc:
+                    return Response.json({"error": str(exc)}, 404)
+                except ValueError as exc:
+                    return Response.json({"error": str(exc)}, 400)
+                return Response.json(user)
             if subpath == "expire-delta" and request.method == "POST":
                 with self.store.lock:
                     self.store.epoch += 1

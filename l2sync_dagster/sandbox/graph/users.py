@@ -8,6 +8,7 @@ from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 from l2sync_dagster.sandbox import identities
+from l2sync_dagster.sandbox.graph import directory
 from l2sync_dagster.sandbox.graph.common import (
     Ctx,
     GraphError,
@@ -72,12 +73,8 @@ def _users_by_name(mailboxes: tuple[str, ...]) -> dict[str, str]:
 
 
 def user_entity(upn: str) -> dict[str, Any]:
-    """A demo user as Graph returns it."""
-    given = upn.partition("@")[0].title()
-    return {"id": object_id(upn), "displayName": f"{given} (sandbox)", "givenName": given,
-            "surname": "Sandbox", "userPrincipalName": upn, "mail": upn,
-            "businessPhones": [], "jobTitle": None, "mobilePhone": None,
-            "officeLocation": None, "preferredLanguage": "en-US"}
+    """A demo user as Graph returns it (its directory profile as the tenant starts)."""
+    return directory.person(upn)
 
 
 # ---------------------------------------------------------------------- entity lifecycle
