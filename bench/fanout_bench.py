@@ -29,6 +29,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+import graph_bench  # noqa: E402
 from results_io import save_result  # noqa: E402
 
 from l2sync_dagster.sandbox.control import SandboxControl  # noqa: E402
@@ -40,18 +41,8 @@ WRITE_OPERATIONS = ("batch",)
 
 def start_sandbox(state: Path, latency_ms: int, staff: int
                   ) -> tuple[subprocess.Popen, dict[str, str]]:
-    """``l2sync sandbox --only token --only graph`` with ``staff`` generated mailboxes."""
-    cmd = [sys.executable, "-m", "l2sync_dagster.cli", "sandbox", "--only", "token", "--only",
-           "graph", "--latency-ms", str(latency_ms), "--state", str(state)]
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True,
-                            env={**os.environ, "L2SYNC_SANDBOX_STAFF": str(staff)})
-    urls: dict[str, str] = {}
-    for line in proc.stdout or ():
-        name, _, value = line.strip().partition(" ")
-        if name == "ready":
-            return proc, urls
-        urls[name] = value
-    raise RuntimeError("the sandbox did not start")
+    """The Graph sandbox of ``graph_bench`` with ``staff`` generated mailboxes."""
+    return graph_bench.start_sandbox(state, latency_ms, {"L2SYNC_SANDBOX_STAFF": str(staff)})
 
 
 def make_project(tmp: Path, urls: dict[str, str], mailboxes: list[str], people: int) -> Path:

@@ -43,11 +43,14 @@ COLUMNS = [{"name": "Email", "type": "text"}, {"name": "City", "type": "text"},
            {"name": "Phone", "type": "text"}]
 
 
-def start_sandbox(state: Path, latency_ms: int) -> tuple[subprocess.Popen, dict[str, str]]:
-    """``l2sync sandbox --only token --only graph`` with latency; its URLs and CA path."""
+def start_sandbox(state: Path, latency_ms: int, env: dict[str, str] | None = None
+                  ) -> tuple[subprocess.Popen, dict[str, str]]:
+    """``l2sync sandbox --only token --only graph`` with latency (and ``env`` added to its
+    environment); its URLs and CA path."""
     cmd = [sys.executable, "-m", "l2sync_dagster.cli", "sandbox", "--only", "token", "--only",
            "graph", "--latency-ms", str(latency_ms), "--state", str(state)]
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True,
+                            env={**os.environ, **(env or {})})
     urls: dict[str, str] = {}
     for line in proc.stdout or ():
         name, _, value = line.strip().partition(" ")
