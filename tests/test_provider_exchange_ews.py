@@ -442,3 +442,17 @@ def test_extended_properties_of_every_kind_round_trip(ews):
     assert upd.ok
     row = p.read(q, cursor=feed.cursor).frame.loc[ins.key]
     assert row["Ext.Rank"] == 8 and row["Code"] is None and row["Ext.Score"] == 2.5
+
+
+@pytest.mark.parametrize("where", ["", " WHERE Surname <> 'nobody'"])
+def test_page_size_pages_the_ews_reads(ews, where):
+    """PageSize sizes SyncFolderItems (a full read) and FindItem (a WHERE) pages on EWS as
+    documented: 12 contacts in pages of 5 take two more requests than in one page of 1000,
+    and read the same records."""
+    q = Query(f"SELECT GivenName, Surname FROM Contacts{where}")
+    one_page, paged = provider(ews), provider(ews, PageSize="5")
+    whole = one_page.read(q).frame
+    in_pages = paged.read(q).frame
+    assert len(whole) == 12
+    assert sorted(in_pages.index) == sorted(whole.index)
+    assert paged.stats()["requests"] - one_page.stats()["requests"] >= 2

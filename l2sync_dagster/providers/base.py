@@ -72,7 +72,8 @@ class Provider(Protocol):
     name: ClassVar[str]
     # and ``capabilities: ClassVar[frozenset[Capability]]``: the optional capabilities it
     # has (see :data:`CAPABILITIES`; not a protocol member, so that providers written before
-    # it still pass ``isinstance``)
+    # it still pass ``isinstance``), and ``options: ClassVar[type[ProviderOptions]]``: its
+    # connection-string options, declared (``providers/options.py``; the README table)
 
     @classmethod
     def from_connection_string(

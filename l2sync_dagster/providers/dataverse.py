@@ -40,10 +40,12 @@ from l2sync_dagster.providers.base import Capability, ProviderError, Query, Read
 from l2sync_dagster.providers.msauth import scope_for
 from l2sync_dagster.providers.odata.client import ODataHTTPError
 from l2sync_dagster.providers.odata.options import (
+    DataverseOptions,
+    ODataServiceOptions,
     bearer_auth,
     check_url,
-    common_options,
     microsoft_auth,
+    service_options,
 )
 from l2sync_dagster.providers.odata.provider import Field, ODataProvider, find_field
 from l2sync_dagster.providers.odata.select import ODataQuery
@@ -65,11 +67,7 @@ class DataverseProvider(ODataProvider):
 
     name: ClassVar[str] = "dataverse"
     capabilities: ClassVar[frozenset[Capability]] = ODataProvider.capabilities | {"web_link"}
-    KEYS: ClassVar[tuple[str, ...]] = (
-        "URL", "Authentication", "User", "Password", "TenantId", "ClientId", "ClientSecret",
-        "CertificatePath", "CertificateThumbprint", "Authority", "CABundle", "KeyGeneration",
-        "Batch", "BatchSize", "Concurrency", "MaxPageSize", "Timeout",
-    )
+    options: ClassVar[type[ODataServiceOptions]] = DataverseOptions
 
     @classmethod
     def from_connection_string(
@@ -78,24 +76,18 @@ class DataverseProvider(ODataProvider):
         """Parse the connection string; authentication through msal (MicrosoftAuth)."""
         cs = text if isinstance(text, ConnectionString) else ConnectionString(text,
                                                                               label=cls.name)
-        cs.check_keys(cls.KEYS, required=("URL",))
-        url = check_url(cs.require("URL"), cls.name)
+        opts, kwargs = service_options(DataverseOptions, cs)
+        url = check_url(opts.url, cls.name)
         if "/api/data/" not in url.lower():
             raise ConnectionStringError(
                 f"{cls.name}: URL must be the Web API URL of a table, like https://contoso."
                 "crm4.dynamics.com/api/data/v9.2/accounts")
-        opts = common_options(cs, cls.name)
-        if opts["batch"] == "json":
+        if opts.batch == "json":
             raise ConnectionStringError(f"{cls.name}: Dataverse takes $batch as multipart only; "
                                         "use Batch=multipart or Batch=none")
-        if not (cs.get("KeyGeneration") or "").strip():
-            # Dataverse takes a primary id sent with the POST: the sync makes the GUID and
-            # journals it before the insert, so a record created by a run that died before
-            # the answer arrived is found by its key on the re-run, whatever was edited since
-            opts["key_generation"] = "client"
         ms = microsoft_auth(cs, scope_for(url), base_dir)
-        opts["modified"] = "modifiedon"
-        return cls(url, session=ms.session(), auth=bearer_auth(ms), **opts)
+        return cls(url, session=ms.session(), auth=bearer_auth(ms), modified="modifiedon",
+                   **kwargs)
 
     # --- fields ------------------------------------------------------------------------------
     def _attributes(self, logical: str) -> dict[str, dict[str, Any]]:

@@ -123,6 +123,7 @@ class FileProvider:
     """Reads and writes one CSV or Parquet file."""
 
     name: ClassVar[str] = "file"
+    options: ClassVar[type[ProviderOptions]] = FileOptions
     capabilities: ClassVar[frozenset[Capability]] = frozenset(
         {"lookup", "probe", "close"})
 

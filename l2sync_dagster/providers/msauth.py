@@ -33,16 +33,16 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 
 from l2sync_dagster.providers.base import ProviderError
+from l2sync_dagster.providers.microsoft_options import (
+    PASSWORD_AUTHENTICATIONS,
+    MicrosoftSignIn,
+    resolve_ca_bundle,
+)
 from l2sync_dagster.providers.unreachable import unreachable_error
 from l2sync_dagster.spec.connection_string import ConnectionString, ConnectionStringError
 
 DEFAULT_AUTHORITY_HOST = "https://login.microsoftonline.com"
-#: Authentication values that mean "user name and password" (Layer2's names)
-PASSWORD_AUTHENTICATIONS = frozenset({"microsoft_modern", "microsoft_modern_crm", "password"})
-#: Authentication values that mean "the app registration itself"
-APP_AUTHENTICATIONS = frozenset({"clientcredentials", "client_credentials", "app", "certificate",
-                                 "clientsecret", "client_secret"})
-TIMEOUT_S = 60
+TIMEOUT_S: float = MicrosoftSignIn.default("Timeout")
 #: a token is used without asking msal until this long before it expires
 HOLD_MARGIN_S = 300.0
 #: what an app registration needs, by the host of the resource it signs in to:
@@ -174,11 +174,6 @@ def _load_certificate(path: Path, thumbprint: str | None) -> dict[str, str]:
     return credential
 
 
-def _timeout(cs: ConnectionString) -> float | None:
-    """The connection's ``Timeout`` in seconds (None when absent)."""
-    return cs.get_number("Timeout", None, 1, 3600, what="a number of seconds")
-
-
 def _skip_user_realm_discovery(authority: str) -> None:
     """Let ROPC go straight to the token endpoint of a non-Microsoft authority.
 
@@ -196,10 +191,7 @@ def _skip_user_realm_discovery(authority: str) -> None:
 class MicrosoftAuth:
     """Access tokens for one resource (``scope``) from Entra ID, cached and refreshed by msal."""
 
-    KEYS: frozenset[str] = frozenset({
-        "TenantId", "ClientId", "ClientSecret", "CertificatePath", "CertificateThumbprint",
-        "User", "Password", "Authentication", "Authority", "CABundle", "Timeout",
-    })
+    KEYS: frozenset[str] = frozenset(MicrosoftSignIn.keys())
 
     def __init__(self, *, scope: str, authority: str, client_id: str,
                  client_credential: Any = None, user: str | None = None,
@@ -236,27 +228,13 @@ class MicrosoftAuth:
         ``permissions`` (API name, delegated, application) names what the app registration
         needs in messages; by default it follows from the ``scope``'s host.
         """
-        authentication = (cs.get("Authentication") or "").strip().lower()
-        user = cs.get("User")
-        tenant = cs.get("TenantId")
-        client_id = cs.get("ClientId")
-        authority = cs.get("Authority")
-        ca_bundle = cs.get("CABundle")
-        if ca_bundle:
-            ca_path = Path(ca_bundle)
-            if not ca_path.is_absolute() and base_dir is not None:
-                ca_path = base_dir / ca_path
-            if not ca_path.is_file():
-                raise ConnectionStringError(f"CABundle: no such file {ca_path}")
-            ca_bundle = str(ca_path)
+        opts: MicrosoftSignIn = MicrosoftSignIn.parse(cs, check_keys=False)
+        authentication = opts.authentication or ""
+        user, tenant, client_id, authority = opts.user, opts.tenant_id, opts.client_id, \
+            opts.authority
+        ca_bundle = resolve_ca_bundle(opts.ca_bundle, base_dir)
         if authentication == "oauth":
             authentication = ""  # the exchange provider's OAuth: decided by the keys given
-        if authentication and authentication not in PASSWORD_AUTHENTICATIONS | APP_AUTHENTICATIONS:
-            raise ConnectionStringError(
-                f"Authentication={cs.get('Authentication')} is not supported; use "
-                "Microsoft_Modern (User and Password) or ClientCredentials (ClientId with "
-                "ClientSecret or CertificatePath)"
-            )
         use_password = authentication in PASSWORD_AUTHENTICATIONS or (
             not authentication and user and "clientsecret" not in cs
             and "certificatepath" not in cs)
@@ -266,7 +244,7 @@ class MicrosoftAuth:
             raise ConnectionStringError(f"missing required key ClientId: {hint}")
         if not tenant and use_password and user and "@" in user:
             tenant = user.rsplit("@", 1)[1]  # a verified domain names its tenant
-        timeout_s = _timeout(cs)
+        timeout_s = opts.timeout
         authority_key = "Authority" if authority else "TenantId"
         if authority:
             parts = urlsplit(authority)
@@ -289,14 +267,14 @@ class MicrosoftAuth:
         if use_password:
             if not user:
                 raise ConnectionStringError("missing required key User")
-            password = cs.secret("Password")
+            password = opts.password
             if password is None:
                 raise ConnectionStringError("missing required key Password (Password=env:VAR)")
             return cls(scope=scope, authority=authority, client_id=client_id, user=user,
                        password=password, ca_bundle=ca_bundle, timeout_s=timeout_s,
                        authority_key=authority_key)
-        secret = cs.secret("ClientSecret")
-        cert_path = cs.get("CertificatePath")
+        secret = opts.client_secret
+        cert_path = opts.certificate_path
         if secret is not None and cert_path:
             raise ConnectionStringError("give either ClientSecret or CertificatePath, not both")
         if secret is not None:
@@ -305,7 +283,7 @@ class MicrosoftAuth:
             path = Path(cert_path)
             if not path.is_absolute() and base_dir is not None:
                 path = base_dir / path
-            credential = _load_certificate(path, cs.get("CertificateThumbprint"))
+            credential = _load_certificate(path, opts.certificate_thumbprint)
         else:
             raise ConnectionStringError(
                 "missing required key ClientSecret (ClientSecret=env:VAR) or CertificatePath "

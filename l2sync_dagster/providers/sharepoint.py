@@ -10,8 +10,9 @@ or client credentials (``ClientId``, ``TenantId``, ``ClientSecret=env:VAR`` or
 ``CertificatePath``). ``URL`` is a view URL (``.../Lists/Customers/AllItems.aspx``), a list URL
 (``.../Lists/Customers``) or the site URL with ``List=<title>``. Shared Graph keys:
 ``GraphURL`` (default ``https://graph.microsoft.com/v1.0``), ``Authority``, ``CABundle``.
-``PageSize`` (items per page, default 1000) tunes reads; ``Timeout`` (seconds per HTTP
-request, default 120; sign-in included).
+``PageSize`` (list items per Graph request when reading, 1 to 5000, default 1000) tunes reads;
+``Timeout`` (seconds per HTTP request, default 120; sign-in included). The options are declared
+in :class:`SharePointOptions`.
 
 The query (``query:`` in the connection file) is optional: empty, or the title of the list
 when the URL names only the site. A read always covers the whole list (``describe().scope`` is
@@ -52,7 +53,7 @@ from l2sync_dagster.providers.base import (
     ReadResult,
 )
 from l2sync_dagster.providers.graph.batch import MAX_BATCH, BatchRequest, BatchResult
-from l2sync_dagster.providers.graph.client import GRAPH_KEYS, GraphClient, GraphError
+from l2sync_dagster.providers.graph.client import GraphClient, GraphError
 from l2sync_dagster.providers.graph.values import (
     build_frame,
     format_datetime,
@@ -60,17 +61,16 @@ from l2sync_dagster.providers.graph.values import (
     parse_datetime,
     parse_value,
 )
+from l2sync_dagster.providers.microsoft_options import GraphSignIn
+from l2sync_dagster.providers.options import ProviderOptions, option
 from l2sync_dagster.spec.connection_string import ConnectionString, ConnectionStringError
 
 log = logging.getLogger("l2sync.providers.sharepoint")
 
 LABEL = "sharepoint"
-KEYS: frozenset[str] = GRAPH_KEYS | {"URL", "List", "PageSize"}
 #: what the app registration needs (API, delegated, application), named in sign-in errors
 GRAPH_PERMISSIONS = ("Microsoft Graph", "Sites.ReadWrite.All", "Sites.ReadWrite.All (or "
                      "Sites.Selected with write access granted to the site)")
-DEFAULT_PAGE_SIZE = 1000
-MAX_PAGE_SIZE = 5000
 KEY_FIELD = "ID"
 #: how many changes the sync hands over per apply() (sent as $batch calls of 20)
 APPLY_CHUNK = 200
@@ -81,6 +81,20 @@ SKIP_COLUMNS = frozenset({"ContentType", "Attachments", "_UIVersionString", "Edi
                           "_ComplianceTagWrittenTime", "_ComplianceTagUserId",
                           "AppAuthor", "AppEditor", "_IsRecord"})
 HONOR_NON_INDEXED = "HonorNonIndexedQueriesWarningMayFailRandomly"
+
+
+class SharePointOptions(GraphSignIn):
+    """The ``sharepoint`` provider's connection-string options (and the Graph sign-in)."""
+
+    provider: ClassVar[str] = LABEL
+    url: str | None = option("URL", "a list view URL (`.../Lists/Customers/AllItems.aspx`), "
+                             "a list URL, or the site URL with List=", required=True)
+    list_title: str | None = option("List", "title of the list when URL names only the site")
+    page_size: int = option("PageSize", "list items per Graph request when reading", 1000,
+                            low=1, high=5000)
+
+
+DEFAULT_PAGE_SIZE: int = SharePointOptions.default("PageSize")
 
 
 @dataclass(frozen=True)
@@ -170,6 +184,8 @@ class SharePointProvider:
     capabilities: ClassVar[frozenset[Capability]] = frozenset(
         {"lookup", "probe", "stats", "web_link", "close"})
 
+    options: ClassVar[type[ProviderOptions]] = SharePointOptions
+
     def __init__(self, client: GraphClient, url: str, list_title: str | None,
                  page_size: int = DEFAULT_PAGE_SIZE) -> None:
         self.client = client
@@ -187,20 +203,10 @@ class SharePointProvider:
                                base_dir: Path | None = None) -> "SharePointProvider":
         """Parse the connection string; ConnectionStringError naming a bad or missing key."""
         cs = text if isinstance(text, ConnectionString) else ConnectionString(text, label=LABEL)
-        cs.check_keys(KEYS, required=("URL",))
-        url = cs.require("URL")
-        raw = cs.get("PageSize")
-        try:
-            page_size = int(raw) if raw else DEFAULT_PAGE_SIZE
-        except ValueError:
-            page_size = 0
-        if not 1 <= page_size <= MAX_PAGE_SIZE:
-            raise ConnectionStringError(f"{LABEL}: PageSize must be 1..{MAX_PAGE_SIZE}, "
-                                        f"not {raw!r}")
+        opts: SharePointOptions = SharePointOptions.parse(cs)
         client = GraphClient.from_connection_string(cs, base_dir=base_dir,
                                                     permissions=GRAPH_PERMISSIONS)
-        provider = cls(client, url, cs.get("List") or None, page_size)
-        return provider
+        return cls(client, opts.url, opts.list_title, opts.page_size)
 
     def close(self) -> None:
         """Close the HTTP connections."""

@@ -41,6 +41,7 @@ from l2sync_dagster.providers.base import (
     ProviderError,
     Query,
 )
+from l2sync_dagster.providers.options import ProviderOptions, SecretValue, option
 from l2sync_dagster.providers.sql_describe import (
     Entity,
     find_table,
@@ -67,8 +68,23 @@ from l2sync_dagster.spec.connection_string import ConnectionString, ConnectionSt
 
 log = logging.getLogger("l2sync.providers.sql")
 
-KEYS = ("URL", "User", "Password", "Schema", "BatchSize")
-DEFAULT_BATCH_SIZE = 1000
+
+
+class SqlOptions(ProviderOptions):
+    """The ``sql`` provider's connection-string options."""
+
+    provider: ClassVar[str] = "sql"
+    url: str | None = option("URL", "SQLAlchemy URL without the password (`postgresql://` uses "
+                             "psycopg 3; relative SQLite paths are relative to the project)",
+                             required=True)
+    user: str | None = option("User", "database user (instead of the URL's)")
+    password: SecretValue | None = option("Password", "the user's password", secret=True)
+    schema_name: str | None = option("Schema", "schema of the tables (default: the user's)")
+    batch_size: int = option("BatchSize", "rows per write statement batch", 1000, low=1,
+                             high=1_000_000)
+
+
+DEFAULT_BATCH_SIZE: int = SqlOptions.default("BatchSize")
 #: keys per ``IN (...)`` list: far below every database's bound-parameter limit
 IN_CHUNK = 500
 
@@ -94,6 +110,7 @@ class SqlProvider(SqlReads, SqlWrites):
     :mod:`sql_write` writes."""
 
     name: ClassVar[str] = "sql"
+    options: ClassVar[type[ProviderOptions]] = SqlOptions
     capabilities: ClassVar[frozenset[Capability]] = frozenset(
         {"lookup", "probe", "close"})
     in_chunk: ClassVar[int] = IN_CHUNK
@@ -146,10 +163,9 @@ class SqlProvider(SqlReads, SqlWrites):
         paths resolve against ``base_dir``.
         """
         cs = text if isinstance(text, ConnectionString) else ConnectionString(text, label="sql")
-        cs.check_keys(KEYS, required=("URL",))
-        raw = cs.require("URL")
+        opts: SqlOptions = SqlOptions.parse(cs)
         try:
-            url = make_url(raw)
+            url = make_url(opts.url)
         except (sa_exc.ArgumentError, ValueError):
             raise ConnectionStringError(
                 "sql: URL is not a SQLAlchemy URL; expected dialect[+driver]://user@host[:port]"
@@ -160,27 +176,14 @@ class SqlProvider(SqlReads, SqlWrites):
                 "sql: URL contains a password; put the password in Password=env:VAR "
                 "and remove it from the URL"
             )
-        user = cs.get("User")
-        if user:
-            url = url.set(username=user)
-        password = cs.secret("Password")
-        if password is not None and password.reveal():
-            url = url.set(password=password.reveal())
+        if opts.user:
+            url = url.set(username=opts.user)
+        if opts.password is not None and opts.password.reveal():
+            url = url.set(password=opts.password.reveal())
         if url.get_backend_name() == "sqlite":
             url = _resolve_sqlite_path(url, base_dir)
-        batch = cs.get("BatchSize")
-        batch_size = DEFAULT_BATCH_SIZE
-        if batch:
-            try:
-                batch_size = int(batch)
-            except ValueError:
-                batch_size = 0
-            if batch_size < 1:
-                raise ConnectionStringError(
-                    f"sql: BatchSize must be a positive whole number, not {batch!r}"
-                )
         try:
-            return cls(url, schema=cs.get("Schema"), batch_size=batch_size)
+            return cls(url, schema=opts.schema_name, batch_size=opts.batch_size)
         except (sa_exc.ArgumentError, sa_exc.NoSuchModuleError, ImportError) as exc:
             raise ConnectionStringError(
                 f"sql: cannot use URL {url.render_as_string(hide_password=True)}: "

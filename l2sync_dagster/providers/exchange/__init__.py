@@ -45,7 +45,11 @@ from l2sync_dagster.providers.base import (
     ReadResult,
 )
 from l2sync_dagster.providers.exchange.backend import ExchangeBackend
-from l2sync_dagster.providers.exchange.connection import ExchangeSettings, parse_settings
+from l2sync_dagster.providers.exchange.connection import (
+    ExchangeOptions,
+    ExchangeSettings,
+    parse_settings,
+)
 from l2sync_dagster.providers.exchange.fields import SHAREPOINT_NAMES
 from l2sync_dagster.providers.exchange.select import SelectError, SelectStatement, parse_select
 from l2sync_dagster.spec.connection_string import ConnectionString
@@ -82,6 +86,7 @@ class ExchangeProvider:
     name: ClassVar[str] = "exchange"
     capabilities: ClassVar[frozenset[Capability]] = frozenset(
         {"lookup", "find_stamps", "probe", "stats", "close"})
+    options: ClassVar[type[ExchangeOptions]] = ExchangeOptions
 
     def __init__(self, settings: ExchangeSettings, backend: ExchangeBackend | None = None
                  ) -> None:

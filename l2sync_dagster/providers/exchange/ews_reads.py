@@ -246,8 +246,11 @@ class SelectedGetItem(GetItem):
 
 
 def sync_pass(conn: EwsConnection, folder: Folder, state: str | None, *,
-              max_changes: int = SYNC_PAGE, pages: int | None = None) -> SyncResult:
-    """SyncFolderItems (IdOnly + ItemClass) from ``state`` to the end (or ``pages`` pages)."""
+              max_changes: int | None = None, pages: int | None = None) -> SyncResult:
+    """SyncFolderItems (IdOnly + ItemClass) from ``state`` to the end (or ``pages`` pages);
+    ``max_changes`` per page, default the connection's PageSize (EWS allows at most 512)."""
+    if max_changes is None:
+        max_changes = min(conn.settings.page_size, SYNC_PAGE)
     result = SyncResult(state=state)
     item_class = {FieldPath(field=Item.get_field_by_fieldname("item_class"))}
     done = 0
@@ -341,14 +344,16 @@ def build_q(stmt: SelectStatement, shape: Shape, conditions: Iterable[Condition]
 def find_ids(conn: EwsConnection, folder: Folder, q: Q | None, *,
              order: tuple[FieldPath, bool] | None = None, limit: int | None = None,
              calendar_view: Any = None) -> list[tuple[str, str]]:
-    """FindItem (IdOnly) with a restriction and sort order, paged 1000 at a time."""
+    """FindItem (IdOnly) with a restriction and sort order, paged by the connection's
+    PageSize."""
     restriction = Restriction(q, folders=[folder], applies_to=Restriction.ITEMS) \
         if q is not None else None
     order_fields = None
     if order is not None:
         path, desc = order
         order_fields = [FieldOrder(field_path=path, reverse=desc)]
-    svc = FindItem(account=conn.account, page_size=min(FIND_PAGE, limit or FIND_PAGE))
+    page = conn.settings.page_size
+    svc = FindItem(account=conn.account, page_size=min(page, limit or page))
     out = []
     for row in svc.call(folders=[folder], additional_fields=None, restriction=restriction,
                         order_fields=order_fields, shape=ID_ONLY, query_string=None,
@@ -362,9 +367,10 @@ def find_ids(conn: EwsConnection, folder: Folder, q: Q | None, *,
 
 def find_with(conn: EwsConnection, folder: Folder, q: Q, paths: set[FieldPath]
               ) -> list[Item]:
-    """FindItem (IdOnly plus ``paths``) with a restriction, paged 1000 at a time: items."""
+    """FindItem (IdOnly plus ``paths``) with a restriction, paged by the connection's PageSize:
+    items."""
     restriction = Restriction(q, folders=[folder], applies_to=Restriction.ITEMS)
-    svc = FindItem(account=conn.account, page_size=FIND_PAGE)
+    svc = FindItem(account=conn.account, page_size=conn.settings.page_size)
     out = []
     for row in svc.call(folders=[folder], additional_fields=paths, restriction=restriction,
                         order_fields=None, shape=ID_ONLY, query_string=None, depth="Shallow",

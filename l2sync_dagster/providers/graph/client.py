@@ -24,6 +24,7 @@ import requests
 
 from l2sync_dagster.providers.base import ProviderError
 from l2sync_dagster.providers.graph.throttle import RETRY_STATUSES, MailboxSlots, RetryPolicy
+from l2sync_dagster.providers.microsoft_options import DEFAULT_GRAPH_URL, GraphSignIn
 from l2sync_dagster.providers.msauth import MicrosoftAuth, scope_for
 from l2sync_dagster.providers.unreachable import (
     READ_TIMEOUT,
@@ -37,10 +38,9 @@ if TYPE_CHECKING:
     from l2sync_dagster.providers.graph.batch import BatchRequest, BatchResult
     from l2sync_dagster.providers.graph.delta import DeltaResult
 
-DEFAULT_GRAPH_URL = "https://graph.microsoft.com/v1.0"
-GRAPH_KEYS: frozenset[str] = MicrosoftAuth.KEYS | {"GraphURL"}
+GRAPH_KEYS: frozenset[str] = frozenset(GraphSignIn.keys())
 IDEMPOTENT = frozenset({"GET", "HEAD", "PUT", "PATCH", "DELETE", "OPTIONS"})
-TIMEOUT_S = 120
+TIMEOUT_S: float = GraphSignIn.default("Timeout")
 
 
 class GraphError(ProviderError):
@@ -100,7 +100,7 @@ class GraphClient:
         ``permissions`` (API, delegated, application) is what a missing app registration is
         told to grant (see :func:`l2sync_dagster.providers.msauth.registration_hint`).
         """
-        url = (cs.get("GraphURL") or DEFAULT_GRAPH_URL).rstrip("/")
+        url = (GraphSignIn.parse(cs, check_keys=False).graph_url or DEFAULT_GRAPH_URL).rstrip("/")
         parts = urlsplit(url)
         if parts.scheme not in {"https", "http"} or not parts.netloc:
             raise ConnectionStringError(f"GraphURL must be an absolute URL, not {url!r}")

@@ -1,22 +1,73 @@
-"""Connection-string options and sign-in shared by the ``odata`` and ``dataverse`` providers."""
+"""Connection-string options and sign-in of the ``odata`` and ``dataverse`` providers."""
 
 import re
 from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 from urllib.parse import urlsplit
 
+from l2sync_dagster.providers.microsoft_options import MicrosoftSignIn
+from l2sync_dagster.providers.options import SecretValue, option
 from l2sync_dagster.spec.connection_string import ConnectionString, ConnectionStringError
 
-DEFAULT_BATCH_SIZE = 100
-MAX_BATCH_SIZE = 1000
-DEFAULT_CONCURRENCY = 4
-DEFAULT_PAGE_SIZE = 5000
-#: seconds per HTTP request (``Timeout``), sign-in included
-DEFAULT_TIMEOUT_S = 120
-BATCH_FORMATS = ("auto", "multipart", "json", "none")
-AUTH_KEYS = ("TenantId", "ClientId", "ClientSecret", "CertificatePath", "CertificateThumbprint",
-             "User", "Password", "Authentication", "Authority", "CABundle")
+
+class ODataServiceOptions(MicrosoftSignIn):
+    """The options the ``odata`` and ``dataverse`` providers share."""
+
+    title: ClassVar[str] = "`odata`, `dataverse`"
+    url: str | None = option("URL", "`<service root>/<entity set>` (Dataverse: the Web API URL "
+                             "of a table)", required=True)
+    key_generation: str = option(
+        "KeyGeneration", "who makes the key of a new record: the service, or the sync (which "
+        "journals it before sending, so a crash never leaves an unknown record)", "server",
+        choices=("server", "client"))
+    batch: str = option("Batch", "how writes are sent; `auto` is multipart `$batch`, JSON "
+                        "`$batch` when the service refuses multipart, single requests when it "
+                        "has no `$batch`", "auto", choices=("auto", "multipart", "json", "none"))
+    batch_size: int = option("BatchSize", "changes per `$batch` request", 100, low=1, high=1000)
+    concurrency: int = option("Concurrency", "requests in flight at once", 4, low=1, high=52)
+    page_size: int = option("MaxPageSize", "records per page asked for when reading (Prefer: "
+                            "odata.maxpagesize)", 5000, low=1, high=5000)
+
+
+class ODataOptions(ODataServiceOptions):
+    """The ``odata`` provider's options."""
+
+    provider: ClassVar[str] = "odata"
+    authentication: str | None = option(
+        "Authentication", "how to sign in (default: from the keys given)",
+        choices=("None", "Basic", "Bearer", "OAuth", "Microsoft_Modern", "Microsoft_Modern_CRM",
+                 "ClientCredentials"))
+    token: SecretValue | None = option("Token", "a bearer token (Authentication=Bearer)",
+                                       secret=True)
+    scope: str | None = option("Scope", "token scope with OAuth (default "
+                               "`<scheme>://<host>/.default` of URL)")
+    key: str | None = option("Key", "the key property (default: the entity type's key in "
+                             "`$metadata`)")
+    modified: str | None = option("Modified", "a last-modified property: incremental reads "
+                                  "filter `Modified ge <watermark>` (without it every read is "
+                                  "complete)")
+
+
+class DataverseOptions(ODataServiceOptions):
+    """The ``dataverse`` provider's options."""
+
+    provider: ClassVar[str] = "dataverse"
+    key_generation: str = option(
+        "KeyGeneration", "who makes the key of a new record: the sync (the default: it journals "
+        "the GUID before sending, so a crash never leaves an unknown record), or the server",
+        "client", choices=("client", "server"))
+
+
+def service_options(options: type[ODataServiceOptions], cs: ConnectionString
+                    ) -> tuple[Any, dict[str, Any]]:
+    """(the parsed options, the provider constructor's keyword arguments from them)."""
+    opts = options.parse(cs)
+    kwargs = {"key_generation": opts.key_generation, "batch": opts.batch,
+              "batch_size": opts.batch_size, "concurrency": opts.concurrency,
+              "page_size": opts.page_size, "timeout_s": opts.timeout}
+    return opts, kwargs
+
 SEGMENT_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_.]*$")
 
 
@@ -49,18 +100,6 @@ def default_scope(url: str) -> str:
     return f"{parts.scheme}://{parts.netloc}/.default"
 
 
-def ca_bundle(value: str | None, base_dir: Path | None) -> str | None:
-    """The ``CABundle`` path (relative ones from ``base_dir``); it must exist."""
-    if not value:
-        return None
-    path = Path(value)
-    if not path.is_absolute() and base_dir is not None:
-        path = base_dir / path
-    if not path.is_file():
-        raise ConnectionStringError(f"CABundle: no such file {path}")
-    return str(path)
-
-
 def refuse(cs: ConnectionString, keys: Iterable[str], mode: str) -> None:
     """Refuse ``keys`` that make no sense with the authentication ``mode``."""
     for k in keys:
@@ -68,22 +107,11 @@ def refuse(cs: ConnectionString, keys: Iterable[str], mode: str) -> None:
             raise ConnectionStringError(f"key {k} is not used with Authentication={mode}")
 
 
-def microsoft_auth(cs: ConnectionString, scope: str, base_dir: Path | None,
-                    oauth_alias: bool = False) -> Any:
+def microsoft_auth(cs: ConnectionString, scope: str, base_dir: Path | None) -> Any:
     """A MicrosoftAuth (msal) for the connection string's sign-in keys and ``scope``."""
-    """MicrosoftAuth from the authentication keys of ``cs`` only."""
     from l2sync_dagster.providers.msauth import MicrosoftAuth
 
-    parts = []
-    for k in MicrosoftAuth.KEYS:
-        raw = cs.raw(k)
-        if raw is None:
-            continue
-        if k.lower() == "authentication" and oauth_alias:
-            continue
-        parts.append(f'{k}="{raw.replace(chr(34), chr(34) * 2)}"')
-    sub = ConnectionString(";".join(parts), label=cs._label)  # noqa: SLF001
-    return MicrosoftAuth.from_connection_string(sub, scope=scope, base_dir=base_dir)
+    return MicrosoftAuth.from_connection_string(cs, scope=scope, base_dir=base_dir)
 
 
 def bearer_auth(ms: Any) -> Callable[[dict[str, str], bool], None]:
@@ -94,38 +122,3 @@ def bearer_auth(ms: Any) -> Callable[[dict[str, str], bool], None]:
         headers["Authorization"] = f"Bearer {token}"
 
     return add
-
-
-def int_option(cs: ConnectionString, key: str, default: int, low: int, high: int,
-               label: str) -> int:
-    """The integer option ``key`` (``default`` when absent), checked to lie in low..high."""
-    value = cs.get_number(key, default, low, high, what="a whole number", label=label)
-    return int(default if value is None else value)
-
-
-def seconds_option(cs: ConnectionString, key: str, default: float, label: str) -> float:
-    """A number of seconds from 1 to 3600 (``default`` when absent)."""
-    value = cs.get_number(key, default, 1, 3600, what="a number of seconds", label=label)
-    return float(default if value is None else value)
-
-
-def common_options(cs: ConnectionString, label: str) -> dict[str, Any]:
-    """KeyGeneration, Batch, BatchSize, Concurrency, MaxPageSize and Timeout, checked."""
-    kg = (cs.get("KeyGeneration") or "server").strip().lower()
-    if kg not in ("server", "client"):
-        raise ConnectionStringError(f"{label}: KeyGeneration must be server or client, "
-                                    f"not {kg!r}")
-    batch = (cs.get("Batch") or "auto").strip().lower()
-    if batch not in BATCH_FORMATS:
-        raise ConnectionStringError(f"{label}: Batch must be one of {', '.join(BATCH_FORMATS)}, "
-                                    f"not {batch!r}")
-    return {
-        "key": cs.get("Key") or None,
-        "modified": cs.get("Modified") or None,
-        "key_generation": kg,
-        "batch": batch,
-        "batch_size": int_option(cs, "BatchSize", DEFAULT_BATCH_SIZE, 1, MAX_BATCH_SIZE, label),
-        "concurrency": int_option(cs, "Concurrency", DEFAULT_CONCURRENCY, 1, 52, label),
-        "page_size": int_option(cs, "MaxPageSize", DEFAULT_PAGE_SIZE, 1, 5000, label),
-        "timeout_s": seconds_option(cs, "Timeout", DEFAULT_TIMEOUT_S, label),
-    }

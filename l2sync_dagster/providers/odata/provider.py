@@ -5,25 +5,9 @@ Connection string::
     URL=https://services.example.com/odata/People;Authentication=Basic;User=sync;
     Password=env:ODATA_PASSWORD;Modified=LastModified
 
-Keys:
-
-- ``URL`` (required): the service root followed by the entity set.
-- ``Authentication``: ``None`` (default), ``Basic`` (``User``, ``Password``), ``Bearer``
-  (``Token=env:VAR``) or ``OAuth`` (Microsoft Entra ID client credentials or user/password:
-  ``TenantId``, ``ClientId``, ``ClientSecret``/``CertificatePath`` or ``User``/``Password``,
-  ``Authority``; ``Scope`` defaults to ``<scheme>://<host>/.default``). ``CABundle``: a PEM
-  file of certificate authorities to trust.
-- ``Key``: the key property (default: the entity type's key in ``$metadata``).
-- ``Modified``: a last-modified property; incremental reads filter ``Modified ge <watermark>``
-  (without it every read is a complete read).
-- ``KeyGeneration``: ``server`` (default; the service makes the key of a new record) or
-  ``client`` (the sync makes the key, a GUID for ``Edm.Guid`` keys, and sends it with the
-  POST: an insert whose answer was lost is then recognised on the re-run).
-- ``Batch``: ``auto`` (default: multipart ``$batch``, JSON ``$batch`` when the service refuses
-  multipart, single requests when it has no ``$batch``), ``multipart``, ``json`` or ``none``.
-- ``BatchSize`` (default 100, at most 1000), ``Concurrency`` (batches in flight, default 4),
-  ``MaxPageSize`` (``Prefer: odata.maxpagesize``, default 5000), ``Timeout`` (seconds per
-  HTTP request, default 120; sign-in included).
+The keys (``URL``, ``Authentication``, ``Key``, ``Modified``, ``KeyGeneration``, ``Batch``,
+``BatchSize``, ``Concurrency``, ``MaxPageSize`` and the Microsoft sign-in keys) are declared in
+:class:`~l2sync_dagster.providers.odata.options.ODataOptions`; the README's table is made from it.
 
 The query is a select statement, raw OData query options or empty (the whole entity set); see
 :mod:`l2sync_dagster.providers.odata.select`. ``describe().scope`` is ``limited`` for ``TOP``,
@@ -59,20 +43,19 @@ from l2sync_dagster.providers.base import (
     Query,
     ReadResult,
 )
+from l2sync_dagster.providers.microsoft_options import resolve_ca_bundle
 from l2sync_dagster.providers.odata.client import ODataClient
 from l2sync_dagster.providers.odata.entity import KEY_IN_URL_RE, Entity, Field, find_field
 from l2sync_dagster.providers.odata.metadata import Metadata, MetadataError, parse_metadata
 from l2sync_dagster.providers.odata.options import (
-    DEFAULT_BATCH_SIZE,
-    DEFAULT_CONCURRENCY,
-    DEFAULT_PAGE_SIZE,
+    ODataOptions,
+    ODataServiceOptions,
     bearer_auth,
-    ca_bundle,
     check_url,
-    common_options,
     default_scope,
     microsoft_auth,
     refuse,
+    service_options,
     split_url,
 )
 from l2sync_dagster.providers.odata.select import (
@@ -105,12 +88,7 @@ class ODataProvider(ODataWrites):
     name: ClassVar[str] = "odata"
     capabilities: ClassVar[frozenset[Capability]] = frozenset(
         {"lookup", "probe", "stats", "close"})
-    KEYS: ClassVar[tuple[str, ...]] = (
-        "URL", "Authentication", "User", "Password", "Token", "TenantId", "ClientId",
-        "ClientSecret", "CertificatePath", "CertificateThumbprint", "Authority", "Scope",
-        "CABundle", "Key", "Modified", "KeyGeneration", "Batch", "BatchSize", "Concurrency",
-        "MaxPageSize", "Timeout",
-    )
+    options: ClassVar[type[ODataServiceOptions]] = ODataOptions
 
     def __init__(
         self,
@@ -122,9 +100,9 @@ class ODataProvider(ODataWrites):
         modified: str | None = None,
         key_generation: str = "server",
         batch: str = "auto",
-        batch_size: int = DEFAULT_BATCH_SIZE,
-        concurrency: int = DEFAULT_CONCURRENCY,
-        page_size: int = DEFAULT_PAGE_SIZE,
+        batch_size: int = ODataOptions.default("BatchSize"),
+        concurrency: int = ODataOptions.default("Concurrency"),
+        page_size: int = ODataOptions.default("MaxPageSize"),
         timeout_s: float | None = None,
     ) -> None:
         """An OData provider for ``url`` (service root + entity set)."""
@@ -160,13 +138,13 @@ class ODataProvider(ODataWrites):
         """Parse the connection string (see the module docstring for the keys)."""
         cs = text if isinstance(text, ConnectionString) else ConnectionString(text,
                                                                               label=cls.name)
-        cs.check_keys(cls.KEYS, required=("URL",))
-        url = check_url(cs.require("URL"), cls.name)
-        mode = (cs.get("Authentication") or "").strip().lower()
+        opts, kwargs = service_options(ODataOptions, cs)
+        url = check_url(opts.url, cls.name)
+        mode = opts.authentication or ""
         if not mode:
             mode = "basic" if "user" in cs and "clientid" not in cs else (
                 "oauth" if "clientid" in cs else ("bearer" if "token" in cs else "none"))
-        ca = ca_bundle(cs.get("CABundle"), base_dir)
+        ca = resolve_ca_bundle(opts.ca_bundle, base_dir)
         session: requests.Session
         auth: Callable[[dict[str, str], bool], None] | None = None
         from l2sync_dagster.providers.msauth import make_session
@@ -176,18 +154,16 @@ class ODataProvider(ODataWrites):
             refuse(cs, ("User", "Password", "Token", "ClientId", "ClientSecret"), mode)
         elif mode == "basic":
             refuse(cs, ("Token", "ClientId", "ClientSecret", "TenantId"), mode)
-            user = cs.get("User")
-            password = cs.secret("Password")
-            if not user:
+            if not opts.user:
                 raise ConnectionStringError(f"{cls.name}: missing required key User "
                                             "(Authentication=Basic)")
-            if password is None:
+            if opts.password is None:
                 raise ConnectionStringError(f"{cls.name}: missing required key Password "
                                             "(Password=env:VAR)")
-            session.auth = (user, password.reveal())
+            session.auth = (opts.user, opts.password.reveal())
         elif mode == "bearer":
             refuse(cs, ("User", "Password", "ClientId", "ClientSecret"), mode)
-            token = cs.secret("Token")
+            token = opts.token
             if token is None:
                 raise ConnectionStringError(f"{cls.name}: missing required key Token "
                                             "(Token=env:VAR) for Authentication=Bearer")
@@ -196,16 +172,12 @@ class ODataProvider(ODataWrites):
                 headers["Authorization"] = f"Bearer {token.reveal()}"
 
             auth = bearer
-        elif mode in ("oauth", "microsoft_modern", "microsoft_modern_crm", "clientcredentials"):
-            scope = cs.get("Scope") or default_scope(url)
-            ms = microsoft_auth(cs, scope, base_dir, oauth_alias=mode == "oauth")
+        else:  # oauth, microsoft_modern, microsoft_modern_crm, clientcredentials
+            ms = microsoft_auth(cs, opts.scope or default_scope(url), base_dir)
             session = ms.session()
             auth = bearer_auth(ms)
-        else:
-            raise ConnectionStringError(
-                f"{cls.name}: Authentication={cs.get('Authentication')} is not supported; use "
-                "None, Basic, Bearer or OAuth")
-        return cls(url, session=session, auth=auth, **common_options(cs, cls.name))
+        return cls(url, session=session, auth=auth, key=opts.key, modified=opts.modified,
+                   **kwargs)
 
     # --- metadata and entity -----------------------------------------------------------------
     def metadata(self) -> Metadata:
