@@ -45,6 +45,18 @@ class ProviderError(RuntimeError):
         self.transient = transient
 
 
+class EntityMissing(ProviderError):
+    """The entity a query names does not exist, and the provider could create it
+    (``create_entity``): a folder path without wildcards, for instance. The sync creates it
+    only on a side it writes to and holds nothing of yet; anywhere else this is an error, as a
+    source that is missing must never read as empty."""
+
+    def __init__(self, message: str, *, what: str) -> None:
+        super().__init__(message)
+        #: what is missing, for messages ("folder 'Contacts/Company Directory'")
+        self.what = what
+
+
 @dataclass(frozen=True)
 class Query:
     """The data entity inside a connection: what to read and write.

@@ -138,7 +138,7 @@ def assert_same(w: World) -> None:
     assert lv == rv
 
 
-@settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(
     seed=st.lists(st.tuples(VALUES, VALUES), min_size=1, max_size=6),
     first=edit_ops, second=edit_ops,

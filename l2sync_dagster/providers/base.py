@@ -52,6 +52,7 @@ from l2sync_dagster.contract import (  # noqa: F401  (the record contract, re-ex
     Change,
     CreatedCallback,
     EntityDescription,
+    EntityMissing,
     FieldInfo,
     FieldType,
     Outcome,
@@ -187,7 +188,19 @@ class Closable(Protocol):
         ...
 
 
-Capability = Literal["lookup", "find_stamps", "probe", "stats", "web_link", "close"]
+@runtime_checkable
+class CreateEntity(Protocol):
+    """``create_entity``: make the entity a query names (a mailbox folder) when a read said
+    :class:`EntityMissing`."""
+
+    def create_entity(self, query: Query) -> str:
+        """Create what ``query`` names (nothing when it exists by now); returns what was done,
+        for the run's notes."""
+        ...
+
+
+Capability = Literal["lookup", "find_stamps", "probe", "stats", "web_link", "close",
+                     "create_entity"]
 
 #: every optional capability by name -> the protocol of its method (named like the capability)
 CAPABILITIES: dict[Capability, type] = {
@@ -197,6 +210,7 @@ CAPABILITIES: dict[Capability, type] = {
     "stats": Stats,
     "web_link": WebLink,
     "close": Closable,
+    "create_entity": CreateEntity,
 }
 
 
@@ -232,6 +246,11 @@ def can_lookup(provider: object) -> bool:
 def can_find_stamps(provider: object) -> bool:
     """True when ``provider`` has the optional ``find_stamps(query, stamps)`` capability."""
     return "find_stamps" in capabilities_of(provider)
+
+
+def can_create_entity(provider: object) -> bool:
+    """True when ``provider`` can create the entity its query names (``create_entity``)."""
+    return "create_entity" in capabilities_of(provider)
 
 
 def can_link(provider: object) -> bool:

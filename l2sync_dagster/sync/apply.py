@@ -52,6 +52,12 @@ def apply_plan(session: "Session", prep: Prepared) -> ApplyReport:
         if not writes:
             continue
         provider = session.provider(side)  # type: ignore[arg-type]
+        if side in session.to_create:
+            # the read found the entity (a folder) missing on a side this connection writes
+            # to and holds nothing of: make it now that there is something to put there
+            done_what = provider.create_entity(session.query(side))  # type: ignore
+            prep.notes.append(f"{side}: {done_what}")
+            del session.to_create[side]  # type: ignore[arg-type]
         size = session.spec.batch_size or provider.max_batch_size()
         for start in range(0, len(writes), size):
             batch = writes[start:start + size]

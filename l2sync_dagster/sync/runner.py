@@ -28,10 +28,14 @@ from l2sync_dagster.engine.plan import PendingInsert, Side, other
 from l2sync_dagster.engine.reconcile import reconcile
 from l2sync_dagster.engine.windows import missing_keys, window_label
 from l2sync_dagster.providers.base import (
+    KEY_INDEX,
+    EntityMissing,
     ReadResult,
+    can_create_entity,
     can_find_stamps,
     can_lookup,
 )
+from l2sync_dagster.spec.errors import LocatedError
 from l2sync_dagster.sync.apply import apply_plan
 from l2sync_dagster.sync.report import (
     SIDES,
@@ -81,9 +85,36 @@ class Sync(Session):
                 self.spec.name, mapping.cursor_signature(self.spec.direction)).get(side)
         self.progress(f"read {side}", 0, 1)
         t0 = time.perf_counter()
-        result = self.provider(side).read(self.read_query(side), cursor=cursor)
+        try:
+            result = self.provider(side).read(self.read_query(side), cursor=cursor)
+        except EntityMissing as exc:
+            result = self._missing(side, exc)
         self.progress(f"read {side}", 1, 1)
         return SideRead(result, self.describe(side), cursor, time.perf_counter() - t0)
+
+    def _missing(self, side: Side, exc: EntityMissing) -> ReadResult:
+        """A side whose entity (a folder) does not exist: empty, and created before the first
+        write, when the connection writes to it and holds nothing of it yet. A missing
+        source, or a missing target that earlier runs wrote to, is an error: read as empty it
+        would delete the copies of everything the sync put there (or put it all there
+        again)."""
+        if not self.policy().writes_to(side):
+            raise LocatedError(self.spec, f"{side}.query", (
+                f"{exc}. The {side} side is a source of this connection ({self.spec.direction})"
+                ": a source that is missing is never read as empty. Create it, or correct the "
+                "query"), side=side) from None
+        synced = self.store.archive_size(self.spec.name)
+        if synced:
+            raise LocatedError(self.spec, f"{side}.query", (
+                f"{exc}. Earlier runs synced {synced} records with it: restore it (or rename it "
+                "back) instead of letting the sync start it again empty"), side=side) from None
+        if not can_create_entity(self.provider(side)):
+            raise LocatedError(self.spec, f"{side}.query", str(exc), side=side) from None
+        self.to_create[side] = exc.what
+        d = self.describe(side)
+        frame = pd.DataFrame({f.name: pd.Series([], dtype=object) for f in d.fields},
+                             index=pd.Index([], name=KEY_INDEX, dtype=object))
+        return ReadResult(frame, complete=True, cursor=None)
 
     def prepare(self, *, full: bool = False, allow_mass_delete: bool = False,
                 reads: dict[Side, SideRead] | None = None) -> Prepared:
@@ -104,6 +135,8 @@ class Sync(Session):
                 keys={s: list(reads[s].result.frame.index) for s in SIDES},
                 pair_ids=[p.pair_id for p in old_pending])
             reads = {s: self._judge_window(s, reads[s], archive, notes, moved) for s in SIDES}
+        notes += [f"{side}: {what} does not exist; the run creates it before its first write"
+                  for side, what in self.to_create.items()]
         self.progress("plan", 0, 1)
         plan, new_pending = reconcile(
             self.spec.name, reads["left"].side_input(), reads["right"].side_input(), archive,

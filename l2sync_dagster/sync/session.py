@@ -14,9 +14,11 @@ from l2sync_dagster.engine.plan import Side, other
 from l2sync_dagster.engine.policy import SyncPolicy
 from l2sync_dagster.providers.base import (
     EntityDescription,
+    EntityMissing,
     Provider,
     ProviderError,
     Query,
+    can_create_entity,
     can_link,
     can_probe,
     provider_stats,
@@ -48,6 +50,9 @@ class Session:
         self._providers: dict[Side, Provider] = {}
         self._descriptions: dict[Side, EntityDescription] = {}
         self._mapping: FieldMapping | None = None
+        #: sides whose entity (a folder) a read found missing, to create before the first
+        #: write: side -> what (see ``Sync._missing``)
+        self.to_create: dict[Side, str] = {}
         if window is not None and spec.partitions is None:
             raise ValueError(f"{spec.display_path}: a window needs `partitions:` in the file")
         self.window: Window | None = as_window(*window) if window is not None else None
@@ -172,9 +177,20 @@ class Session:
 
     def verify(self) -> dict[Side, str]:
         """Prove both sides are reachable and the mapping resolves."""
-        out = {side: self.provider(side).verify(self.query(side)) for side in SIDES}
+        out = {side: self._verify_side(side) for side in SIDES}
         self.mapping()
         return out
+
+    def _verify_side(self, side: Side) -> str:
+        provider = self.provider(side)
+        try:
+            return provider.verify(self.query(side))
+        except EntityMissing as exc:
+            if not (self.spec.direction in ("bidirectional", f"{other(side)}_to_{side}")
+                    and can_create_entity(provider)):
+                raise
+            return (f"{exc.what} does not exist: the first run that writes to it creates it "
+                    "(if no earlier run synced records with it)")
 
     def mapping(self) -> FieldMapping:
         """The mapping resolved against both sides' descriptions."""

@@ -85,7 +85,7 @@ class ExchangeProvider:
 
     name: ClassVar[str] = "exchange"
     capabilities: ClassVar[frozenset[Capability]] = frozenset(
-        {"lookup", "find_stamps", "probe", "stats", "close"})
+        {"lookup", "find_stamps", "probe", "stats", "close", "create_entity"})
     options: ClassVar[type[ExchangeOptions]] = ExchangeOptions
 
     def __init__(self, settings: ExchangeSettings, backend: ExchangeBackend | None = None
@@ -279,6 +279,15 @@ class ExchangeProvider:
             o = bad.get(ch.ref) or done.get(ch.ref)
             out.append(o or Outcome(ch.ref, False, ch.key, None, "no outcome from the backend"))
         return out
+
+    def create_entity(self, query: Query) -> str:
+        """Create the folder path of the query's scope where it is missing (a read said
+        :class:`EntityMissing`); only paths without wildcards. Refused for read-only item
+        types (the directory)."""
+        stmt = self.statement(query)
+        if stmt.item_type.read_only:
+            raise ProviderError(f"exchange: {stmt.item_type.read_only}")
+        return self.backend.create_entity(stmt)
 
     def probe(self, query: Query, cursor: str | None = None) -> str:
         """The cheapest fingerprint of the scope (a change-feed check that stores nothing)."""

@@ -104,6 +104,10 @@ class ExchangeBackend(ABC):
     def find_stamps(self, stmt: SelectStatement, stamps: Sequence[str]) -> dict[str, str]:
         """{stamp: key} of the scope's items that carry one of ``stamps``."""
 
+    @abstractmethod
+    def create_entity(self, stmt: SelectStatement) -> str:
+        """Create the folders of the scope's path that are missing; returns what was done."""
+
     def unavailable(self, item_type: str) -> dict[str, str]:
         """Catalog fields of ``item_type`` this backend cannot read or write: {name: why}."""
         return {}

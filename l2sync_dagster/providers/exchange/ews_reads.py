@@ -31,10 +31,17 @@ from exchangelib.folders import BaseFolder, Folder, Root
 from exchangelib.items import ID_ONLY, CalendarItem, Item
 from exchangelib.properties import DistinguishedFolderId, Mailbox
 from exchangelib.restriction import Restriction
-from exchangelib.services import FindFolder, FindItem, GetFolder, GetItem, SyncFolderItems
+from exchangelib.services import (
+    CreateFolder,
+    FindFolder,
+    FindItem,
+    GetFolder,
+    GetItem,
+    SyncFolderItems,
+)
 from exchangelib.util import TNS
 
-from l2sync_dagster.providers.base import ProviderError
+from l2sync_dagster.providers.base import EntityMissing, ProviderError
 from l2sync_dagster.providers.exchange.ews_client import EwsConnection, retrying
 from l2sync_dagster.providers.exchange.ews_values import (
     NOTE_CLASS,
@@ -175,9 +182,13 @@ def resolve_scope(conn: EwsConnection, stmt: SelectStatement,
     if not matched:
         known = [p for p, _ in paths.values()]
         root_name = scope.root if scope.root != "msgfolderroot" else "the mailbox root"
-        raise ProviderError(
-            f"exchange: folder not found: no folder {'/'.join(scope.segments)!r} under "
-            f"{root_name} of {conn.settings.email}" + suggestion("/".join(scope.segments), known))
+        wanted = "/".join(scope.segments)
+        message = (f"exchange: folder not found: no folder {wanted!r} under {root_name} of "
+                   f"{conn.settings.email}" + suggestion(wanted, known))
+        if scope.has_wildcards:
+            raise ProviderError(message)
+        raise EntityMissing(message, what=f"folder {wanted!r} under {root_name} of "
+                                          f"{conn.settings.email}")
     out: list[ScopeFolder] = []
     seen: set[str] = set()
     for p, f, fid in sorted(matched, key=lambda x: x[0]):
@@ -191,6 +202,31 @@ def resolve_scope(conn: EwsConnection, stmt: SelectStatement,
                     out.append(ScopeFolder(sf, sp, sub_id))
                     seen.add(sub_id)
     return out
+
+
+def create_path(conn: EwsConnection, stmt: SelectStatement) -> list[str]:
+    """Create the folders of the scope's path that do not exist (CreateFolder, one request
+    each, with the item type's folder class); returns the paths created."""
+    scope = stmt.scope
+    root = get_folder(conn, root_folder(conn, scope.root))
+    existing = {p.lower(): f for p, f in _tree_paths(root.id, descendants(conn, root)).values()}
+    parent: Folder = root
+    made: list[str] = []
+    for depth in range(1, len(scope.segments) + 1):
+        path = "/".join(scope.segments[:depth])
+        if path.lower() in existing:
+            parent = existing[path.lower()]
+            continue
+        new = Folder(root=Root(account=conn.account), name=scope.segments[depth - 1],
+                     folder_class=stmt.item_type.folder_class or None)
+        result = list(CreateFolder(account=conn.account).call(parent_folder=parent,
+                                                             folders=[new]))
+        if not result or isinstance(result[0], Exception):
+            raise result[0] if result else ProviderError("exchange: CreateFolder returned "
+                                                         "nothing")
+        parent = result[0]
+        made.append(path)
+    return made
 
 
 # --- change feed ----------------------------------------------------------------------------

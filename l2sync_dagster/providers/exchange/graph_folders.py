@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote
 
-from l2sync_dagster.providers.base import ProviderError
+from l2sync_dagster.providers.base import EntityMissing, ProviderError
 from l2sync_dagster.providers.exchange.fields import suggestion
 from l2sync_dagster.providers.exchange.select import SelectStatement
 from l2sync_dagster.providers.graph.client import GraphClient, GraphError
@@ -104,6 +104,39 @@ class FolderResolver:
         return list(self.client.items(path, params={"$select": "id,displayName"},
                                       mailbox=self.email))
 
+    def create(self, stmt: SelectStatement) -> list[str]:
+        """Create the contact or mail folders of the scope's path that do not exist (one POST
+        each, below the parent found or made before it); returns the paths created."""
+        kind = stmt.item_type.name
+        if kind == "Contact":
+            root, collection = self._default_contacts(), "contactFolders"
+        elif kind in ("CalendarItem", "Task"):
+            raise ProviderError(f"exchange (Graph): a missing {kind} folder is not created "
+                                "by the Graph backend; create it in Outlook")
+        else:
+            root_name = MAIL_FOLDERS.get(stmt.scope.root.lower())
+            if root_name is None:
+                raise ProviderError(f"exchange (Graph): {stmt.scope.root} is not a mail folder")
+            root, collection = self._mail_folder(root_name, ""), "mailFolders"
+        make = self._contact_folder if collection == "contactFolders" else self._mail_folder
+        parent, made = root, []
+        for segment in stmt.scope.segments:
+            path = f"{parent.path}/{segment}".lstrip("/")
+            same = [c for c in self._children(collection, parent)
+                    if str(c.get("displayName", "")).lower() == segment.lower()]
+            if same:
+                parent = make(str(same[0]["id"]), path)
+                continue
+            if collection == "contactFolders" and parent.id == "contacts":
+                target = f"{self.user}/contactFolders"  # children of the default folder
+            else:
+                target = f"{self.user}/{collection}/{parent.id}/childFolders"
+            created = self.client.request("POST", target, body={"displayName": segment},
+                                          mailbox=self.email, idempotent=False).json()
+            parent = make(str(created["id"]), path)
+            made.append(path)
+        return made
+
     def _walk(self, stmt: SelectStatement, root: Folder, base: str,
               collection: str) -> list[Folder]:
         """The folders below ``root`` whose path matches the scope's segments (case
@@ -119,7 +152,11 @@ class FolderResolver:
                         path = f"{folder.path}/{name}".lstrip("/")
                         found.append(make(str(child["id"]), path))
             if not found:
-                raise self._not_found(stmt, root, collection)
+                error = self._not_found(stmt, root, collection)
+                if stmt.scope.has_wildcards:
+                    raise error
+                raise EntityMissing(str(error), what=f"folder {'/'.join(stmt.scope.segments)!r}"
+                                    f" of {self.email}")
             current = found
         if stmt.scope.recursive:
             out: list[Folder] = []
