@@ -212,3 +212,37 @@ def _rename(key: str, version: Any) -> Any:
     from l2sync_dagster.providers.base import Change
 
     return Change("update", "user-edit", key, {"GivenName": "Renamed by the user"}, version)
+
+
+# --- the same class on the file provider: a CSV that went away -----------------------------
+def test_a_csv_source_that_went_away_is_an_error_not_an_empty_read(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """CSV <-> SQLite both ways with deletes propagated: the CSV is moved away (a share not
+    mounted); the run refuses instead of deleting the five rows from SQLite. A CSV target the
+    connection holds nothing of is written, as before."""
+    monkeypatch.delenv("L2SYNC_STATE_URL", raising=False)
+    (tmp_path / "connections").mkdir()
+    with sqlite3.connect(tmp_path / "people.db") as db:
+        db.execute("CREATE TABLE people (id INTEGER PRIMARY KEY, given_name TEXT, email TEXT)")
+        db.executemany("INSERT INTO people VALUES (?, ?, ?)", PEOPLE)
+    path = tmp_path / "connections" / "csv_people.yaml"
+    path.write_text("""\
+direction: bidirectional
+left:
+  provider: sql
+  connection_string: "URL=sqlite:///people.db"
+  query: "people"
+  key: id
+right:
+  provider: file
+  connection_string: "Path=export/people.csv"
+  key: id
+deletes: {propagate: true}
+""", encoding="utf-8")
+    (tmp_path / "export").mkdir()
+    assert run(path).counts()["right"]["inserted"] == 5  # missing target: written
+    assert (tmp_path / "export" / "people.csv").is_file()
+    (tmp_path / "export" / "people.csv").rename(tmp_path / "people.csv.moved")
+    with pytest.raises(LocatedError, match="Earlier runs synced 5 records with it"):
+        run(path)
+    assert sql_rows(path) == PEOPLE

@@ -12,7 +12,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from l2sync_dagster.providers.base import Change, ProviderError, Query
+from l2sync_dagster.providers.base import Change, EntityMissing, ProviderError, Query
 from l2sync_dagster.providers.file import FileProvider, csv_text
 from l2sync_dagster.spec.connection_string import ConnectionStringError
 
@@ -52,12 +52,16 @@ def test_key_is_required(tmp_path: Path) -> None:
         p.describe(Query())
 
 
-def test_missing_file_is_empty(tmp_path: Path, fmt: str) -> None:
+def test_missing_file_is_missing_not_empty(tmp_path: Path, fmt: str) -> None:
+    """A missing file is described (no fields), but a read says it is missing instead of
+    returning no records: the sync decides (a target it holds nothing of is written, a
+    missing source is an error); lookups find nothing."""
     p = provider(tmp_path, f"none.{fmt}")
     desc = p.describe(Q)
     assert desc.fields == () and desc.key == "id" and not desc.key_generated
-    result = p.read(Q)
-    assert result.complete and len(result.frame) == 0
+    with pytest.raises(EntityMissing, match="none.* does not exist"):
+        p.read(Q)
+    assert p.lookup(Q, ["1"]).empty
     assert "does not exist yet" in p.verify(Q)
 
 

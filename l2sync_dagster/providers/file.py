@@ -36,6 +36,7 @@ from l2sync_dagster.providers.base import (
     Change,
     CreatedCallback,
     EntityDescription,
+    EntityMissing,
     FieldInfo,
     Outcome,
     ProviderError,
@@ -125,7 +126,7 @@ class FileProvider:
     name: ClassVar[str] = "file"
     options: ClassVar[type[ProviderOptions]] = FileOptions
     capabilities: ClassVar[frozenset[Capability]] = frozenset(
-        {"lookup", "probe", "close"})
+        {"lookup", "probe", "close", "create_entity"})
 
     def __init__(
         self,
@@ -364,9 +365,9 @@ class FileProvider:
             return ReadResult(head, complete=False, cursor=cursor)
         loaded = self._read_bytes()
         if loaded is None:
-            frame = pd.DataFrame({key: pd.Series([], dtype=object)})
-            frame.index = pd.Index([], dtype=object, name=KEY_INDEX)
-            return ReadResult(frame, complete=True, cursor=None)
+            # never an empty read: a source file that went away (a share not mounted, a file
+            # moved) would otherwise delete every copy of its records
+            raise EntityMissing(f"file: {self.path} does not exist", what=f"file {self.path}")
         data, stat = loaded
         frame = self._parse(data)
         if len(frame.columns) == 0:
@@ -388,9 +389,17 @@ class FileProvider:
         column = self._key_column([str(c) for c in frame.columns], name)
         return frame[in_window(frame[column], as_window(*window)).to_numpy()]
 
+    def create_entity(self, query: Query) -> str:
+        """Nothing to do now: the first write creates the file (and its header)."""
+        return f"the first write creates {self.path}"
+
     def lookup(self, query: Query, keys: Sequence[str]) -> pd.DataFrame:
-        """The records among ``keys`` that are in the file (any window)."""
-        frame = self.read(query).frame
+        """The records among ``keys`` that are in the file (any window); none when the file
+        does not exist."""
+        try:
+            frame = self.read(query).frame
+        except EntityMissing:
+            return pd.DataFrame(index=pd.Index([], dtype=object, name=KEY_INDEX))
         wanted = frame.index.isin([str(k) for k in keys])
         return frame[wanted]
 

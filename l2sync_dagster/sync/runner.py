@@ -19,6 +19,7 @@ transaction), ``report`` (what a run produces), ``steps`` (the sequence every ca
 
 import time
 import uuid
+from typing import Any
 
 import pandas as pd
 
@@ -70,27 +71,33 @@ class Sync(Session):
             # windowed runs read everything inside the window; cursors are for whole entities
             self.progress(f"read {side}", 0, 1)
             t0 = time.perf_counter()
-            result = self.provider(side).read(self.read_query(side), cursor=None,
-                                              window=self.window)
+            result = self._read_side(side, None, self.window)
             self.progress(f"read {side}", 1, 1)
             return SideRead(result, self.describe(side), None, time.perf_counter() - t0)
         if self.shared is not None and self.shared.covers(side) \
                 and not self.policy().writes_to(side):
             t0 = time.perf_counter()
-            result = self.shared.read(
-                side, lambda: self.provider(side).read(self.read_query(side), cursor=None))
+            result = self.shared.read(side, lambda: self._read_side(side, None))
             return SideRead(result, self.describe(side), None, time.perf_counter() - t0)
         if not full and self.store.archive_size(self.spec.name):
             cursor = self.store.cursors(
                 self.spec.name, mapping.cursor_signature(self.spec.direction)).get(side)
         self.progress(f"read {side}", 0, 1)
         t0 = time.perf_counter()
-        try:
-            result = self.provider(side).read(self.read_query(side), cursor=cursor)
-        except EntityMissing as exc:
-            result = self._missing(side, exc)
+        result = self._read_side(side, cursor)
         self.progress(f"read {side}", 1, 1)
         return SideRead(result, self.describe(side), cursor, time.perf_counter() - t0)
+
+    def _read_side(self, side: Side, cursor: str | None,
+                   window: tuple[Any, Any] | None = None) -> ReadResult:
+        """The provider's read of a side; a missing entity goes through :meth:`_missing`."""
+        try:
+            if window is not None:
+                return self.provider(side).read(self.read_query(side), cursor=None,
+                                                window=window)
+            return self.provider(side).read(self.read_query(side), cursor=cursor)
+        except EntityMissing as exc:
+            return self._missing(side, exc)
 
     def _missing(self, side: Side, exc: EntityMissing) -> ReadResult:
         """A side whose entity (a folder) does not exist: empty, and created before the first
