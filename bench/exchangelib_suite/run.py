@@ -176,11 +176,19 @@ def main(argv: list[str] | None = None) -> int:
     total = {k: sum(r[k] for r in modules.values()) for k in ("passed", "failed", "skipped")}
     total["tests"] = sum(total.values())
     total["failed_unsupported"] = sum(1 for f in failures if f["unsupported"])
-    result = {"exchangelib": version, "commit": _head(), "total": total, "modules": modules,
-              "unsupported": UNSUPPORTED}
+    result = {"exchangelib": version, "commit": _head(), "total": total,
+              "history": _history(args.out), "modules": modules, "unsupported": UNSUPPORTED}
     args.out.write_text(json.dumps(result, indent=1) + "\n")
     print(json.dumps(total))
     return 0
+
+
+def _history(out: Path) -> list[dict]:
+    """Earlier runs' totals (from the results file being replaced), oldest first."""
+    if not out.exists():
+        return []
+    old = json.loads(out.read_text())
+    return [*old.get("history", []), {"commit": old.get("commit"), "total": old.get("total")}]
 
 
 def _head() -> str:
