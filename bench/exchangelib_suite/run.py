@@ -69,7 +69,9 @@ def extract_tests(mirror: Path, tag: str, dest: Path) -> None:
 
 def start_sandbox(state: Path) -> tuple[subprocess.Popen, str]:
     """``l2sync sandbox --only ews``; returns the process and the EWS endpoint."""
-    env = {**os.environ, "PYTHONUNBUFFERED": "1", "PYTHONPATH": str(ROOT)}
+    # CI=true: the sandbox refuses to start without Microsoft's schemas, so every request and
+    # response of the run is validated (L2SYNC_SHARED / L2SYNC_EWS_SCHEMA name their folder)
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "PYTHONPATH": str(ROOT), "CI": "true"}
     proc = subprocess.Popen([sys.executable, "-m", "l2sync_dagster.cli", "sandbox", "--state",
                              str(state), "--only", "ews"], stdout=subprocess.PIPE,
                             stderr=subprocess.DEVNULL, text=True, env=env, cwd=ROOT)
@@ -82,8 +84,19 @@ def start_sandbox(state: Path) -> tuple[subprocess.Popen, str]:
             break
     if url is None:
         proc.kill()
-        raise RuntimeError("l2sync sandbox did not start")
-    return proc, url.rstrip("/") + "/EWS/Exchange.asmx"
+        raise RuntimeError("l2sync sandbox did not start (are the EWS schemas found? set "
+                           "L2SYNC_SHARED or L2SYNC_EWS_SCHEMA)")
+    return proc, url.rstrip("/")
+
+
+def sandbox_stats(base_url: str) -> dict:
+    """What the sandbox counted: requests it refused as schema-invalid, responses it produced
+    that failed its own schema check (both should be explained, the second must be empty)."""
+    from l2sync_dagster.sandbox.control import SandboxControl
+
+    stats = SandboxControl("ews", base_url).stats()
+    return {"rejected_requests": stats.get("rejected_requests", 0),
+            "invalid_responses": stats.get("invalid_responses", [])}
 
 
 def write_settings(suite: Path, endpoint: str) -> None:
@@ -157,7 +170,8 @@ def main(argv: list[str] | None = None) -> int:
         suite = Path(tmp) / "exchangelib"
         suite.mkdir()
         extract_tests(args.mirror, f"v{version}", suite)
-        proc, endpoint = start_sandbox(Path(tmp) / "state")
+        proc, base_url = start_sandbox(Path(tmp) / "state")
+        endpoint = base_url + "/EWS/Exchange.asmx"
         try:
             write_settings(suite, endpoint)
             modules = {}
@@ -167,6 +181,7 @@ def main(argv: list[str] | None = None) -> int:
                 r = modules[m]
                 print(f"{m}: {r['passed']} passed, {r['failed']} failed, {r['skipped']} skipped"
                       f" ({r['seconds']} s) {r.get('error', '')}", flush=True)
+            stats = sandbox_stats(base_url)
         finally:
             proc.terminate()
             proc.wait(30)
@@ -177,7 +192,8 @@ def main(argv: list[str] | None = None) -> int:
     total["tests"] = sum(total.values())
     total["failed_unsupported"] = sum(1 for f in failures if f["unsupported"])
     result = {"exchangelib": version, "commit": _head(), "total": total,
-              "history": _history(args.out), "modules": modules, "unsupported": UNSUPPORTED}
+              "sandbox": stats, "history": _history(args.out), "modules": modules,
+              "unsupported": UNSUPPORTED}
     args.out.write_text(json.dumps(result, indent=1) + "\n")
     print(json.dumps(total))
     return 0
