@@ -18,7 +18,9 @@ may not open -> ``ErrorAccessDenied``; unknown mailbox -> ``ErrorNonExistentMail
 Operations: GetFolder, FindFolder (Shallow/Deep, IndexedPageFolderView), CreateFolder,
 DeleteFolder, SyncFolderHierarchy, GetItem, FindItem (Restriction, SortOrder,
 IndexedPageItemView, CalendarView without expanding recurrences), CreateItem, UpdateItem,
-DeleteItem, MoveItem, SyncFolderItems, ConvertId, ResolveNames. Items: Contact,
+DeleteItem, MoveItem, SyncFolderItems, ConvertId, ResolveNames. Any other operation of the
+schema is a SOAP fault ``ErrorInvalidOperation`` (not ``ErrorInvalidRequest``, which clients
+take for a wrong ``RequestServerVersion`` and retry with every version). Items: Contact,
 DistributionList, CalendarItem, Task, Message (notes are ``IPM.StickyNote`` messages in Notes),
 PostItem, with extended properties (returned only when asked for, as Exchange does).
 Booleans are answered as true/false; times to the second in UTC.

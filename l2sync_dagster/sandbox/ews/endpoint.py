@@ -149,7 +149,9 @@ class EwsService(Service):
             return self._fault("ErrorServerBusy", operation, values=values)
         op = OPERATIONS.get(operation)
         if op is None:
-            return self._fault("ErrorInvalidRequest", operation,
+            # not ErrorInvalidRequest: clients (exchangelib) take that for a wrong
+            # RequestServerVersion and retry the request with every older version
+            return self._fault("ErrorInvalidOperation", operation,
                                message=f"The sandbox does not implement {operation}.")
         try:
             with self.lock:

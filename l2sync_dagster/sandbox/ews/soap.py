@@ -28,6 +28,7 @@ FAULT_TEXT = {
                                   "requested user.",
     "ErrorNonExistentMailbox": "The SMTP address has no mailbox associated with it.",
     "ErrorInvalidRequest": "The request is invalid.",
+    "ErrorInvalidOperation": "The operation is not valid.",
 }
 
 
