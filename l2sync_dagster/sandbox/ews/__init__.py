@@ -2,8 +2,9 @@
 
 Endpoint: ``http://127.0.0.1:PORT/EWS/Exchange.asmx`` (plain HTTP, ``l2sync sandbox`` prints
 ``ews http://127.0.0.1:PORT``). Reports Exchange 2016 (``ServerVersionInfo`` 15.1, API version
-``Exchange2016``, the only ``RequestServerVersion`` the schemas accept; any other version gets
-an ``ErrorInvalidServerVersion`` fault).
+``Exchange2016``). Like Exchange 2016 it accepts every ``RequestServerVersion`` from
+``Exchange2007`` to ``Exchange2016`` (answered the same way); any other version gets an
+``ErrorInvalidServerVersion`` fault.
 
 Auth: ``NTLM`` (connection based, :mod:`l2sync_dagster.sandbox.ntlm`; ``user@sandbox.test``
 or ``SANDBOX\\user``) or ``Basic`` for the demo users (``sync@``/``alice@``/
@@ -17,7 +18,9 @@ may not open -> ``ErrorAccessDenied``; unknown mailbox -> ``ErrorNonExistentMail
 Operations: GetFolder, FindFolder (Shallow/Deep, IndexedPageFolderView), CreateFolder,
 DeleteFolder, SyncFolderHierarchy, GetItem, FindItem (Restriction, SortOrder,
 IndexedPageItemView, CalendarView without expanding recurrences), CreateItem, UpdateItem,
-DeleteItem, MoveItem, SyncFolderItems, ConvertId, ResolveNames. Items: Contact,
+DeleteItem, MoveItem, SyncFolderItems, ConvertId, ResolveNames. Any other operation of the
+schema is a SOAP fault ``ErrorInvalidOperation`` (not ``ErrorInvalidRequest``, which clients
+take for a wrong ``RequestServerVersion`` and retry with every version). Items: Contact,
 DistributionList, CalendarItem, Task, Message (notes are ``IPM.StickyNote`` messages in Notes),
 PostItem, with extended properties (returned only when asked for, as Exchange does).
 Booleans are answered as true/false; times to the second in UTC.

@@ -133,8 +133,11 @@ class EwsService(Service):
             return self._fault("ErrorSchemaValidation", None, ("1", "1", str(exc)))
         operation = etree.QName(body).localname
         version = header.find(soap.t("RequestServerVersion")) if header is not None else None
-        if version is not None and version.get("Version") != soap.API_VERSION:
-            return self._fault("ErrorInvalidServerVersion", operation)
+        if version is not None:
+            if version.get("Version") not in soap.ACCEPTED_VERSIONS:
+                return self._fault("ErrorInvalidServerVersion", operation)
+            # the schemas fix the attribute to Exchange2016: validate older ones as that
+            version.set("Version", soap.API_VERSION)
         violation = self._validate_request(header, body)
         if violation:
             self.stats.add("rejected_requests")
@@ -146,7 +149,9 @@ class EwsService(Service):
             return self._fault("ErrorServerBusy", operation, values=values)
         op = OPERATIONS.get(operation)
         if op is None:
-            return self._fault("ErrorInvalidRequest", operation,
+            # not ErrorInvalidRequest: clients (exchangelib) take that for a wrong
+            # RequestServerVersion and retry the request with every older version
+            return self._fault("ErrorInvalidOperation", operation,
                                message=f"The sandbox does not implement {operation}.")
         try:
             with self.lock:

@@ -11,8 +11,14 @@ NSMAP = {"s": SOAP, "m": M, "t": T}
 #: what the sandbox reports in ServerVersionInfo: Exchange 2016 CU (build 15.1)
 SERVER_VERSION = {"MajorVersion": "15", "MinorVersion": "1", "MajorBuildNumber": "2507",
                   "MinorBuildNumber": "6", "Version": "V2017_07_11"}
-#: the only RequestServerVersion the schemas accept (fixed="Exchange2016")
+#: the RequestServerVersion the schemas accept (fixed="Exchange2016")
 API_VERSION = "Exchange2016"
+#: every RequestServerVersion an Exchange 2016 server accepts (ExchangeVersionType); a request
+#: naming an older one is answered like one naming Exchange2016
+ACCEPTED_VERSIONS = frozenset({
+    "Exchange2007", "Exchange2007_SP1", "Exchange2010", "Exchange2010_SP1", "Exchange2010_SP2",
+    "Exchange2013", "Exchange2013_SP1", API_VERSION,
+})
 
 FAULT_TEXT = {
     "ErrorServerBusy": "The server cannot service this request right now. Try again later.",
@@ -22,6 +28,7 @@ FAULT_TEXT = {
                                   "requested user.",
     "ErrorNonExistentMailbox": "The SMTP address has no mailbox associated with it.",
     "ErrorInvalidRequest": "The request is invalid.",
+    "ErrorInvalidOperation": "The operation is not valid.",
 }
 
 
