@@ -55,21 +55,11 @@ def project(tmp_path: Path, sandbox: SandboxProcess, backend: str, *,
             direction: str = "left_to_right", query: str = QUERY,
             extra: str = "") -> Path:
     """A project with people.db (five people) and one connection file into ``query``."""
-    (tmp_path / "connections").mkdir(exist_ok=True)
-    with sqlite3.connect(tmp_path / "people.db") as db:
-        db.execute("CREATE TABLE IF NOT EXISTS people (id INTEGER PRIMARY KEY, "
-                   "given_name TEXT, email TEXT)")
-        db.executemany("INSERT OR IGNORE INTO people VALUES (?, ?, ?)", PEOPLE)
-    path = tmp_path / "connections" / "directory_folder.yaml"
+    path = seed_people(tmp_path) / "directory_folder.yaml"
     path.write_text(f"""\
 title: people into a folder of their own
 direction: {direction}
-left:
-  provider: sql
-  connection_string: "URL=sqlite:///people.db"
-  query: "people"
-  key: id
-right:
+{PEOPLE_SIDE}right:
   provider: exchange
   connection_string: "{connection_string(sandbox, backend)}"
   query: "{query}"
@@ -79,6 +69,25 @@ mapping:
     - {{left: email, right: EmailAddresses.EmailAddress1}}
 {extra}""", encoding="utf-8")
     return path
+
+
+#: the left side of every connection here: the people table
+PEOPLE_SIDE = """left:
+  provider: sql
+  connection_string: "URL=sqlite:///people.db"
+  query: "people"
+  key: id
+"""
+
+
+def seed_people(tmp_path: Path) -> Path:
+    """people.db with the five people; returns the connections folder."""
+    (tmp_path / "connections").mkdir(exist_ok=True)
+    with sqlite3.connect(tmp_path / "people.db") as db:
+        db.execute("CREATE TABLE IF NOT EXISTS people (id INTEGER PRIMARY KEY, "
+                   "given_name TEXT, email TEXT)")
+        db.executemany("INSERT OR IGNORE INTO people VALUES (?, ?, ?)", PEOPLE)
+    return tmp_path / "connections"
 
 
 def run(path: Path, **options: Any) -> Any:
@@ -221,23 +230,14 @@ def test_a_csv_source_that_went_away_is_an_error_not_an_empty_read(
     mounted); the run refuses instead of deleting the five rows from SQLite. A CSV target the
     connection holds nothing of is written, as before."""
     monkeypatch.delenv("L2SYNC_STATE_URL", raising=False)
-    (tmp_path / "connections").mkdir()
-    with sqlite3.connect(tmp_path / "people.db") as db:
-        db.execute("CREATE TABLE people (id INTEGER PRIMARY KEY, given_name TEXT, email TEXT)")
-        db.executemany("INSERT INTO people VALUES (?, ?, ?)", PEOPLE)
-    path = tmp_path / "connections" / "csv_people.yaml"
-    path.write_text("""\
+    path = seed_people(tmp_path) / "csv_people.yaml"
+    path.write_text(f"""\
 direction: bidirectional
-left:
-  provider: sql
-  connection_string: "URL=sqlite:///people.db"
-  query: "people"
-  key: id
-right:
+{PEOPLE_SIDE}right:
   provider: file
   connection_string: "Path=export/people.csv"
   key: id
-deletes: {propagate: true}
+deletes: {{propagate: true}}
 """, encoding="utf-8")
     (tmp_path / "export").mkdir()
     assert run(path).counts()["right"]["inserted"] == 5  # missing target: written
