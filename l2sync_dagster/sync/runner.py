@@ -105,7 +105,7 @@ class Sync(Session):
         source, or a missing target that earlier runs wrote to, is an error: read as empty it
         would delete the copies of everything the sync put there (or put it all there
         again)."""
-        if not self.policy().writes_to(side):
+        if not self.writes_to(side):
             raise LocatedError(self.spec, f"{side}.query", (
                 f"{exc}. The {side} side is a source of this connection ({self.spec.direction})"
                 ": a source that is missing is never read as empty. Create it, or correct the "
@@ -127,7 +127,9 @@ class Sync(Session):
                 reads: dict[Side, SideRead] | None = None) -> Prepared:
         """Read both sides (unless given) and plan. Writes nothing."""
         mapping = self.mapping()
-        reads = reads or {side: self.read(side, full) for side in SIDES}
+        if reads is None:
+            self.to_create.clear()  # what this run's reads find missing, not an earlier one's
+            reads = {side: self.read(side, full) for side in SIDES}
         old_pending = self.store.pending_inserts(self.spec.name)
         notes: list[str] = []
         moved: dict[Side, int] = {}

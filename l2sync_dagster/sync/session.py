@@ -175,6 +175,10 @@ class Session:
             path = error_subject(side, str(exc), self.entity(side).query)
             raise LocatedError(self.spec, path, str(exc), side=side) from None
 
+    def writes_to(self, side: Side) -> bool:
+        """True when the connection's direction lets data flow into ``side``."""
+        return self.spec.direction in ("bidirectional", f"{other(side)}_to_{side}")
+
     def verify(self) -> dict[Side, str]:
         """Prove both sides are reachable and the mapping resolves."""
         out = {side: self._verify_side(side) for side in SIDES}
@@ -186,8 +190,7 @@ class Session:
         try:
             return provider.verify(self.query(side))
         except EntityMissing as exc:
-            if not (self.spec.direction in ("bidirectional", f"{other(side)}_to_{side}")
-                    and can_create_entity(provider)):
+            if not (self.writes_to(side) and can_create_entity(provider)):
                 raise
             return (f"{exc.what} does not exist: the first run that writes to it creates it "
                     "(if no earlier run synced records with it)")
@@ -199,8 +202,7 @@ class Session:
             self._check_scopes()
             mapping = resolve_for_spec(self.spec, self.describe("left"), self.describe("right"))
             for side in SIDES:
-                if self.spec.direction in ("bidirectional", f"{other(side)}_to_{side}") \
-                        and not self.describe(side).writable:
+                if self.writes_to(side) and not self.describe(side).writable:
                     raise MappingError(
                         f"the {side} side is read-only (a SELECT query) but the connection "
                         f"direction {self.spec.direction} writes to it")
@@ -217,7 +219,7 @@ class Session:
         clears = self.spec.for_each is not None and self.spec.for_each.on_remove == "clear"
         for side in SIDES:
             d = self.describe(side)
-            written = self.spec.direction in ("bidirectional", f"{other(side)}_to_{side}")
+            written = self.writes_to(side)
             if clears and written and d.scope == "filtered":
                 raise MappingError(
                     f"{side}.query: {d.restriction or 'a filter'} restricts the {side} side, "

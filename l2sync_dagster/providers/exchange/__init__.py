@@ -287,7 +287,10 @@ class ExchangeProvider:
         stmt = self.statement(query)
         if stmt.item_type.read_only:
             raise ProviderError(f"exchange: {stmt.item_type.read_only}")
-        return self.backend.create_entity(stmt)
+        made = self.backend.create_entity(stmt)
+        where = f"in {self.settings.email}"
+        return f"created folder {made[-1]!r} {where}" if made else \
+            f"folder {'/'.join(stmt.scope.segments)!r} exists {where}"
 
     def probe(self, query: Query, cursor: str | None = None) -> str:
         """The cheapest fingerprint of the scope (a change-feed check that stores nothing)."""

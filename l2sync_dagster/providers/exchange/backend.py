@@ -105,8 +105,8 @@ class ExchangeBackend(ABC):
         """{stamp: key} of the scope's items that carry one of ``stamps``."""
 
     @abstractmethod
-    def create_entity(self, stmt: SelectStatement) -> str:
-        """Create the folders of the scope's path that are missing; returns what was done."""
+    def create_entity(self, stmt: SelectStatement) -> list[str]:
+        """Create the folders of the scope's path that are missing; returns their paths."""
 
     def unavailable(self, item_type: str) -> dict[str, str]:
         """Catalog fields of ``item_type`` this backend cannot read or write: {name: why}."""

@@ -96,12 +96,9 @@ class EwsBackend(ExchangeBackend):
         return (f"exchange (EWS): opened mailbox {self.settings.email}, "
                 f"{len(folders)} folder(s): {names}{more}")
 
-    def create_entity(self, stmt: SelectStatement) -> str:
+    def create_entity(self, stmt: SelectStatement) -> list[str]:
         """Create the scope's missing folders (see ``ews_reads.create_path``)."""
-        made = self._call("creating the folder", lambda: reads.create_path(self.conn, stmt))
-        where = f"in {self.settings.email}"
-        return f"created folder {made[-1]!r} {where}" if made else \
-            f"folder {'/'.join(stmt.scope.segments)!r} exists {where}"
+        return self._call("creating the folder", lambda: reads.create_path(self.conn, stmt))
 
     # --- read --------------------------------------------------------------------------------
     def read(self, stmt: SelectStatement, cursor: str | None = None,

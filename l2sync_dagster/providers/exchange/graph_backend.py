@@ -226,16 +226,14 @@ class GraphBackend(ExchangeBackend):
                 raise self._mailbox_error(exc) from exc
         return self._folders[key]
 
-    def create_entity(self, stmt: SelectStatement) -> str:
+    def create_entity(self, stmt: SelectStatement) -> list[str]:
         """Create the scope's missing contact or mail folders (``FolderResolver.create``)."""
         try:
             made = FolderResolver(self.client, self.settings.email).create(stmt)
         except GraphError as exc:
             raise self._mailbox_error(exc) from exc
         self._folders.pop(stmt.scope.text + "|" + stmt.item_type.name, None)
-        where = f"in {self.settings.email}"
-        return f"created folder {made[-1]!r} {where}" if made else \
-            f"folder {'/'.join(stmt.scope.segments)!r} exists {where}"
+        return made
 
     # -- verify ------------------------------------------------------------------------------
 
