@@ -17,6 +17,7 @@ from l2sync_dagster.providers.base import (
     Capability,
     Change,
     EntityDescription,
+    EntityMissing,
     FieldInfo,
     Outcome,
     ProviderError,
@@ -92,6 +93,8 @@ class MemoryProvider:
         self.requests += 1
         if self.fail_reads:
             raise self.fail_reads.pop(0)
+        if getattr(self, "missing", False):  # the entity is away (a share not mounted)
+            raise EntityMissing("memory: the entity does not exist", what="the memory entity")
         frame = self._selected(query)
         if window is not None:
             frame = frame[in_window(frame[query.window_field], as_window(*window)).to_numpy()]
