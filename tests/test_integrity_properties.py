@@ -20,6 +20,7 @@ duplicates and unjustified deletes can be seen. Properties:
 import tempfile
 from pathlib import Path
 
+import pytest
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 from memory_provider import Crash, MemoryProvider
@@ -250,3 +251,25 @@ def test_a_cleared_archive_with_match_on_duplicates_nothing(cfg: dict, steps: li
     plan = w.sync().run(dry_run=True).prepared.plan  # type: ignore[union-attr]
     assert not plan.writes, plan.render()
 
+
+
+@pytest.mark.parametrize("right_query", [None, "WHERE city = 'in'"])
+def test_a_crashed_insert_that_a_person_edits_before_the_rerun_is_paired_once(
+        right_query: str | None) -> None:
+    """Found by the follow-changes property test: a one-way insert crashed after the target
+    made the record (its key recorded), a person edited that record before the re-run, the
+    re-run paired it (a recovered insert) but archived nothing, as the source had not changed:
+    the source's next edit inserted the record a second time."""
+    w = World({"direction": "left_to_right", "mirror": False, "left_query": None,
+               "right_query": right_query, "stamps": (False, False), "feed": (True, False),
+               "switch": False, "city": "both", "generated": (False, True)})
+    w.p["left"].user_insert({"uid": "u1", "name": "n", "city": "out"})
+    w.run(crash=("right", False, 1))
+    (created,) = w.p["right"].rows
+    w.p["right"].user_update(created, {"city": "in"})
+    w.run()
+    w.p["left"].user_update("u1", {"name": "x0"})
+    w.run()
+    w.run()
+    assert [r["uid"] for r in w.p["right"].rows.values()] == ["u1"]
+    assert w.p["right"].rows[created]["name"] == "x0"

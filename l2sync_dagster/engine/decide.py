@@ -27,7 +27,8 @@ from l2sync_dagster.engine.policy import SyncPolicy
 class Pair:
     """One pair as a run sees it: its id and keys, each side's current canonical row (None:
     the record is not there), the values both sides last agreed on (``base``; None for a
-    first-sync match), each side's version and modified time."""
+    first-sync match), each side's version and modified time. ``archived`` False: a pairing
+    this run makes (a first-sync match, a recovered insert) that the archive holds nothing of."""
 
     pid: str
     lkey: str | None
@@ -39,6 +40,7 @@ class Pair:
     rver: str | None = None
     lmod: Any = None
     rmod: Any = None
+    archived: bool = True
 
     def key(self, side: Side) -> str | None:
         """The record's key on ``side``."""
@@ -175,6 +177,11 @@ class Planner:
                 if pol.mirror:
                     self._update_pair(pair, {tgt: self.diff(srow, trow, tgt)},
                                       f"mirror: restore {tgt} from {src}")
+                elif not pair.archived:
+                    # the target's edit is kept, but the pairing must be archived: else the
+                    # next run finds the source record in no pair and inserts it again
+                    self.effect(pair.pid, pair.lkey, pair.rkey, lrow, rrow, pair.lver,
+                                pair.rver)
                 return
             d = self.diff(srow, trow, tgt)
             if t_changed or base is None:

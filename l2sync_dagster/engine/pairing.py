@@ -48,7 +48,8 @@ def plan_new(planner: Planner, new_pos: dict[Side, np.ndarray],
         lch = base is None or any(lrow[n] != base[n] for n in names)
         rch = base is None or any(rrow[n] != base[n] for n in names)
         planner.both_present(Pair(pid or uuid.uuid4().hex, keys["left"][lj], keys["right"][rj],
-                                  lrow, rrow, base, lver, rver, lmod, rmod), lch, rch, kind)
+                                  lrow, rrow, base, lver, rver, lmod, rmod, archived=False),
+                             lch, rch, kind)
 
     # 1. inserts journaled by a run that did not finish: pair what they created, with the
     # values they were written with as the base, so that an edit made since counts as an edit
@@ -79,7 +80,8 @@ def plan_new(planner: Planner, new_pos: dict[Side, np.ndarray],
             srow = dict(base)
             lrow, rrow = (srow, trow) if src == "left" else (trow, srow)
             lver, rver = (None, tver) if src == "left" else (tver, None)
-            planner.both_present(Pair(entry.pair_id, lkey, rkey, lrow, rrow, base, lver, rver),
+            planner.both_present(Pair(entry.pair_id, lkey, rkey, lrow, rrow, base, lver, rver,
+                                      archived=False),
                                  src != "left" and trow != base, src == "left" and trow != base,
                                  "recovered insert")
 
