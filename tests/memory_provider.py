@@ -58,6 +58,9 @@ class MemoryProvider:
         self.changed_at: dict[str, int] = {}
         self.created_at: dict[str, int] = {}
         self.deleted_at: dict[str, int] = {}
+        #: with the feed: an incremental read reports no deletes but lists every key in scope
+        #: (``present_keys``), as the sql provider's watermark reads do
+        self.lists_keys = False
         #: stamps (Change.stamp) hidden in records, as an Exchange extended property
         self.stamps = False
         self.stamp_of: dict[str, str] = {}
@@ -106,6 +109,9 @@ class MemoryProvider:
             # a filtered feed reports records that changed out of its filter as removed
             deleted += [k for k in self.rows if self.changed_at.get(k, 0) > since
                         and k not in frame.index]
+            if self.lists_keys:
+                return ReadResult(frame.loc[changed], complete=False, cursor=str(self.seq),
+                                  present_keys=pd.Index(frame.index))
             return ReadResult(frame.loc[changed], complete=False, deleted=deleted,
                               cursor=str(self.seq))
         return ReadResult(frame, complete=True, cursor=str(self.seq) if self.feed else None)

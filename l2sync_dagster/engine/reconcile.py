@@ -53,8 +53,13 @@ def reconcile(
     mapping: FieldMapping,
     policy: SyncPolicy,
     pending: Sequence[PendingInsert] = (),
+    pairs_before: int | None = None,
 ) -> tuple[SyncPlan, list[PendingInsert]]:
-    """Plan one run. Returns the plan and the inserts to journal before they are applied."""
+    """Plan one run. Returns the plan and the inserts to journal before they are applied.
+
+    ``archive`` may hold only the pairs the reads touch (every read incremental): pairs it
+    leaves out are unchanged on both sides. ``pairs_before`` is then the number of pairs in
+    the whole archive (the mass-delete brake's measure); by default ``archive``'s."""
     if policy.conflict not in POLICIES:
         raise ValueError(f"unknown conflict policy {policy.conflict!r}")
     inputs: dict[Side, SideInput] = {"left": left, "right": right}
@@ -65,8 +70,10 @@ def reconcile(
     for side in ("left", "right"):
         for key, reason in canon[side].rejected.items():
             plan.rejections.append(Rejection(side, key, reason))  # type: ignore[arg-type]
-    plan.pairs_before = int((archive["left_key"].notna() | archive["right_key"].notna()).sum()
-                            ) if len(archive) else 0
+    if pairs_before is None:
+        pairs_before = int((archive["left_key"].notna() | archive["right_key"].notna()).sum()
+                           ) if len(archive) else 0
+    plan.pairs_before = pairs_before
     archive, adopted = recover(archive, canon, pending, names)
     values = archive_values(archive, mapping)
     lstate, lpos = classify(canon["left"], left, archive, "left", values, names)

@@ -43,26 +43,31 @@ class ArchiveStore:
                      pair_ids: Sequence[str] = ()) -> pd.DataFrame:
         """The archive frame of a connection (see ``engine.reconcile.ARCHIVE_COLUMNS``).
 
-        With ``window`` = (start, end): only the pairs whose window value lies in
-        ``[start, end)``, plus the pairs whose left or right key is in ``keys[side]`` (records a
-        windowed read returned that were archived in another window, or never had a value) and
-        the pairs named in ``pair_ids`` (journaled inserts).
+        Without ``window`` and ``keys``: every pair. With ``keys`` (``{side: keys}``): only the
+        pairs whose left or right key is among them, plus the pairs named in ``pair_ids``
+        (journaled inserts): what a run whose reads are all incremental needs, at a cost that
+        follows the changes rather than the archive. With ``window`` = (start, end): the pairs
+        whose window value lies in ``[start, end)``, plus those of ``keys`` and ``pair_ids``
+        (records a windowed read returned that were archived in another window, or never had
+        a value).
         """
         t = archive_table
         cols = (*(t.c[name] for name in ARCHIVE_COLUMNS), t.c.values_json)
         with self.engine.connect() as conn:
-            if window is None:
+            if window is None and keys is None:
                 rows = conn.execute(
                     select(*cols).where(t.c.connection == connection).order_by(t.c.pair_id)
                 ).all()
             else:
-                start, end = window
-                cond = [t.c.connection == connection, t.c.window_at.is_not(None)]
-                if start is not None:
-                    cond.append(t.c.window_at >= utc(start))
-                if end is not None:
-                    cond.append(t.c.window_at < utc(end))
-                found = {r[0]: r for r in conn.execute(select(*cols).where(*cond)).all()}
+                found: dict[str, Any] = {}
+                if window is not None:
+                    start, end = window
+                    cond = [t.c.connection == connection, t.c.window_at.is_not(None)]
+                    if start is not None:
+                        cond.append(t.c.window_at >= utc(start))
+                    if end is not None:
+                        cond.append(t.c.window_at < utc(end))
+                    found = {r[0]: r for r in conn.execute(select(*cols).where(*cond)).all()}
                 lookups = [(t.c.pair_id, list(pair_ids))]
                 for side, side_keys in (keys or {}).items():
                     column = t.c.left_key if side == "left" else t.c.right_key
@@ -78,6 +83,22 @@ class ArchiveStore:
         cols = list(zip(*rows, strict=True))
         return archive_frame(mapping, dict(zip(ARCHIVE_COLUMNS, cols, strict=False)),
                              [json.loads(v) for v in cols[-1]])
+
+    def archived_keys(self, connection: str, side: str) -> list[str]:
+        """Every key of ``side`` that the archive holds (one column, no values)."""
+        t = archive_table
+        column = t.c.left_key if side == "left" else t.c.right_key
+        with self.engine.connect() as conn:
+            return list(conn.execute(select(column).where(
+                t.c.connection == connection, column.is_not(None))).scalars())
+
+    def an_archived_key(self, connection: str, side: str) -> str | None:
+        """One key of ``side`` that the archive holds (None when it holds none)."""
+        t = archive_table
+        column = t.c.left_key if side == "left" else t.c.right_key
+        with self.engine.connect() as conn:
+            return conn.execute(select(column).where(
+                t.c.connection == connection, column.is_not(None)).limit(1)).scalar()
 
     def archive_size(self, connection: str) -> int:
         """Number of pairs in the archive."""

@@ -27,6 +27,8 @@ class SideRead:
     description: EntityDescription
     cursor_used: str | None
     seconds: float
+    #: how the read was made, when it is not the provider's plain read (for the run's notes)
+    note: str | None = None
 
     def side_input(self) -> SideInput:
         """The read in the form the engine takes."""

@@ -58,13 +58,26 @@ class Sync(Session):
     """Runs one connection: read, plan, apply, check. The CLI, the Dagster resource and the
     sensors use it (through ``sync.steps.run_steps``)."""
 
+    #: runs whose reads are incremental load only the archive pairs they touch, and a one-way
+    #: target is read by key (:meth:`_read_by_key`); False: every run loads the whole archive
+    #: and reads every target in full (a test compares the two)
+    follow_changes: bool = True
+
     def apply(self, prep: Prepared) -> ApplyReport:
         """Apply the plan (``sync.apply.apply_plan``)."""
         return apply_plan(self, prep)
 
     # --- steps -------------------------------------------------------------------------------
-    def read(self, side: Side, full: bool = False) -> SideRead:
-        """Extract one side (incrementally from the saved cursor unless ``full``)."""
+    def read_order(self) -> tuple[Side, ...]:
+        """The order to read the sides in: a one-way connection's source first, so that its
+        target can be read by key (:meth:`_read_by_key`)."""
+        src = self.policy().source
+        return (src, other(src)) if src is not None else SIDES  # type: ignore[return-value]
+
+    def read(self, side: Side, full: bool = False,
+             before: dict[Side, SideRead] | None = None) -> SideRead:
+        """Extract one side (incrementally from the saved cursor unless ``full``). ``before``:
+        the reads this run made already (the source's, when ``side`` is a one-way target)."""
         mapping = self.mapping()
         cursor = None
         if self.window is not None:
@@ -82,11 +95,69 @@ class Sync(Session):
         if not full and self.store.archive_size(self.spec.name):
             cursor = self.store.cursors(
                 self.spec.name, mapping.cursor_signature(self.spec.direction)).get(side)
+            if cursor is None:
+                by_key = self._read_by_key(side, before or {})
+                if by_key is not None:
+                    return by_key
         self.progress(f"read {side}", 0, 1)
         t0 = time.perf_counter()
         result = self._read_side(side, cursor)
+        if self.follow_changes and not result.complete and result.present_keys is not None:
+            # the keys in scope reveal deletes: name them, and the read no longer needs every
+            # archived pair's values to be judged (only the archive's keys of this side)
+            present = {str(k) for k in result.present_keys}
+            present.update(str(k) for k in result.frame.index)
+            gone = [k for k in self.store.archived_keys(self.spec.name, side)
+                    if k not in present]
+            result = ReadResult(result.frame, complete=False,
+                                deleted=list(dict.fromkeys([*map(str, result.deleted), *gone])),
+                                cursor=result.cursor)
         self.progress(f"read {side}", 1, 1)
         return SideRead(result, self.describe(side), cursor, time.perf_counter() - t0)
+
+    def _read_by_key(self, side: Side, before: dict[Side, SideRead]) -> SideRead | None:
+        """The target of a one-way connection without mirror, read as a lookup of the records
+        of the pairs its source's incremental read touched, instead of in full: nothing else of
+        a target can change what such a run writes (target edits are kept, target-only records
+        left alone, new source records inserted). None, and a full read, whenever the target
+        could tell more: match_on (pairs new records with any target record), a crashed run's
+        journal (its inserts are found among every target record), a looked-up record that is
+        gone (the full read judges the delete as it always has), or an entity that does not
+        answer for a record it held (one archived key is always asked, as the witness)."""
+        pol = self.policy()
+        src = other(side)
+        if (not self.follow_changes or pol.source != src or pol.mirror or pol.match_on
+                or src not in before or before[src].cursor_used is None
+                or not _narrow(before[src].result) or not can_lookup(self.provider(side))):
+            return None
+        name = self.spec.name
+        if self.store.pending_inserts(name):
+            return None
+        witness = self.store.an_archived_key(name, side)
+        if witness is None:
+            return None
+        t0 = time.perf_counter()
+        read = before[src].result
+        touched = [str(k) for k in read.frame.index] + [str(k) for k in read.deleted]
+        touched += self.store.created_since_cursor(name, src)
+        archive = self.store.load_archive(name, self.mapping(), keys={src: touched})
+        keys = list(dict.fromkeys(str(k) for k in archive[f"{side}_key"].dropna()))
+        self.progress(f"read {side}", 0, 1)
+        try:
+            found = self.provider(side).lookup(  # type: ignore[attr-defined]
+                self.query(side), [*keys, witness] if witness not in keys else keys)
+        except EntityMissing:
+            return None
+        have = {str(k) for k in found.index}
+        if witness not in have or any(k not in have for k in keys):
+            return None
+        if witness not in keys:
+            found = found[found.index.astype(str) != witness]
+        self.progress(f"read {side}", 1, 1)
+        note = (f"{side}: read by key, {len(found)} records of the pairs the {src} side's "
+                "changes touched (one-way without mirror; --full reads every record)")
+        return SideRead(ReadResult(found, complete=False, deleted=[], cursor=None),
+                        self.describe(side), None, time.perf_counter() - t0, note)
 
     def _read_side(self, side: Side, cursor: str | None,
                    window: tuple[Any, Any] | None = None) -> ReadResult:
@@ -131,13 +202,24 @@ class Sync(Session):
             self.to_create.clear()  # what this run's reads find missing, not an earlier one's
             reads = {side: self.read(side, full) for side in SIDES}
         old_pending = self.store.pending_inserts(self.spec.name)
-        notes: list[str] = []
+        notes: list[str] = [r.note for r in reads.values() if r.note]
         moved: dict[Side, int] = {}
+        pairs_before: int | None = None
         if self.window is None:
-            archive = self.store.load_archive(self.spec.name, mapping)
             old_pending = self._find_stamped(old_pending)
-            reads = {s: self._judge_scope(s, reads[s], archive, old_pending, notes)
-                     for s in SIDES}
+            if not self.follow_changes or any(not _narrow(reads[s].result) for s in SIDES):
+                archive = self.store.load_archive(self.spec.name, mapping)
+                reads = {s: self._judge_scope(s, reads[s], archive, old_pending, notes)
+                         for s in SIDES}
+            else:
+                # every read is incremental: it says nothing of the records it did not return,
+                # so only the pairs it touched are loaded (the cost follows the changes)
+                reads = {s: self._judge_scope(s, reads[s], None, old_pending, notes)
+                         for s in SIDES}
+                archive = self.store.load_archive(
+                    self.spec.name, mapping, keys={s: _touched(reads[s].result) for s in SIDES},
+                    pair_ids=[p.pair_id for p in old_pending])
+                pairs_before = self.store.archive_size(self.spec.name)
         else:
             archive = self.store.load_archive(
                 self.spec.name, mapping, window=self.window,
@@ -149,21 +231,21 @@ class Sync(Session):
         self.progress("plan", 0, 1)
         plan, new_pending = reconcile(
             self.spec.name, reads["left"].side_input(), reads["right"].side_input(), archive,
-            mapping, self.policy(allow_mass_delete), old_pending)
+            mapping, self.policy(allow_mass_delete), old_pending, pairs_before)
         self.progress("plan", 1, 1)
         return Prepared(uuid.uuid4().hex, mapping, reads, plan, new_pending, old_pending,
                         notes, moved)
 
-    def _judge_scope(self, side: Side, read: SideRead, archive: pd.DataFrame,
+    def _judge_scope(self, side: Side, read: SideRead, archive: pd.DataFrame | None,
                      pending: list[PendingInsert], notes: list[str]) -> SideRead:
         """Look up what a restricted read, a change feed or a crashed run left unknown (see
-        ``sync.scope``), so that nothing is judged deleted, or inserted twice, by mistake."""
+        ``sync.scope``), so that nothing is judged deleted, or inserted twice, by mistake.
+        ``archive`` (every pair) is needed only for a read that is not :func:`_narrow`."""
         result = read.result
         # only a complete read, or one that lists the keys in scope, says anything about the
         # archived records it did not return: an incremental read does not pay for the list
-        judges_archive = result.complete or result.present_keys is not None
         archived = ([str(k) for k in archive[f"{side}_key"].dropna()]
-                    if judges_archive and len(archive) else [])
+                    if not _narrow(result) and archive is not None and len(archive) else [])
         journaled = [p.target_key for p in pending if p.side == side and p.target_key]
         journaled += [p.source_key for p in pending if p.side == other(side)]
         created = (self.store.created_since_cursor(self.spec.name, side)
@@ -176,7 +258,8 @@ class Sync(Session):
         notes.extend(judged.notes)
         if judged.result is read.result:
             return read
-        return SideRead(judged.result, read.description, read.cursor_used, read.seconds)
+        return SideRead(judged.result, read.description, read.cursor_used, read.seconds,
+                        read.note)
 
     def _find_stamped(self, pending: list[PendingInsert]) -> list[PendingInsert]:
         """Journaled inserts whose created record's key was never recorded: ask systems that
@@ -264,16 +347,23 @@ class Sync(Session):
             if not writes:
                 continue
             provider = self.provider(side)
-            fresh = provider.read(self.query(side), cursor=None)
-            if self.describe(side).scope != "all" and can_lookup(provider):
-                # records written outside the query's WHERE are checked by key
-                have = {str(k) for k in fresh.frame.index}
-                keys = {str(getattr(report.archive_rows[w.pair_id], f"{side}_key"))
-                        for w in writes if w.pair_id in report.archive_rows}
-                missing = sorted(k for k in keys if k not in have)
-                if missing:
-                    found = provider.lookup(self.query(side), missing)  # type: ignore[attr-defined]
-                    fresh = ReadResult(pd.concat([fresh.frame, found]), complete=False)
+            written = {str(getattr(report.archive_rows[w.pair_id], f"{side}_key"))
+                       for w in writes if w.pair_id in report.archive_rows}
+            keys = sorted(written | {str(w.key) for w in writes if w.op == "delete" and w.key})
+            if (self.follow_changes and can_lookup(provider)
+                    and len(keys) * 2 < prep.plan.pairs_before):
+                # a few writes into a large entity: read back only what was written
+                fresh = ReadResult(provider.lookup(self.query(side), keys),  # type: ignore
+                                   complete=False)
+            else:
+                fresh = provider.read(self.query(side), cursor=None)
+                if self.describe(side).scope != "all" and can_lookup(provider):
+                    # records written outside the query's WHERE are checked by key
+                    have = {str(k) for k in fresh.frame.index}
+                    missing = sorted(k for k in written if k not in have)
+                    if missing:
+                        found = provider.lookup(self.query(side), missing)  # type: ignore
+                        fresh = ReadResult(pd.concat([fresh.frame, found]), complete=False)
             canon = canonicalize(SideRead(fresh, self.describe(side), None, 0).side_input(),
                                  mapping, side)
             pos = {k: i for i, k in enumerate(canon.keys.to_pylist())}
@@ -329,3 +419,14 @@ class Sync(Session):
 
         return run_to_end(self, RunOptions(full=full, allow_mass_delete=allow_mass_delete,
                                            dry_run=dry_run, check=check))
+
+
+def _narrow(result: ReadResult) -> bool:
+    """An incremental read that does not list the keys in scope: it says nothing of the
+    archived records it did not return."""
+    return not result.complete and result.present_keys is None
+
+
+def _touched(result: ReadResult) -> list[str]:
+    """The keys a narrow read returned or reported deleted."""
+    return [str(k) for k in result.frame.index] + [str(k) for k in result.deleted]

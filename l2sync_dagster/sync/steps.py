@@ -86,9 +86,9 @@ def run_steps(sync: Sync, options: RunOptions = RunOptions(),
     guard = sync.recorded_run(run_id) if writes else nullcontext()
     with guard:
         reads: dict[Side, SideRead] = {}
-        for side in SIDES:
+        for side in sync.read_order():
             if side in options.read or wants_plan:
-                reads[side] = sync.read(side, options.full)
+                reads[side] = sync.read(side, options.full, before=reads)
                 if side in options.read:
                     yield ReadStep(side, reads[side])
         if not wants_plan:
