@@ -56,8 +56,10 @@ demo: setup
 lint: setup
 	$(BIN)/ruff check .
 
+# two test processes, one test file each at a time (files share their servers and fixtures):
+# the suite waits on servers and subprocesses as much as it computes
 test: setup postgres mariadb browser odata-cap lint
-	$(BIN)/pytest -q
+	$(BIN)/pytest -q -n 2 --dist loadfile
 
 ui: setup
 	mkdir -p .dagster_home
