@@ -210,3 +210,28 @@ def test_the_same_rows_as_graph_for_the_same_people(
         assert ews.loc[address, columns].to_dict() == by_mail.loc[address, columns].to_dict()
     assert graph[graph["EmailAddresses.EmailAddress1"].isna()]["GivenName"].tolist() == ["Casey"]
     assert ews.loc[ALICE, "PhysicalAddresses.Business.State"] == "Greater London"
+
+
+STAFF = 1200
+
+
+def test_a_directory_of_thousands_is_read_whole_in_pages(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """1200 generated staff plus the demo users: the staff's addresses all start with "s",
+    so that query alone is three pages of 500, and every person arrives once."""
+    monkeypatch.setenv("L2SYNC_SANDBOX_STAFF", str(STAFF))
+    monkeypatch.setenv(PASSWORD_ENV, "sandbox")
+    big = SandboxProcess.start(tmp_path / "state", "--only", "ews", "--only", "graph")
+    try:
+        exo = provider(big.urls["ews"], PageSize="500")
+        frame = exo.read(Query("SELECT EmailAddresses.EmailAddress1, Department "
+                               "FROM Directory")).frame
+        staff = {f"staff{i:04d}@sandbox.test" for i in range(1, STAFF + 1)}
+        assert set(frame.index) == staff | {ALICE, SALES, SYNC}
+        assert (frame["EmailAddresses.EmailAddress1"] == frame.index).all()
+        assert frame["Department"].notna().all()
+        requests = big.control("ews").stats()["requests"]["FindPeople"]
+        assert len(SWEEP) + 2 <= requests <= len(SWEEP) * 3, requests
+        assert not big.invalid_responses()
+    finally:
+        big.stop()

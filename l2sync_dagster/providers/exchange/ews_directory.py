@@ -23,7 +23,10 @@ lists mail-enabled recipients only, so a directory user without a mailbox (no ``
 not there (Graph ``/users`` has it).
 
 No change feed: FindPeople keeps no sync state, so every read is complete (``cursor`` None)
-and the sync reconciles it as a full read. ``_version`` is a hash of the values read,
+and the sync reconciles it as a full read. A persona element is parsed with exchangelib's
+field parsers for the requested properties only, and only the first time the sweep meets it
+(``Persona.from_xml`` parses all of its ninety fields: most of a large read's time).
+``_version`` is a hash of the values read,
 ``_modified`` null. WHERE, ORDER BY and TOP are evaluated on what was read (the GAL takes no
 restriction); windows are refused. ``lookup`` queries each key's address (up to
 :data:`LOOKUP_QUERIES` keys, else one sweep); ``probe`` digests a sweep. The directory is
@@ -33,10 +36,12 @@ never written: the provider refuses ``apply`` before it reaches here.
 import hashlib
 import json
 from collections.abc import Iterator, Sequence
+from types import SimpleNamespace
 from typing import Any
 
 import pandas as pd
-from exchangelib.items import ID_ONLY, Persona
+from exchangelib.fields import Field
+from exchangelib.items import Persona
 from exchangelib.services import FindPeople
 from exchangelib.util import MNS, add_xml_child, create_element
 
@@ -58,8 +63,8 @@ SWEEP = "abcdefghijklmnopqrstuvwxyz0123456789"
 #: more keys than this are looked up with one sweep instead of one query each
 LOOKUP_QUERIES = 50
 PERSON = "Person"
-#: what every directory read requests besides the selected fields (type and key)
-_ALWAYS = ("persona:PersonaType", "persona:EmailAddress")
+#: the Persona fields every directory read requests besides the selected ones (type, key)
+_ALWAYS = ("persona_type", "email_address")
 
 
 class GalPeople(FindPeople):
@@ -72,13 +77,12 @@ class GalPeople(FindPeople):
         #: (total, first loaded row, personas) of each page answered
         self.pages: list[tuple[int, int, int]] = []
 
-    def people(self, query: str, uris: Sequence[str]) -> Iterator[Persona]:
-        """The personas matching ``query`` with the ``persona:`` properties ``uris``."""
-        self.shape = ID_ONLY
-        self.additional_fields = list(uris)  # not None: parse whole personas
-        for found in self._elems_to_objs(self._paged_call(
+    def people(self, query: str, uris: Sequence[str]) -> Iterator[Any]:
+        """The ``t:Persona`` elements matching ``query``, with the ``persona:`` properties
+        ``uris`` (parsed by the caller: see :func:`persona_head`)."""
+        for found in self._paged_call(
                 payload_func=self.get_payload, max_items=None, folders=[GAL], query=query,
-                uris=list(uris), page_size=self.page_size, offset=0)):
+                uris=list(uris), page_size=self.page_size, offset=0):
             if isinstance(found, Exception):
                 raise found
             yield found
@@ -112,11 +116,31 @@ class GalPeople(FindPeople):
         return total, following if count and following < total else None
 
 
-def persona_key(persona: Persona) -> str | None:
-    """The key of a GAL persona: its primary SMTP address, lower-cased (see the module
-    docstring)."""
-    address = getattr(getattr(persona, "email_address", None), "email_address", None)
-    return address.strip().lower() if isinstance(address, str) and address.strip() else None
+_KEY_FIELDS = [Persona.get_field_by_fieldname(name) for name in _ALWAYS]
+
+
+def persona_head(elem: Any) -> tuple[str | None, SimpleNamespace]:
+    """The key of a GAL person (its primary SMTP address, lower-cased: see the module
+    docstring; None for a persona that is not a person or has no address) and the parsed
+    key fields. exchangelib's field parsers take what they parse out of the element, so
+    :func:`parse_persona` adds the other fields to what this returns."""
+    head = SimpleNamespace(**{f.name: f.from_xml(elem=elem, account=None)
+                              for f in _KEY_FIELDS})
+    if head.persona_type not in (None, PERSON):
+        return None, head
+    address = getattr(head.email_address, "email_address", None)
+    key = address.strip().lower() if isinstance(address, str) and address.strip() else None
+    return key, head
+
+
+def parse_persona(elem: Any, head: SimpleNamespace, fields: Sequence[Field]
+                  ) -> SimpleNamespace:
+    """``head`` with the other ``fields`` of the ``t:Persona`` element, as exchangelib's
+    Persona attributes."""
+    for f in fields:
+        if f not in _KEY_FIELDS:
+            setattr(head, f.name, f.from_xml(elem=elem, account=None))
+    return head
 
 
 class EwsDirectoryReader:
@@ -136,18 +160,21 @@ class EwsDirectoryReader:
         names += [stmt.order_by] if stmt.order_by else []
         return {n: table[n] for n in names if n in table}
 
-    def uris(self, stmt: SelectStatement) -> list[str]:
-        """The ``persona:`` properties a read of the statement requests."""
-        out = list(_ALWAYS)
+    def fields(self, stmt: SelectStatement) -> list[Field]:
+        """The Persona fields a read of the statement requests (key and type first)."""
+        out = list(_KEY_FIELDS)
         for acc in self.accessors(stmt).values():
-            uri = Persona.get_field_by_fieldname(acc.attr).field_uri
-            if uri not in out:
-                out.append(uri)
+            field = Persona.get_field_by_fieldname(acc.attr)
+            if field not in out:
+                out.append(field)
         return out
 
-    def _query(self, query: str, uris: Sequence[str]) -> list[Persona]:
-        """Every page of one query; ProviderError when the pages end before the total."""
-        def run() -> list[Persona]:
+    def _query(self, query: str, fields: Sequence[Field]) -> list[Any]:
+        """The persona elements of every page of one query; ProviderError when the pages
+        end before the total."""
+        uris = [f.field_uri for f in fields]
+
+        def run() -> list[Any]:
             try:
                 service = GalPeople(account=self.conn.account, page_size=self.settings.page_size)
             except NotImplementedError as exc:
@@ -166,17 +193,17 @@ class EwsDirectoryReader:
 
         return retrying(run, self.settings, "reading the directory (FindPeople)")
 
-    def _sweep(self, uris: Sequence[str]) -> dict[str, Persona]:
+    def _sweep(self, fields: Sequence[Field]) -> dict[str, SimpleNamespace]:
         """Every person of the GAL by key (one paged query per character of SWEEP)."""
-        people: dict[str, Persona] = {}
+        people: dict[str, SimpleNamespace] = {}
         for query in SWEEP:
-            for persona in self._query(query, uris):
-                key = persona_key(persona)
-                if key is not None and persona.persona_type in (None, PERSON):
-                    people.setdefault(key, persona)
+            for elem in self._query(query, fields):
+                key, head = persona_head(elem)
+                if key is not None and key not in people:
+                    people[key] = parse_persona(elem, head, fields)
         return people
 
-    def _records(self, stmt: SelectStatement, people: dict[str, Persona], *,
+    def _records(self, stmt: SelectStatement, people: dict[str, SimpleNamespace], *,
                  where: bool = True) -> list[Record]:
         accessors = self.accessors(stmt)
         records = []
@@ -193,14 +220,14 @@ class EwsDirectoryReader:
     # -- the backend's calls ---------------------------------------------------------------
     def verify(self, stmt: SelectStatement) -> str:
         """One FindPeople query against the GAL (proves access and the server version)."""
-        found = self._query(SWEEP[0], list(_ALWAYS))
+        found = self._query(SWEEP[0], _KEY_FIELDS)
         return (f"exchange (EWS): global address list via FindPeople as "
                 f"{self.settings.email} ({len(found)} entries for {SWEEP[0]!r}; every read "
                 "is complete: FindPeople has no change feed)")
 
     def read(self, stmt: SelectStatement) -> ReadResult:
         """Every person of the GAL (complete, no cursor: there is no change feed)."""
-        records = self._records(stmt, self._sweep(self.uris(stmt)))
+        records = self._records(stmt, self._sweep(self.fields(stmt)))
         records = order_records(stmt, records, lambda r, col: r.values.get(col))
         return ReadResult(records_frame(stmt, records), complete=True, cursor=None)
 
@@ -208,20 +235,21 @@ class EwsDirectoryReader:
         """The persons among ``keys`` (SMTP addresses) still in the GAL, whatever WHERE and
         TOP say."""
         wanted = {k.strip().lower() for k in keys if k and k.strip()}
-        uris = self.uris(stmt)
+        fields = self.fields(stmt)
         if len(wanted) > LOOKUP_QUERIES:
-            people = self._sweep(uris)
+            people = self._sweep(fields)
         else:
             people = {}
             for key in sorted(wanted):
-                for persona in self._query(key, uris):
-                    if persona_key(persona) == key and persona.persona_type in (None, PERSON):
-                        people[key] = persona
+                for elem in self._query(key, fields):
+                    found, head = persona_head(elem)
+                    if found == key:
+                        people[key] = parse_persona(elem, head, fields)
         found = {k: p for k, p in people.items() if k in wanted}
         return records_frame(stmt, self._records(stmt, found, where=False))
 
     def probe(self, stmt: SelectStatement) -> str:
         """A digest of the whole directory as the statement reads it (nothing is stored)."""
-        records = self._records(stmt, self._sweep(self.uris(stmt)))
+        records = self._records(stmt, self._sweep(self.fields(stmt)))
         parts = [f"{r.key}={r.version}" for r in records]
         return "ews-directory:" + hashlib.sha256("\n".join(parts).encode()).hexdigest()[:24]
