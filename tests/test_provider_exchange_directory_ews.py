@@ -113,6 +113,14 @@ def test_an_edit_and_a_removed_user_come_through_the_next_read(
     found = exo.lookup(DIRECTORY, [ALICE, SALES, "ALICE@sandbox.test"])
     assert list(found.index) == [ALICE]
     assert found.loc[ALICE, "Department"] == "Finance"
+    # the key is the primary SMTP address in lower case: a new address is a new key
+    edit_user(sandbox, SYNC, mail="Sync.Service@Sandbox.test")
+    third = exo.read(DIRECTORY).frame
+    assert sorted(third.index) == [ALICE, "sync.service@sandbox.test"]
+    assert third.loc["sync.service@sandbox.test",
+                     "EmailAddresses.EmailAddress1"] == "Sync.Service@Sandbox.test"
+    assert list(exo.lookup(DIRECTORY, ["SYNC.service@sandbox.test"]).index) == [
+        "sync.service@sandbox.test"]
     assert not sandbox.invalid_responses()
 
 
