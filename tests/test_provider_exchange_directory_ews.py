@@ -153,6 +153,20 @@ def test_the_directory_is_never_written_on_ews(gal) -> None:
     assert exo.describe(DIRECTORY).stamps is False
 
 
+def test_an_app_reads_the_gal_by_impersonation_and_a_bad_password_says_unauthorized(
+        gal, sandbox: SandboxProcess, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("EWS_DIRECTORY_CLIENT_SECRET", "sandbox")
+    app = gal(User=None, Password=None, Authentication="OAuth", TenantId="sandbox",
+              ClientId="l2sync-sandbox", ClientSecret="env:EWS_DIRECTORY_CLIENT_SECRET",
+              Authority=f"{sandbox.urls['token']}/sandbox", CABundle=str(sandbox.ca_path),
+              Impersonation="true")
+    assert sorted(app.read(DIRECTORY).frame.index) == [ALICE, SALES, SYNC]
+    monkeypatch.setenv("EWS_DIRECTORY_WRONG", "wrong-password")
+    with pytest.raises(ProviderError, match="unauthorized") as err:
+        gal(Password="env:EWS_DIRECTORY_WRONG").verify(DIRECTORY)
+    assert "wrong-password" not in str(err.value)
+
+
 def _ews_cs(sandbox: SandboxProcess) -> str:
     return connection_string(sandbox.urls["ews"])
 
