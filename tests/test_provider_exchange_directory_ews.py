@@ -9,6 +9,7 @@ through the command line, and the same rows as ``Backend=graph`` for the same pe
 import json
 import sqlite3
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 from directory_helpers import (
@@ -21,11 +22,14 @@ from directory_helpers import (
     run_people,
 )
 from exchange_helpers import PASSWORD_ENV, connection_string, provider
+from exchangelib.version import EXCHANGE_2010_SP2, Version
 from sandbox_process import SandboxProcess
 
 from l2sync_dagster.providers.base import Change, ProviderError, Query
 from l2sync_dagster.providers.exchange import ExchangeProvider
-from l2sync_dagster.providers.exchange.ews_directory import SWEEP, GalPeople
+from l2sync_dagster.providers.exchange.connection import parse_settings
+from l2sync_dagster.providers.exchange.ews_directory import SWEEP, EwsDirectoryReader, GalPeople
+from l2sync_dagster.providers.exchange.select import parse_select
 from l2sync_dagster.sandbox.graph.groups import ALL_STAFF
 
 DIRECTORY = Query("SELECT * FROM Directory")
@@ -138,6 +142,17 @@ def test_pages_that_end_before_the_total_fail_the_read(
     with pytest.raises(ProviderError) as exc:
         exo.read(DIRECTORY)
     assert "was not read whole" in str(exc.value) and "query 'a'" in str(exc.value)
+
+
+def test_a_server_before_exchange_2013_is_told_to_use_graph(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    # FindPeople came with Exchange 2013: exchangelib refuses it before sending anything
+    monkeypatch.setenv(PASSWORD_ENV, "unused")
+    account = SimpleNamespace(protocol=SimpleNamespace(version=Version(build=EXCHANGE_2010_SP2)))
+    reader = EwsDirectoryReader(SimpleNamespace(account=account),  # type: ignore[arg-type]
+                                parse_settings(connection_string("https://127.0.0.1:1")))
+    with pytest.raises(ProviderError, match="needs Exchange 2013 or later; use Backend=graph"):
+        reader.read(parse_select("SELECT * FROM Directory"))
 
 
 def test_the_directory_is_never_written_on_ews(gal) -> None:
