@@ -2,17 +2,25 @@
 Graph ``/users`` under the contact field names, with ``/users/delta`` as the change feed,
 against the Graph sandbox: a complete read (paged, WHERE), a department edit and a deleted
 user through the delta link alone, the missing permission, refusal of the directory as a
-written side (and on ``Backend=ews``), and a one-way run Directory -> SQLite through the
-command line."""
+written side, and a one-way run Directory -> SQLite through the command line. The same on
+``Backend=ews``: ``test_provider_exchange_directory_ews.py``."""
 
 import json
 import sqlite3
 from pathlib import Path
 
 import pytest
+from directory_helpers import (
+    SECRET_ENV,
+    delete_user,
+    edit_user,
+    exo_cs,
+    people_project,
+    people_rows,
+    run_people,
+)
 from sandbox_process import SandboxProcess
 
-from l2sync_dagster import cli
 from l2sync_dagster.providers.base import Change, ProviderError, Query
 from l2sync_dagster.providers.exchange import ExchangeProvider
 from l2sync_dagster.providers.exchange.graph_directory import DirectoryReader
@@ -23,18 +31,10 @@ from l2sync_dagster.providers.graph.throttle import RetryPolicy
 from l2sync_dagster.sandbox.graph.directory import person
 from l2sync_dagster.sandbox.token_service import object_id
 
-SECRET_ENV = "EXO_DIRECTORY_TEST_SECRET"
 DIRECTORY = Query("SELECT * FROM Directory")
 ALICE = "alice@sandbox.test"
 CONTRACTOR = "contractor@sandbox.test"
 FAST = RetryPolicy(max_retries=10, base_s=0.02, cap_s=0.2, max_retry_after_s=0.05)
-
-
-def exo_cs(sandbox: SandboxProcess, extra: str = "") -> str:
-    return (f"Backend=graph;URL={sandbox.urls['graph']}/v1.0;"
-            f"Authority={sandbox.urls['token']}/sandbox;ClientId=l2sync-sandbox;"
-            f"ClientSecret=env:{SECRET_ENV};CABundle={sandbox.ca_path};"
-            f"Email=sync@sandbox.test{extra}")
 
 
 @pytest.fixture
@@ -50,15 +50,6 @@ def directory(sandbox: SandboxProcess, monkeypatch: pytest.MonkeyPatch):
 
     yield make
     control.reset()
-
-
-def _edit(sandbox: SandboxProcess, user: str, **properties: object) -> None:
-    sandbox.control("graph").call("POST", "directory/update",
-                                  {"user": user, "properties": properties})
-
-
-def _delete(sandbox: SandboxProcess, user: str) -> None:
-    sandbox.control("graph").call("POST", "directory/delete", {"user": user})
 
 
 def test_full_read_of_the_directory_with_the_contact_field_names(
@@ -101,8 +92,8 @@ def test_an_edit_and_a_deleted_user_come_through_the_delta_link_alone(
     first = exo.read(DIRECTORY)
     sales_only = Query("SELECT GivenName, Department FROM Directory WHERE Department = 'Sales'")
     sales_first = exo.read(sales_only)
-    _edit(sandbox, ALICE, department="Finance")
-    _delete(sandbox, CONTRACTOR)
+    edit_user(sandbox, ALICE, department="Finance")
+    delete_user(sandbox, CONTRACTOR)
     control = sandbox.control("graph")
     control.reset_stats()
     changes = exo.read(DIRECTORY, cursor=first.cursor)
@@ -143,89 +134,28 @@ def test_the_directory_is_never_written(directory) -> None:
     assert all("read-only" in (o.error or "") for o in outcomes)
 
 
-def test_from_directory_on_ews_names_backend_graph(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv(SECRET_ENV, "unused")
-    ews = ExchangeProvider.from_connection_string(
-        f"URL=https://127.0.0.1:1/EWS/Exchange.asmx;User=u;Password=env:{SECRET_ENV};"
-        "Email=a@sandbox.test")
-    with pytest.raises(ProviderError) as exc:
-        ews.describe(DIRECTORY)
-    message = str(exc.value)
-    assert "DirectoryUser" in message and "Backend=graph" in message
-    assert "FindPeople" in message
-
-
-PEOPLE = """
-direction: {direction}
-left:
-  provider: exchange
-  connection_string: "{exo}"
-  query: "SELECT GivenName, Surname, Department, EmailAddresses.EmailAddress1 FROM Directory"
-right:
-  provider: sql
-  connection_string: "URL=sqlite:///{db}"
-  query: people
-  key: id
-mapping:
-  fields:
-    - {{left: GivenName, right: given_name}}
-    - {{left: Surname, right: surname}}
-    - {{left: Department, right: department}}
-    - {{left: EmailAddresses.EmailAddress1, right: email}}
-deletes: {{propagate: true, max_fraction: 0.5}}
-"""
-
-
-def _people_project(tmp_path: Path, sandbox: SandboxProcess, direction: str) -> Path:
-    db = tmp_path / "people.db"
-    if not db.exists():
-        with sqlite3.connect(db) as conn:
-            conn.execute("CREATE TABLE people (id INTEGER PRIMARY KEY, given_name TEXT, "
-                         "surname TEXT, department TEXT, email TEXT)")
-    folder = tmp_path / "connections"
-    folder.mkdir(exist_ok=True)
-    (folder / "people.yaml").write_text(PEOPLE.format(direction=direction,
-                                                      exo=exo_cs(sandbox), db=db))
-    return folder
-
-
-def _run(folder: Path, capsys: pytest.CaptureFixture[str]) -> tuple[int, dict]:
-    code = cli.main(["--connections", str(folder), "run", "people", "--json"])
-    captured = capsys.readouterr()
-    try:
-        return code, json.loads(captured.out)
-    except ValueError:
-        return code, {"output": captured.out, "error": captured.err}
-
-
-def _people(tmp_path: Path) -> dict[str, tuple[str, str]]:
-    with sqlite3.connect(tmp_path / "people.db") as conn:
-        rows = conn.execute("SELECT given_name, surname, department FROM people").fetchall()
-    return {f"{g} {s}": (g, d) for g, s, d in rows}
-
-
 def test_directory_to_sqlite_one_way_through_the_run_command(
         directory, sandbox: SandboxProcess, tmp_path: Path,
         capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
     directory()
     monkeypatch.setenv("L2SYNC_STATE_URL", f"sqlite:///{tmp_path / 'state.db'}")
-    folder = _people_project(tmp_path, sandbox, "left_to_right")
-    code, first = _run(folder, capsys)
+    folder = people_project(tmp_path, exo_cs(sandbox), "left_to_right")
+    code, first = run_people(folder, capsys)
     assert code == 0, first
     assert first["right"]["inserted"] == 4
-    people = _people(tmp_path)
+    people = people_rows(tmp_path)
     assert people["Alice Martin"] == ("Alice", "Sales")
     assert people["Casey Brooks"] == ("Casey", "Engineering")
     # the directory changes: the next run brings the edit and the delete (and nothing else)
-    _edit(sandbox, ALICE, department="Finance")
-    _delete(sandbox, CONTRACTOR)
-    code, second = _run(folder, capsys)
+    edit_user(sandbox, ALICE, department="Finance")
+    delete_user(sandbox, CONTRACTOR)
+    code, second = run_people(folder, capsys)
     assert code == 0, second
     assert second["right"]["updated"] == 1 and second["right"]["deleted"] == 1
     assert second["right"]["inserted"] == 0
-    people = _people(tmp_path)
+    people = people_rows(tmp_path)
     assert people["Alice Martin"] == ("Alice", "Finance") and "Casey Brooks" not in people
-    code, third = _run(folder, capsys)
+    code, third = run_people(folder, capsys)
     assert code == 0 and third["right"]["updated"] == 0 and third["right"]["inserted"] == 0
 
 
@@ -235,12 +165,12 @@ def test_a_connection_that_writes_to_the_directory_is_refused_when_loaded(
         capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
     directory()
     monkeypatch.setenv("L2SYNC_STATE_URL", f"sqlite:///{tmp_path / 'state.db'}")
-    folder = _people_project(tmp_path, sandbox, direction)
+    folder = people_project(tmp_path, exo_cs(sandbox), direction)
     with sqlite3.connect(tmp_path / "people.db") as conn:
         conn.execute("INSERT INTO people (given_name, surname, department, email) "
                      "VALUES ('New', 'Person', 'Sales', 'new@sandbox.test')")
     sandbox.control("graph").reset_stats()
-    code, out = _run(folder, capsys)
+    code, out = run_people(folder, capsys)
     assert code != 0
     text = json.dumps(out)
     # the mapping check names the field, the side and the direction (every directory field

@@ -232,6 +232,7 @@ def start_sandbox(host: str = "127.0.0.1", port_base: int = 0, latency_ms: int =
         port = port_base + list(SERVICES).index(name) if port_base else 0
         server = _ServiceServer(host, port, service, latency_ms, tls if cls.tls else None)
         running.services[name] = service
+        ctx.services[name] = service
         running.urls[name] = server.base_url
         running._servers.append(server)
     ctx.urls.update(running.urls)

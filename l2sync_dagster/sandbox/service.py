@@ -230,6 +230,8 @@ class SandboxContext:
     tokens: TokenRegistry
     urls: dict[str, str] = field(default_factory=dict)  # filled once every server is bound
     ca_path: Path | None = None
+    #: the services of this sandbox by name (EWS FindPeople reads Graph's directory)
+    services: dict[str, "Service"] = field(default_factory=dict)
 
 
 class Service:

@@ -17,10 +17,11 @@ key whatever the WHERE and TOP, and inserts carry a hidden stamp (``stamps.py``)
 (``PercentComplete`` through Graph) is refused when the statement is loaded, naming the
 field, the backend and the fix; ``SELECT *`` leaves such fields out.
 
-``FROM Directory`` (``Backend=graph``) reads the organisation's people from Graph ``/users``
-(change feed ``/users/delta``) under the contact field names; it is read-only (``describe``
-says not writable, so a connection that writes to it is refused when it is loaded) and is
-refused on ``Backend=ews``.
+``FROM Directory`` reads the organisation's people under the contact field names: on
+``Backend=graph`` from Graph ``/users`` (change feed ``/users/delta``, ``graph_directory.py``),
+on ``Backend=ews`` the persons of the global address list through FindPeople (complete reads
+only, keyed by primary SMTP address, ``ews_directory.py``); it is read-only (``describe``
+says not writable, so a connection that writes to it is refused when it is loaded).
 """
 
 import dataclasses

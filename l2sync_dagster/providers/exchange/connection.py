@@ -60,7 +60,8 @@ class ExchangeOptions(GraphSignIn):
     max_retry_wait: float = option("MaxRetryWait", "seconds a throttled or dropped request is "
                                    "retried", 120.0, low=0, high=86400, unit="seconds")
     page_size: int = option("PageSize", "items per FindItem page, per SyncFolderItems page (at "
-                            "most 512) and per Graph page", 1000, low=1, high=1000)
+                            "most 512), per FindPeople page and per Graph page", 1000, low=1,
+                            high=1000)
     batch_size: int = option("BatchSize", "items per CreateItem / UpdateItem / DeleteItem call",
                              100, low=1, high=1000)
     read_batch_size: int = option("ReadBatchSize", "items per GetItem call (lower it if a "

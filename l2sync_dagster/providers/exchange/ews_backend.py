@@ -1,6 +1,7 @@
 """The EWS backend of the ``exchange`` provider (exchangelib). See ``ews_reads.py`` for the
-request plan and the cursor, ``ews_writes.py`` for writes, ``ews_values.py`` for fields and
-``ews_client.py`` for authentication, throttling and request counting.
+request plan and the cursor, ``ews_writes.py`` for writes, ``ews_values.py`` for fields,
+``ews_client.py`` for authentication, throttling and request counting and
+``ews_directory.py`` for ``FROM Directory`` (the global address list through FindPeople).
 """
 
 import datetime as dt
@@ -27,6 +28,7 @@ from l2sync_dagster.providers.exchange import ews_writes as writes
 from l2sync_dagster.providers.exchange.backend import ExchangeBackend, Record, Window, records_frame
 from l2sync_dagster.providers.exchange.connection import ExchangeSettings
 from l2sync_dagster.providers.exchange.ews_client import EwsConnection, describe_error, retrying
+from l2sync_dagster.providers.exchange.ews_directory import EwsDirectoryReader
 from l2sync_dagster.providers.exchange.ews_values import (
     ACCESSORS,
     EWS_UNAVAILABLE,
@@ -38,6 +40,7 @@ from l2sync_dagster.providers.exchange.ews_values import (
     shape_of,
 )
 from l2sync_dagster.providers.exchange.fields import ITEM_TYPES
+from l2sync_dagster.providers.exchange.graph_directory import is_directory
 from l2sync_dagster.providers.exchange.select import (
     SelectStatement,
     order_records,
@@ -58,6 +61,7 @@ class EwsBackend(ExchangeBackend):
         (tests make it small)."""
         super().__init__(settings)
         self.conn = EwsConnection(settings, retry_wait_s=retry_wait_s)
+        self.directory = EwsDirectoryReader(self.conn, settings)
         self._shapes: dict[str, Shape] = {}
 
     # --- helpers -----------------------------------------------------------------------------
@@ -80,7 +84,10 @@ class EwsBackend(ExchangeBackend):
 
     # --- verify ------------------------------------------------------------------------------
     def verify(self, stmt: SelectStatement) -> str:
-        """GetFolder of the scope's root (one request); FindFolder for paths and wildcards."""
+        """GetFolder of the scope's root (one request); FindFolder for paths and wildcards;
+        one FindPeople query for the directory."""
+        if is_directory(stmt):
+            return self.directory.verify(stmt)
         try:
             folders = reads.resolve_scope(self.conn, stmt, check_root=True)
         except ErrorFolderNotFound:
@@ -98,12 +105,19 @@ class EwsBackend(ExchangeBackend):
 
     def create_entity(self, stmt: SelectStatement) -> list[str]:
         """Create the scope's missing folders (see ``ews_reads.create_path``)."""
+        if is_directory(stmt):
+            raise ProviderError(f"exchange (EWS): {stmt.item_type.read_only}")
         return self._call("creating the folder", lambda: reads.create_path(self.conn, stmt))
 
     # --- read --------------------------------------------------------------------------------
     def read(self, stmt: SelectStatement, cursor: str | None = None,
              window: Window | None = None, window_field: str | None = None) -> ReadResult:
         """Complete read (with a cursor for the next read) or the changes since ``cursor``."""
+        if is_directory(stmt):
+            if window is not None:
+                raise ProviderError("exchange (EWS): the directory is not read in windows "
+                                    "(partitions); read it whole")
+            return self.directory.read(stmt)
         try:
             if window is not None:
                 return self._read_window(stmt, window, window_field or "")
@@ -129,8 +143,12 @@ class EwsBackend(ExchangeBackend):
         return dict(EWS_UNAVAILABLE.get(item_type, {}))
 
     def type_unavailable(self, item_type: str) -> str | None:
-        """The directory (``FROM Directory``): read through Graph only."""
+        """An item type EWS has no API for (none today: the directory is FindPeople's)."""
         return ITEM_TYPES[item_type].no_api.get("ews") if item_type in ITEM_TYPES else None
+
+    def stamps_supported(self, stmt: SelectStatement) -> bool:
+        """Every item type but the directory (never written)."""
+        return not is_directory(stmt)
 
     def _fetch(self, stmt: SelectStatement, ids: list[str], folder_of: dict[str, str], *,
                where: bool = True, shape: Shape | None = None,
@@ -334,6 +352,8 @@ class EwsBackend(ExchangeBackend):
     def probe(self, stmt: SelectStatement, cursor: str | None = None) -> str:
         """With a cursor: one SyncFolderItems (MaxChangesReturned=1, IdOnly) per folder from
         the stored states; the stored cursor is not advanced. Without: a full IdOnly pass."""
+        if is_directory(stmt):
+            return self.directory.probe(stmt)
         data = reads.decode_cursor(cursor, stmt) if cursor else None
         try:
             if data is not None:
@@ -438,7 +458,9 @@ class EwsBackend(ExchangeBackend):
     def lookup(self, stmt: SelectStatement, keys: Sequence[str]) -> pd.DataFrame:
         """GetItem of ``keys`` in batches of ReadBatchSize; an item counts when it is of the
         item type and in one of the scope's folders (a deleted item is gone or in Deleted
-        Items). WHERE and TOP do not apply."""
+        Items). WHERE and TOP do not apply. Directory keys are SMTP addresses."""
+        if is_directory(stmt):
+            return self.directory.lookup(stmt, keys)
         try:
             folders = self._scope_ids(stmt) if keys else []
             parents = {sf.id or "": sf.path for sf in folders}

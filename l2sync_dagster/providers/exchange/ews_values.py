@@ -668,6 +668,20 @@ def _occurrences(f: FieldDef, attr: str) -> Accessor:
     return Accessor(f.name, attr, read, None)
 
 
+def _attributed(f: FieldDef, attr: str, part: str | None = None) -> Accessor:
+    """A persona's attributed property (FindPeople keeps a value per source): the first
+    value, or its ``part`` (the number of a phone, one part of a postal address)."""
+    def read(item: Any) -> Any:
+        for entry in getattr(item, attr, None) or ():
+            value = getattr(entry, "value", None)
+            text = _text(getattr(value, part, None) if part else value)
+            if text is not None:
+                return text
+        return None
+
+    return Accessor(f.name, attr, read)
+
+
 def ews_utc(value: Any) -> dt.datetime | None:
     """An exchangelib datetime as an aware UTC datetime; None for anything else."""
     return utc(value) if isinstance(value, dt.datetime) else None
@@ -679,6 +693,7 @@ EWS_KINDS: dict[str, Callable[..., Accessor]] = {
     "mailbox": _mailbox, "mailboxes": _mailboxes, "members": _members,
     "complete_name": _complete_name, "start_end": _start_end, "date_part": _date_part,
     "timezone": _timezone, "recurrence": _recurrence, "occurrences": _occurrences,
+    "attributed": _attributed,
 }
 
 

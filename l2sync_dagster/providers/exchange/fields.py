@@ -16,8 +16,8 @@ Interface (stable; both backends rely on it):
 
 - :data:`ITEM_TYPES`: item type name -> :class:`ItemType` (``Contact``, ``ContactGroup``,
   ``CalendarItem``, ``Task``, ``Message``, ``Note``, ``DirectoryUser``); ``ItemType.no_api``
-  names a backend without an API for the type (Graph: contact groups, notes; EWS: the
-  directory), ``ItemType.read_only`` why a type is never written (``DirectoryUser``).
+  names a backend without an API for the type (Graph: contact groups, notes),
+  ``ItemType.read_only`` why a type is never written (``DirectoryUser``).
 - :func:`item_type` (by name or alias, close matches on error),
   :meth:`ItemType.field` / :meth:`ItemType.require` (a :class:`FieldDef` by dotted name),
   :meth:`ItemType.default_fields` (what ``SELECT *`` reads), :meth:`ItemType.bound` /
@@ -484,22 +484,30 @@ MESSAGE_FIELDS: tuple[FieldDef, ...] = (
 )
 
 
-#: the people of the organisation (Graph ``/users``): the contact fields a directory user has,
-#: under the contact's names, all read-only (the directory is a source only)
+#: the people of the organisation (Graph ``/users``; on EWS the persons of the global address
+#: list through FindPeople, see ``ews_directory.py``): the contact fields a directory user has,
+#: under the contact's names, all read-only (the directory is a source only). EWS personas keep
+#: the profile values per source as attributed lists (``attributed``: the first value, or one
+#: part of a phone number / postal address)
 DIRECTORY_FIELDS: tuple[FieldDef, ...] = (
-    _ro("GivenName", graph="givenName"),
-    _ro("Surname", graph="surname"),
-    _ro("DisplayName", graph="displayName"),
-    _ro("EmailAddresses.EmailAddress1", graph="mail"),
-    _ro("CompanyName", graph="companyName"),
-    _ro("Department", graph="department"),
-    _ro("JobTitle", graph="jobTitle"),
-    _ro("OfficeLocation", graph="officeLocation"),
-    _ro("PhoneNumbers.BusinessPhone", graph=graph("list_slot", "businessPhones", 0)),
-    _ro("PhoneNumbers.MobilePhone", graph="mobilePhone"),
-    *(_ro(f"PhysicalAddresses.Business.{part}", filterable=False, graph=prop)
-      for part, prop in (("Street", "streetAddress"), ("City", "city"), ("State", "state"),
-                         ("PostalCode", "postalCode"), ("CountryOrRegion", "country"))),
+    _ro("GivenName", ews="given_name", graph="givenName"),
+    _ro("Surname", ews="surname", graph="surname"),
+    _ro("DisplayName", ews="display_name", graph="displayName"),
+    _ro("EmailAddresses.EmailAddress1", ews=ews("mailbox", "email_address"), graph="mail"),
+    _ro("CompanyName", ews="company_name", graph="companyName"),
+    _ro("Department", ews=ews("attributed", "departments"), graph="department"),
+    _ro("JobTitle", ews="title", graph="jobTitle"),
+    _ro("OfficeLocation", ews=ews("attributed", "office_locations"), graph="officeLocation"),
+    _ro("PhoneNumbers.BusinessPhone", ews=ews("attributed", "business_phone_numbers", "number"),
+        graph=graph("list_slot", "businessPhones", 0)),
+    _ro("PhoneNumbers.MobilePhone", ews=ews("attributed", "mobile_phones", "number"),
+        graph="mobilePhone"),
+    *(_ro(f"PhysicalAddresses.Business.{part}", filterable=False,
+          ews=ews("attributed", "business_addresses", attr), graph=prop)
+      for part, attr, prop in (("Street", "street", "streetAddress"), ("City", "city", "city"),
+                               ("State", "state", "state"),
+                               ("PostalCode", "postal_code", "postalCode"),
+                               ("CountryOrRegion", "country", "country"))),
 )
 
 
@@ -554,8 +562,6 @@ ITEM_TYPES: dict[str, ItemType] = {
                  no_api={"graph": "Microsoft Graph has no API for Outlook notes"}),
         ItemType("DirectoryUser", "", "", "directory", DIRECTORY_FIELDS,
                  ("Directory", "User", "Users"),
-                 no_api={"ews": "the directory is read through Microsoft Graph /users; EWS "
-                                "FindPeople is not built"},
                  read_only="the directory (FROM Directory) is read-only: it can be the "
                            "source of a one-way connection, never its target"),
     )

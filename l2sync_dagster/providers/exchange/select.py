@@ -14,7 +14,7 @@ Grammar (keywords case-insensitive)::
 - ``<scope>``: a well-known folder (``Contacts``, ``Calendar``, ``Tasks``, ``Inbox``,
   ``SentItems``, ``Notes``, ``Drafts``, ``DeletedItems``, ``JunkEmail``, ``Outbox``,
   ``Journal``, ``MsgFolderRoot``), ``ContactGroups`` (the Contacts folder's contact groups),
-  ``Directory`` (the organisation's people, ``DirectoryUser`` items; read-only, Graph only), a
+  ``Directory`` (the organisation's people, ``DirectoryUser`` items; read-only), a
   path (``Inbox/Projects/Alpha``; a first segment that is not a well-known folder is a folder
   under the mailbox's top of information store), ``Inbox/**`` (the folder and all subfolders),
   or ``*`` / ``?`` wildcards inside a segment (``Projects/*``, ``Inbox/Proj*``). Quote a path

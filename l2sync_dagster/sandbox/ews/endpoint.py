@@ -11,6 +11,7 @@ from l2sync_dagster.sandbox import identities
 from l2sync_dagster.sandbox.ews import (
     demo,
     fields,
+    ops_directory,
     ops_folders,
     ops_items,
     ops_misc,
@@ -42,6 +43,7 @@ OPERATIONS: dict[str, Operation] = {
     "DeleteItem": ops_items.delete_item, "MoveItem": ops_items.move_item,
     "SyncFolderItems": ops_sync.sync_folder_items,
     "ConvertId": ops_misc.convert_id, "ResolveNames": ops_misc.resolve_names,
+    "FindPeople": ops_directory.find_people,
 }
 XML = {"Content-Type": "text/xml; charset=utf-8"}
 
