@@ -18,7 +18,8 @@ may not open -> ``ErrorAccessDenied``; unknown mailbox -> ``ErrorNonExistentMail
 Operations: GetFolder, FindFolder (Shallow/Deep, IndexedPageFolderView), CreateFolder,
 DeleteFolder, SyncFolderHierarchy, GetItem, FindItem (Restriction, SortOrder,
 IndexedPageItemView, CalendarView without expanding recurrences), CreateItem, UpdateItem,
-DeleteItem, MoveItem, SyncFolderItems, ConvertId, ResolveNames. Any other operation of the
+DeleteItem, MoveItem, SyncFolderItems, ConvertId, ResolveNames, FindPeople (the global address
+list, over the Graph sandbox's directory users). Any other operation of the
 schema is a SOAP fault ``ErrorInvalidOperation`` (not ``ErrorInvalidRequest``, which clients
 take for a wrong ``RequestServerVersion`` and retry with every version). Items: Contact,
 DistributionList, CalendarItem, Task, Message (notes are ``IPM.StickyNote`` messages in Notes),
