@@ -5,6 +5,7 @@ dropped connections, token refresh, error codes, the per-mailbox concurrency lim
 import threading
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import pytest
@@ -12,7 +13,7 @@ from sandbox_process import SandboxProcess
 
 from l2sync_dagster.providers.base import ProviderError
 from l2sync_dagster.providers.graph import BatchRequest, GraphClient, GraphError
-from l2sync_dagster.providers.graph.throttle import RetryPolicy, parse_retry_after
+from l2sync_dagster.providers.graph.throttle import AppBudget, RetryPolicy, parse_retry_after
 from l2sync_dagster.spec.connection_string import ConnectionString
 
 SECRET_ENV = "GRAPH_CLIENT_TEST_SECRET"
@@ -33,7 +34,9 @@ def client(sandbox: SandboxProcess, monkeypatch: pytest.MonkeyPatch) -> Iterator
     monkeypatch.setenv(SECRET_ENV, "sandbox")
     control = sandbox.control("graph")
     control.reset()
-    yield GraphClient.from_connection_string(graph_cs(sandbox), retry=FAST)
+    c = GraphClient.from_connection_string(graph_cs(sandbox), retry=FAST)
+    c.budget = AppBudget()  # no pause another test's throttled answers left in the process
+    yield c
     control.clear_faults()
 
 
@@ -292,3 +295,72 @@ def test_repeated_items_in_one_round_last_one_wins() -> None:
     result = run_delta(_Pages(pages), "x", delta_link="old")  # type: ignore[arg-type]
     assert {i["id"]: i["v"] for i in result.items} == {"a": 2, "c": 1, "d": 3}
     assert result.removed == ["b"] and result.delta_link == "delta" and not result.full
+
+
+def test_the_clients_of_one_app_share_its_budget(sandbox: SandboxProcess,
+                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(SECRET_ENV, "sandbox")
+    one, two = (GraphClient.from_connection_string(graph_cs(sandbox)) for _ in range(2))
+    other = GraphClient.from_connection_string(ConnectionString(
+        f"GraphURL={sandbox.urls['graph']}/v1.0;Authority={sandbox.urls['token']}/sandbox;"
+        f"ClientId=another-app;ClientSecret=env:{SECRET_ENV};CABundle={sandbox.ca_path}"))
+    assert one.budget is two.budget and other.budget is not one.budget
+
+
+def test_a_throttled_mailbox_holds_the_other_workers_requests_for_it(
+        client: GraphClient, sandbox: SandboxProcess, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Retry-After is honoured per mailbox by every worker of the app, not only by the one
+    that drew the 429 (the others would draw more and be throttled longer)."""
+    monkeypatch.setenv(SECRET_ENV, "sandbox")
+    worker = GraphClient.from_connection_string(graph_cs(sandbox), retry=FAST)
+    worker.budget = client.budget  # what app_budget gives the workers of one process
+    first: list[float] = []
+    client._sleep = first.append
+    control = sandbox.control("graph")
+    control.faults(throttle_fraction=1.0, throttle_ms=3000)
+    with pytest.raises(GraphError):
+        client.get(f"/users/{MAILBOX}", mailbox=MAILBOX)
+    control.clear_faults()
+    assert first and all(w == 3.0 for w in first)
+    waits: list[float] = []
+    worker._sleep = waits.append
+    worker.get("/users/sales@sandbox.test", mailbox="sales@sandbox.test")
+    assert waits == []  # another mailbox goes at once
+    worker.get(f"/users/{MAILBOX}", mailbox=MAILBOX)
+    assert len(waits) == 1 and 2.0 < waits[0] <= 3.0  # the rest of the announced pause
+    assert worker.stats()["throttle_wait_s"] == pytest.approx(waits[0], abs=0.01)
+
+
+def test_the_app_never_has_more_requests_in_flight_than_its_budget(
+        client: GraphClient, sandbox: SandboxProcess, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(SECRET_ENV, "sandbox")
+    client.budget = AppBudget(limit=3)
+    workers = [client]
+    for _ in range(3):
+        w = GraphClient.from_connection_string(graph_cs(sandbox), retry=FAST)
+        w.budget = client.budget
+        workers.append(w)
+    lock = threading.Lock()
+    flying = [0, 0]  # now, most
+
+    def slow(send):
+        def request(*a, **kw):
+            with lock:
+                flying[0] += 1
+                flying[1] = max(flying[1], flying[0])
+            try:
+                time.sleep(0.05)
+                return send(*a, **kw)
+            finally:
+                with lock:
+                    flying[0] -= 1
+        return request
+
+    for w in workers:
+        w.get(f"/users/{MAILBOX}")  # the token first, outside the count
+        w._session.request = slow(w._session.request)  # type: ignore[method-assign]
+    users = [MAILBOX, "sync@sandbox.test", "sales@sandbox.test"]
+    with ThreadPoolExecutor(max_workers=12) as pool:
+        list(pool.map(lambda i: workers[i % 4].get(f"/users/{users[i % 3]}",
+                                                   mailbox=users[i % 3]), range(36)))
+    assert flying[1] == 3

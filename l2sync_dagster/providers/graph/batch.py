@@ -137,8 +137,9 @@ def run_batch(client: "GraphClient", reqs: list[BatchRequest], *, mailbox: str |
                 retry_ids.add(req.id)
         order = {r.id: i for i, r in enumerate(reqs)}
         pending = sorted(retry, key=lambda r: order[r.id])
-        delays = [client.retry.delay(attempt, w) for w in waits]
-        client.wait(max(delays))
+        delay = max(client.retry.delay(attempt, w) for w in waits)
+        client.budget.pause(mailbox, delay)
+        client.wait(delay)
     return [results[r.id] for r in reqs]
 
 

@@ -23,7 +23,7 @@ from urllib.parse import urlsplit
 import requests
 
 from l2sync_dagster.providers.base import ProviderError
-from l2sync_dagster.providers.graph.throttle import RETRY_STATUSES, MailboxSlots, RetryPolicy
+from l2sync_dagster.providers.graph.throttle import RETRY_STATUSES, RetryPolicy, app_budget
 from l2sync_dagster.providers.microsoft_options import DEFAULT_GRAPH_URL, GraphSignIn
 from l2sync_dagster.providers.msauth import MicrosoftAuth, scope_for
 from l2sync_dagster.providers.unreachable import (
@@ -84,7 +84,9 @@ class GraphClient:
         self.retry = retry or RetryPolicy()
         self._sleep = sleep
         self._session = auth.session()
-        self._slots = MailboxSlots()
+        #: shared with every client of the same app registration in this process
+        self.budget = app_budget(self.base_url, str(getattr(auth, "authority", "")),
+                                 str(getattr(auth, "client_id", "")))
         self._lock = threading.Lock()
         self._requests = 0
         self._throttle_wait = 0.0
@@ -166,6 +168,7 @@ class GraphClient:
             idempotent = method in IDEMPOTENT
         url = self.url(path)
         refreshed = False
+        waited = False
         attempt = 0
         token = self.auth.token()
         while True:
@@ -174,8 +177,12 @@ class GraphClient:
                 hdrs["Content-Type"] = "application/json"
             hdrs.update(headers or {})
             data = None if body is None else json.dumps(body)
+            if not waited:
+                # another worker's throttled answer for this mailbox (or the app) holds it too
+                self.wait(self.budget.wait_s(mailbox))
+            waited = False
             try:
-                with self._slots.slot(mailbox):
+                with self.budget.slots.slot(mailbox), self.budget.app_slot():
                     self.count_request()
                     resp = self._session.request(method, url, params=params, data=data,
                                                  headers=hdrs, timeout=self.timeout_s)
@@ -203,7 +210,9 @@ class GraphClient:
             if retryable and attempt < self.retry.max_retries:
                 delay = self.retry.delay(attempt, resp.headers.get("Retry-After"))
                 self.count_throttled()
+                self.budget.pause(mailbox, delay)
                 self.wait(delay)
+                waited = True  # this thread has sat out its own pause
                 attempt += 1
                 continue
             raise self.error(method, url, resp)
