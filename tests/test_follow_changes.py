@@ -196,6 +196,8 @@ def test_a_one_way_target_is_read_by_key_and_the_archive_by_the_changes(sql_pair
     assert len(spy.lookups) == 1 and {"3", "7"} <= set(spy.lookups[0])
     assert len(spy.lookups[0]) <= 3
     assert any("read by key" in n for n in report.prepared.notes)
+    reads = report.details()["reads"]
+    assert reads["right"]["feed"] == "by key" and reads["left"]["feed"] == "incremental"
     # the archive was loaded for the touched keys only, never in full
     assert spy.archive_keys and all(k is not None for k in spy.archive_keys)
     with sqlite3.connect(tmp / "dst.db") as db:

@@ -27,8 +27,14 @@ class SideRead:
     description: EntityDescription
     cursor_used: str | None
     seconds: float
-    #: how the read was made, when it is not the provider's plain read (for the run's notes)
-    note: str | None = None
+    #: a one-way target read as a lookup of the pairs its source's changes touched
+    by_key: bool = False
+
+    @property
+    def feed(self) -> str:
+        """How the side was read: ``incremental`` (its change feed), ``by key`` or ``full``."""
+        return ("by key" if self.by_key else "incremental" if self.cursor_used is not None
+                else "full")
 
     def side_input(self) -> SideInput:
         """The read in the form the engine takes."""
@@ -115,7 +121,7 @@ class RunReport:
             out["requests"] = self.stats
         if self.prepared:
             out["reads"] = {
-                side: {"feed": "incremental" if r.cursor_used is not None else "full",
+                side: {"feed": r.feed,
                        "scope": r.description.scope,
                        **({"restriction": r.description.restriction}
                           if r.description.restriction else {}),

@@ -154,10 +154,8 @@ class Sync(Session):
         if witness not in keys:
             found = found[found.index.astype(str) != witness]
         self.progress(f"read {side}", 1, 1)
-        note = (f"{side}: read by key, {len(found)} records of the pairs the {src} side's "
-                "changes touched (one-way without mirror; --full reads every record)")
         return SideRead(ReadResult(found, complete=False, deleted=[], cursor=None),
-                        self.describe(side), None, time.perf_counter() - t0, note)
+                        self.describe(side), None, time.perf_counter() - t0, by_key=True)
 
     def _read_side(self, side: Side, cursor: str | None,
                    window: tuple[Any, Any] | None = None) -> ReadResult:
@@ -202,7 +200,10 @@ class Sync(Session):
             self.to_create.clear()  # what this run's reads find missing, not an earlier one's
             reads = {side: self.read(side, full) for side in SIDES}
         old_pending = self.store.pending_inserts(self.spec.name)
-        notes: list[str] = [r.note for r in reads.values() if r.note]
+        notes: list[str] = [
+            f"{s}: read by key, {len(r.result.frame)} records of the pairs the other side's "
+            "changes touched (one-way without mirror; --full reads every record)"
+            for s, r in reads.items() if r.by_key]
         moved: dict[Side, int] = {}
         pairs_before: int | None = None
         if self.window is None:
@@ -259,7 +260,7 @@ class Sync(Session):
         if judged.result is read.result:
             return read
         return SideRead(judged.result, read.description, read.cursor_used, read.seconds,
-                        read.note)
+                        read.by_key)
 
     def _find_stamped(self, pending: list[PendingInsert]) -> list[PendingInsert]:
         """Journaled inserts whose created record's key was never recorded: ask systems that
