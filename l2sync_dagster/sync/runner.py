@@ -105,10 +105,9 @@ class Sync(Session):
         if self.follow_changes and not result.complete and result.present_keys is not None:
             # the keys in scope reveal deletes: name them, and the read no longer needs every
             # archived pair's values to be judged (only the archive's keys of this side)
-            present = {str(k) for k in result.present_keys}
-            present.update(str(k) for k in result.frame.index)
-            gone = [k for k in self.store.archived_keys(self.spec.name, side)
-                    if k not in present]
+            archived = pd.Index(self.store.archived_keys(self.spec.name, side), dtype=object)
+            present = result.present_keys.astype(str).append(result.frame.index.astype(str))
+            gone = list(archived[~archived.isin(present)])
             result = ReadResult(result.frame, complete=False,
                                 deleted=list(dict.fromkeys([*map(str, result.deleted), *gone])),
                                 cursor=result.cursor)
