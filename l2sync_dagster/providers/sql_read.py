@@ -26,7 +26,7 @@ from l2sync_dagster.providers.base import (
     typed_column,
 )
 from l2sync_dagster.providers.sql_describe import Entity, close_names
-from l2sync_dagster.providers.sql_values import chunks, from_raw, key_str, to_text
+from l2sync_dagster.providers.sql_values import chunks, from_raw, key_strs, to_text
 
 log = logging.getLogger("l2sync.providers.sql.read")
 
@@ -85,7 +85,7 @@ class SqlReads:
                 rows = result.fetchall()
                 if incremental:
                     keys = conn.execute(sa.select(ent.key)).scalars().all()
-                    present = pd.Index([key_str(k) for k in keys], name=KEY_INDEX)
+                    present = pd.Index(key_strs(keys), name=KEY_INDEX)
             except sa_exc.SQLAlchemyError as exc:
                 raise self._db_error(f"reading {ent.label} failed", exc) from None
         frame = build_frame(rows, names, ent.types, desc.key, ent.raw)
@@ -215,7 +215,7 @@ def build_frame(
     if pd.api.types.is_integer_dtype(keys.dtype):
         index = pd.Index(keys.to_numpy(dtype=np.int64).astype(str), name=KEY_INDEX)
     else:
-        index = pd.Index([key_str(v) for v in keys.to_numpy(dtype=object)], name=KEY_INDEX)
+        index = pd.Index(key_strs(keys.to_numpy(dtype=object)), name=KEY_INDEX)
     if index.has_duplicates:
         dup = index[index.duplicated()][0]
         raise ProviderError(

@@ -24,6 +24,13 @@ def key_str(value: Any) -> str:
     return str(value)
 
 
+def key_strs(values: Any) -> list[str]:
+    """:func:`key_str` of every value; integer keys (the common case) without the checks."""
+    if all(type(v) is int for v in values):
+        return list(map(str, values))
+    return [key_str(v) for v in values]
+
+
 
 def _sqlite_text(data: bytes) -> str | bytes:
     """SQLite TEXT as str; bytes that are not UTF-8 stay bytes (their record is rejected)."""
