@@ -47,7 +47,7 @@ from l2sync_dagster.sync.report import (
     SideRead,
     SyncAborted,
 )
-from l2sync_dagster.sync.scope import judge_read
+from l2sync_dagster.sync.scope import judge_read, name_deletes, narrow, touched_keys
 from l2sync_dagster.sync.session import Session
 
 __all__ = ["SIDES", "ApplyReport", "CheckResult", "Prepared", "RunReport", "SideRead", "Sync",
@@ -103,14 +103,8 @@ class Sync(Session):
         t0 = time.perf_counter()
         result = self._read_side(side, cursor)
         if self.follow_changes and not result.complete and result.present_keys is not None:
-            # the keys in scope reveal deletes: name them, and the read no longer needs every
-            # archived pair's values to be judged (only the archive's keys of this side)
-            archived = pd.Index(self.store.archived_keys(self.spec.name, side), dtype=object)
-            present = result.present_keys.astype(str).append(result.frame.index.astype(str))
-            gone = list(archived[~archived.isin(present)])
-            result = ReadResult(result.frame, complete=False,
-                                deleted=list(dict.fromkeys([*map(str, result.deleted), *gone])),
-                                cursor=result.cursor)
+            # judged against the archive's keys of this side alone, not every pair's values
+            result = name_deletes(result, self.store.archived_keys(self.spec.name, side))
         self.progress(f"read {side}", 1, 1)
         return SideRead(result, self.describe(side), cursor, time.perf_counter() - t0)
 
@@ -127,7 +121,7 @@ class Sync(Session):
         src = other(side)
         if (not self.follow_changes or pol.source != src or pol.mirror or pol.match_on
                 or src not in before or before[src].cursor_used is None
-                or not _narrow(before[src].result) or not can_lookup(self.provider(side))):
+                or not narrow(before[src].result) or not can_lookup(self.provider(side))):
             return None
         name = self.spec.name
         if self.store.pending_inserts(name):
@@ -136,9 +130,7 @@ class Sync(Session):
         if witness is None:
             return None
         t0 = time.perf_counter()
-        read = before[src].result
-        touched = [str(k) for k in read.frame.index] + [str(k) for k in read.deleted]
-        touched += self.store.created_since_cursor(name, src)
+        touched = touched_keys(before[src].result) + self.store.created_since_cursor(name, src)
         archive = self.store.load_archive(name, self.mapping(), keys={src: touched})
         keys = list(dict.fromkeys(str(k) for k in archive[f"{side}_key"].dropna()))
         self.progress(f"read {side}", 0, 1)
@@ -197,7 +189,9 @@ class Sync(Session):
         mapping = self.mapping()
         if reads is None:
             self.to_create.clear()  # what this run's reads find missing, not an earlier one's
-            reads = {side: self.read(side, full) for side in SIDES}
+            reads = {}
+            for side in self.read_order():
+                reads[side] = self.read(side, full, before=reads)
         old_pending = self.store.pending_inserts(self.spec.name)
         notes: list[str] = [
             f"{s}: read by key, {len(r.result.frame)} records of the pairs the other side's "
@@ -207,7 +201,7 @@ class Sync(Session):
         pairs_before: int | None = None
         if self.window is None:
             old_pending = self._find_stamped(old_pending)
-            if not self.follow_changes or any(not _narrow(reads[s].result) for s in SIDES):
+            if not self.follow_changes or any(not narrow(reads[s].result) for s in SIDES):
                 archive = self.store.load_archive(self.spec.name, mapping)
                 reads = {s: self._judge_scope(s, reads[s], archive, old_pending, notes)
                          for s in SIDES}
@@ -217,7 +211,7 @@ class Sync(Session):
                 reads = {s: self._judge_scope(s, reads[s], None, old_pending, notes)
                          for s in SIDES}
                 archive = self.store.load_archive(
-                    self.spec.name, mapping, keys={s: _touched(reads[s].result) for s in SIDES},
+                    self.spec.name, mapping, keys={s: touched_keys(reads[s].result) for s in SIDES},
                     pair_ids=[p.pair_id for p in old_pending])
                 pairs_before = self.store.archive_size(self.spec.name)
         else:
@@ -240,12 +234,12 @@ class Sync(Session):
                      pending: list[PendingInsert], notes: list[str]) -> SideRead:
         """Look up what a restricted read, a change feed or a crashed run left unknown (see
         ``sync.scope``), so that nothing is judged deleted, or inserted twice, by mistake.
-        ``archive`` (every pair) is needed only for a read that is not :func:`_narrow`."""
+        ``archive`` (every pair) is needed only for a read that is not ``narrow``."""
         result = read.result
         # only a complete read, or one that lists the keys in scope, says anything about the
         # archived records it did not return: an incremental read does not pay for the list
         archived = ([str(k) for k in archive[f"{side}_key"].dropna()]
-                    if not _narrow(result) and archive is not None and len(archive) else [])
+                    if not narrow(result) and archive is not None and len(archive) else [])
         journaled = [p.target_key for p in pending if p.side == side and p.target_key]
         journaled += [p.source_key for p in pending if p.side == other(side)]
         created = (self.store.created_since_cursor(self.spec.name, side)
@@ -420,13 +414,3 @@ class Sync(Session):
         return run_to_end(self, RunOptions(full=full, allow_mass_delete=allow_mass_delete,
                                            dry_run=dry_run, check=check))
 
-
-def _narrow(result: ReadResult) -> bool:
-    """An incremental read that does not list the keys in scope: it says nothing of the
-    archived records it did not return."""
-    return not result.complete and result.present_keys is None
-
-
-def _touched(result: ReadResult) -> list[str]:
-    """The keys a narrow read returned or reported deleted."""
-    return [str(k) for k in result.frame.index] + [str(k) for k in result.deleted]

@@ -128,3 +128,28 @@ def _rebuilt(result: ReadResult, frame: pd.DataFrame, deleted: list[str] | None
         return ReadResult(frame, complete=result.complete, deleted=list(result.deleted),
                           cursor=result.cursor, present_keys=result.present_keys)
     return ReadResult(frame, complete=False, deleted=deleted, cursor=result.cursor)
+
+
+def narrow(result: ReadResult) -> bool:
+    """An incremental read that does not list the keys in scope: it says nothing of the
+    archived records it did not return (so a run needs only the pairs it touched)."""
+    return not result.complete and result.present_keys is None
+
+
+def touched_keys(result: ReadResult) -> list[str]:
+    """The keys a narrow read returned or reported deleted."""
+    return [str(k) for k in result.frame.index] + [str(k) for k in result.deleted]
+
+
+def name_deletes(result: ReadResult, archived: Sequence[str]) -> ReadResult:
+    """An incremental read that lists the keys in scope made narrow: the ``archived`` keys of
+    its side that it neither lists nor returned are reported deleted, as the engine would judge
+    them (a restricted read's are looked up by :func:`judge_read` before anything is
+    deleted)."""
+    keys = pd.Index(archived, dtype=object)
+    present = result.present_keys.astype(str).append(  # type: ignore[union-attr]
+        result.frame.index.astype(str))
+    gone = list(keys[~keys.isin(present)])
+    return ReadResult(result.frame, complete=False,
+                      deleted=list(dict.fromkeys([*map(str, result.deleted), *gone])),
+                      cursor=result.cursor)
