@@ -18,11 +18,16 @@ may not open -> ``ErrorAccessDenied``; unknown mailbox -> ``ErrorNonExistentMail
 Operations: GetFolder, FindFolder (Shallow/Deep, IndexedPageFolderView), CreateFolder,
 DeleteFolder, SyncFolderHierarchy, GetItem, FindItem (Restriction, SortOrder,
 IndexedPageItemView, CalendarView without expanding recurrences), CreateItem, UpdateItem,
-DeleteItem, MoveItem, SyncFolderItems, ConvertId, ResolveNames. Any other operation of the
+DeleteItem, MoveItem, SyncFolderItems, CreateAttachment, GetAttachment, DeleteAttachment,
+ConvertId, ResolveNames. Any other operation of the
 schema is a SOAP fault ``ErrorInvalidOperation`` (not ``ErrorInvalidRequest``, which clients
 take for a wrong ``RequestServerVersion`` and retry with every version). Items: Contact,
 DistributionList, CalendarItem, Task, Message (notes are ``IPM.StickyNote`` messages in Notes),
 PostItem, with extended properties (returned only when asked for, as Exchange does).
+File and item attachments (with the item in CreateItem, or CreateAttachment) get
+AttachmentIds; GetItem lists them without content and sets HasAttachments, GetAttachment
+returns them whole, a removed one is ``ErrorInvalidAttachmentId``; FindItem returns none.
+GetItem derives ``TextBody`` and, when none was stored, ``MimeContent``.
 Booleans are answered as true/false; times to the second in UTC.
 
 Recurring series: ``DeleteItem`` of an ``OccurrenceItemId`` (RecurringMasterId +

@@ -11,6 +11,7 @@ from l2sync_dagster.sandbox import identities
 from l2sync_dagster.sandbox.ews import (
     demo,
     fields,
+    ops_attachments,
     ops_folders,
     ops_items,
     ops_misc,
@@ -41,6 +42,9 @@ OPERATIONS: dict[str, Operation] = {
     "CreateItem": ops_items.create_item, "UpdateItem": ops_items.update_item,
     "DeleteItem": ops_items.delete_item, "MoveItem": ops_items.move_item,
     "SyncFolderItems": ops_sync.sync_folder_items,
+    "CreateAttachment": ops_attachments.create_attachment,
+    "GetAttachment": ops_attachments.get_attachment,
+    "DeleteAttachment": ops_attachments.delete_attachment,
     "ConvertId": ops_misc.convert_id, "ResolveNames": ops_misc.resolve_names,
 }
 XML = {"Content-Type": "text/xml; charset=utf-8"}

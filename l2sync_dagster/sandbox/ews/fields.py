@@ -7,6 +7,7 @@ refused with ``ErrorInvalidPropertySet`` as Exchange does.
 """
 
 import copy
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from lxml import etree
@@ -108,6 +109,8 @@ class Shape:
             return shape
         base = el.findtext(t("BaseShape"))
         shape.all = base in ("Default", "AllProperties")
+        if el.findtext(t("IncludeMimeContent")) in ("true", "1"):
+            shape.names.add("MimeContent")
         props = el.find(t("AdditionalProperties"))
         for p in props if props is not None else ():
             path = Path.parse(p)
@@ -142,7 +145,7 @@ def managed_item_fields(item: Item, folder: Folder, shape: "Shape") -> list[etre
         elif name == "Size":
             sub(holder, t(name), str(64 + len(item.element)))
         elif name == "HasAttachments":
-            sub(holder, t(name), "false")
+            sub(holder, t(name), "true" if has_attachments(item) else "false")
         elif name == "ItemClass":
             if item.element.find(t("ItemClass")) is None:
                 sub(holder, t(name), ITEM_CLASSES.get(tag, "IPM"))
@@ -155,6 +158,14 @@ def managed_item_fields(item: Item, folder: Folder, shape: "Shape") -> list[etre
             else:
                 sub(holder, t(name), "RecurringMaster" if recurring else "Single")
     return list(holder)
+
+
+def has_attachments(item: Item) -> bool:
+    """HasAttachments as Exchange reports it: the item holds an attachment that is not
+    inline."""
+    holder = item.element.find(t("Attachments"))
+    return holder is not None and any(
+        (a.findtext(t("IsInline")) or "false") != "true" for a in holder)
 
 
 def _complete_name(holder: etree._Element, item: Item) -> None:
@@ -170,15 +181,19 @@ def _complete_name(holder: etree._Element, item: Item) -> None:
         sub(cn, t("FullName"), full)
 
 
-def render_item(item: Item, folder: Folder, shape: Shape,
-                order: dict[str, list[str]]) -> etree._Element:
-    """``item`` as a response element holding the properties ``shape`` asks for."""
+def render_item(item: Item, folder: Folder, shape: Shape, order: dict[str, list[str]],
+                extra: Sequence[etree._Element] = ()) -> etree._Element:
+    """``item`` as a response element holding the properties ``shape`` asks for, plus the
+    ``extra`` elements the operation computed (GetItem: attachments, MimeContent ...). Stored
+    attachments are never copied as they are (only GetItem answers them, summarised)."""
     el = etree.Element(t(item.tag))
     type_name = ITEM_TYPES.get(item.tag, "ItemType")
     rank = _rank(type_name, order)
-    children = managed_item_fields(item, folder, shape)
+    children = managed_item_fields(item, folder, shape) + list(extra)
     for child in item.element:
         name = local(child)
+        if name == "Attachments":
+            continue
         if name == "ExtendedProperty":
             uri = child.find(t("ExtendedFieldURI"))
             if uri is not None and ext_key(uri) in shape.extended:
@@ -287,7 +302,7 @@ def apply_set(item: Item, change: etree._Element, order: dict[str, list[str]]) -
     value = carrier[0]
     el = item.element
     if path.kind == "plain":
-        if path.name in READ_ONLY:
+        if path.name in READ_ONLY or path.name == "Attachments":
             raise FieldError("ErrorInvalidPropertySet",
                              f"Set action is invalid for property. ({path.name})")
         if local(value) != path.name:
@@ -298,7 +313,7 @@ def apply_set(item: Item, change: etree._Element, order: dict[str, list[str]]) -
         if old is not None:
             el.replace(old, new)
         else:
-            _insert(item, new, order)
+            insert_ordered(item, new, order)
     elif path.kind == "indexed":
         entry = value.find(t("Entry"))
         if entry is None:
@@ -306,7 +321,7 @@ def apply_set(item: Item, change: etree._Element, order: dict[str, list[str]]) -
         container = el.find(t(path.name))
         if container is None:
             container = etree.Element(t(path.name))
-            _insert(item, container, order)
+            insert_ordered(item, container, order)
         old = next((e for e in container if e.get("Key") == path.key), None)
         if old is None:
             container.append(copy.deepcopy(entry))
@@ -322,7 +337,7 @@ def apply_set(item: Item, change: etree._Element, order: dict[str, list[str]]) -
             container.replace(old, copy.deepcopy(entry))
     else:
         _remove_extended(el, path.ext)
-        _insert(item, normalise(copy.deepcopy(value)), order)
+        insert_ordered(item, normalise(copy.deepcopy(value)), order)
 
 
 _ADDRESS_ORDER = ("Street", "City", "State", "CountryOrRegion", "PostalCode")
@@ -345,7 +360,7 @@ def _remove_extended(el: etree._Element, key: tuple[str, ...]) -> bool:
     return removed
 
 
-def _insert(item: Item, new: etree._Element, order: dict[str, list[str]]) -> None:
+def insert_ordered(item: Item, new: etree._Element, order: dict[str, list[str]]) -> None:
     """Add ``new`` to the stored element at its schema position."""
     children = [*item.element, new]
     for c in list(item.element):
@@ -358,7 +373,7 @@ def apply_delete(item: Item, path_el: etree._Element) -> None:
     path = Path.parse(path_el)
     el = item.element
     if path.kind == "plain":
-        if path.name in READ_ONLY or path.name == "ItemClass":
+        if path.name in READ_ONLY or path.name in ("ItemClass", "Attachments"):
             raise FieldError("ErrorInvalidPropertyDelete",
                              f"This property may not be deleted. ({path.name})")
         old = el.find(t(path.name))

@@ -6,7 +6,7 @@ import datetime as dt
 
 from lxml import etree
 
-from l2sync_dagster.sandbox.ews import occurrences
+from l2sync_dagster.sandbox.ews import attachments, content, occurrences
 from l2sync_dagster.sandbox.ews.call import Call, EwsError, message, response
 from l2sync_dagster.sandbox.ews.fields import (
     ITEM_TYPES,
@@ -51,6 +51,23 @@ def _render(call: Call, item: Item, shape: Shape) -> etree._Element:
     return render_item(item, call.store.folders[item.folder_id], shape, call.order)
 
 
+def _details(item: Item, shape: Shape) -> list[etree._Element]:
+    """What GetItem answers beyond the stored fields: attachment summaries, TextBody, a
+    MimeContent (FindItem does not return these)."""
+    out = []
+    if shape.all or "Attachments" in shape.names:
+        found = attachments.summaries(item)
+        if found is not None:
+            out.append(found)
+    if "TextBody" in shape.names:
+        text = content.text_body(item)
+        if text is not None:
+            out.append(text)
+    if "MimeContent" in shape.names and item.element.find(t("MimeContent")) is None:
+        out.append(content.mime_content(item))
+    return out
+
+
 def _items_holder(msg: etree._Element) -> etree._Element:
     return sub(msg, m("Items"))
 
@@ -67,7 +84,9 @@ def get_item(call: Call, req: etree._Element) -> etree._Element:
         except EwsError as err:
             _items_holder(message(msgs, "GetItem", err))
             continue
-        _items_holder(message(msgs, "GetItem")).append(_render(call, item, shape))
+        rendered = render_item(item, call.store.folders[item.folder_id], shape, call.order,
+                               _details(item, shape))
+        _items_holder(message(msgs, "GetItem")).append(rendered)
     return root
 
 
@@ -146,6 +165,7 @@ def create_item(call: Call, req: etree._Element) -> etree._Element:
                 raise EwsError("ErrorInvalidItemForOperationCreateItem",
                                f"{tag} cannot be created by the sandbox")
             check_writable(spec)
+            attachments.check(list(spec.findall(f"{t('Attachments')}/*")))
             if tag == "Message" and disposition in ("SendOnly", "SendAndSaveCopy"):
                 if disposition == "SendOnly":
                     _items_holder(message(msgs, "CreateItem"))
@@ -159,9 +179,16 @@ def create_item(call: Call, req: etree._Element) -> etree._Element:
         except (EwsError, FieldError) as err:
             _items_holder(message(msgs, "CreateItem", EwsError(err.code, err.message)))
             continue
-        item = call.store.add_item(folder.mailbox, folder.id, stored_element(spec))
+        element = stored_element(spec)
+        files = attachments.take(element)
+        item = call.store.add_item(folder.mailbox, folder.id, element)
+        added = attachments.add(call.store, item, files, call.order) if files else []
         out = sub(_items_holder(message(msgs, "CreateItem")), t(tag))
         sub(out, t("ItemId"), Id=item.id, ChangeKey=item.change_key)
+        if added:
+            holder = sub(out, t("Attachments"))
+            for att in added:
+                attachments.created(holder, att)
     return root
 
 
