@@ -28,7 +28,12 @@ File and item attachments (with the item in CreateItem, or CreateAttachment) get
 AttachmentIds; GetItem lists them without content and sets HasAttachments, GetAttachment
 returns them whole, a removed one is ``ErrorInvalidAttachmentId``; FindItem returns none.
 GetItem derives ``TextBody`` and, when none was stored, ``MimeContent``.
-Booleans are answered as true/false; times to the second in UTC.
+Booleans are answered as true/false; times to the second in UTC. A Subject longer than 255
+characters is cut there; a longer GivenName/MiddleName/Surname is ``ErrorPropertyUpdate``.
+A ChangeKey the sandbox could not have issued is ``ErrorInvalidChangeKey``. Restrictions on
+Categories match any one category, ignoring case; sorting puts empty values first
+(ascending). A ``t:Folder`` created without FolderClass has none; UnreadCount counts items
+with IsRead false.
 
 Recurring series: ``DeleteItem`` of an ``OccurrenceItemId`` (RecurringMasterId +
 InstanceIndex) deletes one occurrence, ``UpdateItem`` of one moves it (Start/End only; its

@@ -225,8 +225,8 @@ def _append_ordered(parent: etree._Element, children: list[etree._Element],
 
 
 def render_folder(folder: Folder, shape: Shape, total: int, child_count: int,
-                  order: dict[str, list[str]]) -> etree._Element:
-    """``folder`` as a response element."""
+                  order: dict[str, list[str]], unread: int = 0) -> etree._Element:
+    """``folder`` as a response element (``unread``: its items with IsRead false)."""
     el = etree.Element(t(folder.kind))
     _id(el, "FolderId", folder.id, folder.change_key)
     values: dict[str, str | None] = {
@@ -234,7 +234,7 @@ def render_folder(folder: Folder, shape: Shape, total: int, child_count: int,
         "TotalCount": str(total), "ChildFolderCount": str(child_count),
     }
     if folder.kind != "CalendarFolder" and folder.kind != "ContactsFolder":
-        values["UnreadCount"] = "0"
+        values["UnreadCount"] = str(unread)
     wanted = [n for n in ("ParentFolderId", "FolderClass", "DisplayName", "TotalCount",
                           "ChildFolderCount", "DistinguishedFolderId", "UnreadCount")
               if shape.all or n in shape.names]
@@ -283,12 +283,35 @@ def normalise(element: etree._Element) -> etree._Element:
     return element
 
 
+#: string fields Exchange keeps to 255 characters: a longer Subject is cut there, a longer
+#: contact name is refused (ErrorPropertyUpdate), as exchangelib's tests see on Exchange
+MAX_LENGTH = 255
+TRUNCATED = frozenset({"Subject"})
+REFUSED_WHEN_LONG = frozenset({"GivenName", "MiddleName", "Surname"})
+
+
+def limit_lengths(element: etree._Element) -> etree._Element:
+    """Apply Exchange's 255-character limits to ``element`` and its descendants."""
+    for el in element.iter():
+        if not isinstance(el.tag, str) or el.text is None or len(el.text) <= MAX_LENGTH:
+            continue
+        name = local(el)
+        if name in TRUNCATED:
+            el.text = el.text[:MAX_LENGTH]
+        elif name in REFUSED_WHEN_LONG:
+            raise FieldError("ErrorPropertyUpdate",
+                             f"An internal server error occurred. The operation failed. "
+                             f"({name} is longer than {MAX_LENGTH} characters)")
+    return element
+
+
 def stored_element(element: etree._Element) -> etree._Element:
-    """A clean copy of a client item element, for storing (namespace map normalised)."""
+    """A clean copy of a client item element, for storing (namespace map normalised, length
+    limits applied: FieldError)."""
     out = etree.Element(element.tag, nsmap={"t": T})
     for child in element:
         out.append(copy.deepcopy(child))
-    return normalise(out)
+    return limit_lengths(normalise(out))
 
 
 def apply_set(item: Item, change: etree._Element, order: dict[str, list[str]]) -> None:
@@ -309,7 +332,7 @@ def apply_set(item: Item, change: etree._Element, order: dict[str, list[str]]) -
             raise FieldError("ErrorInvalidPropertyRequest",
                              f"the value element {local(value)} does not match {path.name}")
         old = el.find(t(path.name))
-        new = normalise(copy.deepcopy(value))
+        new = limit_lengths(normalise(copy.deepcopy(value)))
         if old is not None:
             el.replace(old, new)
         else:
@@ -407,6 +430,15 @@ def field_text(item: Item, name: str) -> str | None:
     if child is None:
         return None
     return child.text if len(child) == 0 else "".join(child.itertext())
+
+
+def field_values(item: Item, name: str) -> list[str] | None:
+    """The values of a multi-valued field (an array of ``t:String``, such as Categories);
+    None when ``name`` is not one or is not set."""
+    child = item.element.find(t(name))
+    if child is None or not len(child) or any(local(c) != "String" for c in child):
+        return None
+    return [c.text or "" for c in child]
 
 
 def extended_text(item: Item, key: tuple[str, ...]) -> str | None:

@@ -16,8 +16,10 @@ FOLDER_KINDS = {"Folder", "CalendarFolder", "ContactsFolder", "TasksFolder", "Se
 
 def _render(call: Call, folder: Folder, shape: Shape) -> etree._Element:
     store = call.store
+    unread = sum(1 for i in store.folder_items(folder.id)
+                 if i.element.findtext(t("IsRead")) == "false")
     return render_folder(folder, shape, len(store.by_folder.get(folder.id, {})),
-                         len(store.children(folder.id)), call.order)
+                         len(store.children(folder.id)), call.order, unread)
 
 
 def _folder_value(folder: Folder, name: str) -> str | None:
@@ -82,11 +84,14 @@ def create_folder(call: Call, req: etree._Element) -> etree._Element:
         kind = local(spec) if local(spec) in FOLDER_KINDS else "Folder"
         if any(c.display_name.lower() == name.lower() for c in call.store.children(parent.id)):
             message(msgs, "CreateFolder", EwsError(
-                "ErrorFolderExists", "A folder with the specified name already exists."))
+                "ErrorFolderExists", f"Could not create folder '{name}' because a folder "
+                                     "with that name already exists (names ignore case)."))
             continue
+        # a plain t:Folder without a FolderClass has none (exchangelib then reads it back as
+        # a generic Folder, as from Exchange); the typed folders get theirs
         cls = spec.findtext(t("FolderClass")) or {
             "CalendarFolder": "IPF.Appointment", "ContactsFolder": "IPF.Contact",
-            "TasksFolder": "IPF.Task"}.get(kind, "IPF.Note")
+            "TasksFolder": "IPF.Task"}.get(kind)
         folder = call.store.add_folder(parent.mailbox, parent.id, name, kind, cls)
         msg = message(msgs, "CreateFolder")
         out = sub(sub(msg, m("Folders")), t(kind))

@@ -18,6 +18,7 @@ from l2sync_dagster.sandbox.ews.fields import (
     check_writable,
     extended_text,
     field_text,
+    field_values,
     local,
     render_item,
     stored_element,
@@ -45,6 +46,15 @@ def item_value(item: Item, path: Path) -> str | None:
             return None
         return entry.findtext(t(path.member)) if path.member else entry.text
     return field_text(item, path.name)
+
+
+def match_value(item: Item, path: Path) -> str | list[str] | None:
+    """A property's value for restrictions: every value of a multi-valued one."""
+    if path.kind == "plain":
+        values = field_values(item, path.name)
+        if values is not None:
+            return values
+    return item_value(item, path)
 
 
 def _render(call: Call, item: Item, shape: Shape) -> etree._Element:
@@ -111,7 +121,7 @@ def find_item(call: Call, req: etree._Element) -> etree._Element:
         rows = call.store.folder_items(folder.id)
         if restriction is not None and len(restriction):
             expr = restriction[0]
-            rows = [i for i in rows if matches(expr, lambda p, i=i: item_value(i, p))]
+            rows = [i for i in rows if matches(expr, lambda p, i=i: match_value(i, p))]
         if calendar is not None:
             start, end = calendar.get("StartDate", ""), calendar.get("EndDate", "")
             rows = [i for i in rows if _overlaps(i, start, end)]
@@ -176,10 +186,10 @@ def create_item(call: Call, req: etree._Element) -> etree._Element:
                 folder = sent
             else:
                 folder = _target_folder(call, req, tag, cache)
+            element = stored_element(spec)
         except (EwsError, FieldError) as err:
             _items_holder(message(msgs, "CreateItem", EwsError(err.code, err.message)))
             continue
-        element = stored_element(spec)
         files = attachments.take(element)
         item = call.store.add_item(folder.mailbox, folder.id, element)
         added = attachments.add(call.store, item, files, call.order) if files else []

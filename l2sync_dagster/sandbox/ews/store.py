@@ -140,6 +140,14 @@ class Store:
         return _b64(f"AAMk:{kind}:{mailbox}:{self.next_id:08d}")
 
     @staticmethod
+    def well_formed_change_key(key: str) -> bool:
+        """Whether ``key`` is an item ChangeKey this store could have issued (any version)."""
+        try:
+            return base64.b64decode(key, validate=True).decode().startswith("CK:")
+        except (ValueError, UnicodeDecodeError):
+            return False
+
+    @staticmethod
     def mailbox_of(object_id: str) -> str | None:
         """The mailbox an id belongs to (None for a malformed id)."""
         try:
