@@ -17,7 +17,7 @@ may not open -> ``ErrorAccessDenied``; unknown mailbox -> ``ErrorNonExistentMail
 
 Operations: GetFolder, FindFolder (Shallow/Deep, IndexedPageFolderView), CreateFolder,
 DeleteFolder, SyncFolderHierarchy, GetItem, FindItem (Restriction, SortOrder,
-IndexedPageItemView, CalendarView without expanding recurrences), CreateItem, UpdateItem,
+IndexedPageItemView, CalendarView), CreateItem, UpdateItem,
 DeleteItem, MoveItem, SyncFolderItems, CreateAttachment, GetAttachment, DeleteAttachment,
 ConvertId, ResolveNames. Any other operation of the
 schema is a SOAP fault ``ErrorInvalidOperation`` (not ``ErrorInvalidRequest``, which clients
@@ -35,14 +35,22 @@ Categories match any one category, ignoring case; sorting puts empty values firs
 (ascending). A ``t:Folder`` created without FolderClass has none; UnreadCount counts items
 with IsRead false.
 
-Recurring series: ``DeleteItem`` of an ``OccurrenceItemId`` (RecurringMasterId +
-InstanceIndex) deletes one occurrence, ``UpdateItem`` of one moves it (Start/End only; its
-time zone fields are accepted, any other field is ``ErrorInvalidPropertySet``); the master
+Recurring series: a CalendarView (no Restriction or SortOrder allowed: ErrorInvalidOperation)
+expands each series into its occurrences, each with an ItemId of its own (CalendarItemType
+Occurrence/Exception, IsRecurring true, OriginalStart, the master's UID), showing what starts
+before its EndDate and ends at or after its StartDate. The master answers IsRecurring false
+(as Exchange does), FirstOccurrence/LastOccurrence (GetItem) and range dates with their UTC
+offset (``2016-01-01Z``). An occurrence is named by an ``OccurrenceItemId`` (RecurringMasterId
++ InstanceIndex) or its ItemId; ``RecurringMasterItemId`` names its master. ``DeleteItem`` of an
+occurrence deletes it, ``UpdateItem`` moves it (Start/End only; its time zone fields and
+fields left as they are are accepted, any other change is ``ErrorInvalidPropertySet``); the
+master
 then carries ``DeletedOccurrences`` / ``ModifiedOccurrences`` (read-only, new ChangeKey, so
 SyncFolderItems reports it). An index outside the series is
 ``ErrorCalendarOccurrenceIndexIsOutOfRecurrenceRange``, a deleted occurrence
 ``ErrorCalendarOccurrenceIsDeletedFromRecurrence``. Setting the master's Recurrence, Start or
-End drops its exceptions. The ItemId of a modified occurrence cannot be fetched on its own.
+End drops its exceptions. All-day events: Start is moved back, End forward to midnight of
+their time zones. Tasks answer IsRecurring and ChangeCount; calendar items a UID.
 
 exchangelib notes: OAuth (``auth_type=OAUTH2``) over this plain-HTTP endpoint needs
 ``OAUTHLIB_INSECURE_TRANSPORT=1``; app tokens need ``access_type=IMPERSONATION``. A dropped

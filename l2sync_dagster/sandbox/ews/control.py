@@ -77,8 +77,7 @@ def handle_control(service: "EwsService", request: Request, subpath: str) -> Res
                 times = {k: dt.datetime.fromisoformat(str(body[k]).replace("Z", "+00:00"))
                          for k in ("Start", "End") if body.get(k)}
                 made = occurrences.modify_occurrence(master, index, times.get("Start"),
-                                                     times.get("End"),
-                                                     store.new_id("I", master.mailbox))
+                                                     times.get("End"))
         except FieldError as err:
             return Response.json({"error": err.message, "code": err.code}, 400)
         store.touch(master)

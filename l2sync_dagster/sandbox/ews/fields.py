@@ -7,13 +7,17 @@ refused with ``ErrorInvalidPropertySet`` as Exchange does.
 """
 
 import copy
+import datetime as dt
+import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from zoneinfo import ZoneInfo
 
 from lxml import etree
 
 from l2sync_dagster.sandbox.ews.soap import T, sub, t
 from l2sync_dagster.sandbox.ews.store import ITEM_CLASSES, Folder, Item, iso
+from l2sync_dagster.sandbox.graph.common import WINDOWS_ZONES
 
 #: item element -> schema complexType
 ITEM_TYPES: dict[str, str] = {
@@ -33,6 +37,7 @@ READ_ONLY: frozenset[str] = frozenset({
     "DisplayCc", "DateTimeReceived", "IsRecurring", "CalendarItemType", "InstanceKey",
     "WebClientReadFormQueryString", "WebClientEditFormQueryString", "StoreEntryId",
     "ModifiedOccurrences", "DeletedOccurrences", "FirstOccurrence", "LastOccurrence",
+    "ChangeCount", "OriginalStart", "RecurrenceId",
 })
 
 #: indexed property -> container element
@@ -126,7 +131,8 @@ def _id(parent: etree._Element, tag: str, object_id: str, change_key: str) -> No
 
 
 _MANAGED = ("ParentFolderId", "DateTimeReceived", "Size", "DateTimeCreated", "HasAttachments",
-            "LastModifiedTime", "ItemClass", "CompleteName", "IsRecurring", "CalendarItemType")
+            "LastModifiedTime", "ItemClass", "CompleteName", "IsRecurring", "CalendarItemType",
+            "ChangeCount", "UID")
 
 
 def managed_item_fields(item: Item, folder: Folder, shape: "Shape") -> list[etree._Element]:
@@ -152,12 +158,65 @@ def managed_item_fields(item: Item, folder: Folder, shape: "Shape") -> list[etre
         elif name == "CompleteName" and tag == "Contact":
             _complete_name(holder, item)
         elif name in ("IsRecurring", "CalendarItemType") and tag == "CalendarItem":
-            recurring = item.element.find(t("Recurrence")) is not None
+            # as Exchange reports them: IsRecurring is true for an occurrence or exception,
+            # false for the series master itself and a single item
+            master = item.element.find(t("Recurrence")) is not None
             if name == "IsRecurring":
-                sub(holder, t(name), "true" if recurring else "false")
+                sub(holder, t(name), "true" if item.occurrence else "false")
             else:
-                sub(holder, t(name), "RecurringMaster" if recurring else "Single")
+                sub(holder, t(name), item.occurrence or
+                    ("RecurringMaster" if master else "Single"))
+        elif name == "IsRecurring" and tag == "Task":
+            sub(holder, t(name), "true" if item.element.find(t("Recurrence")) is not None
+                else "false")
+        elif name == "UID" and tag == "CalendarItem":
+            if item.element.find(t("UID")) is None:
+                sub(holder, t(name), uid_of(item))
+        elif name == "ChangeCount" and tag == "Task":
+            sub(holder, t(name), str(item.version))
     return list(holder)
+
+
+def item_zone(item: Item) -> dt.tzinfo:
+    """The time zone of the item's StartTimeZone (UTC without one, or for an unknown one)."""
+    el = item.element.find(t("StartTimeZone"))
+    name = el.get("Id") if el is not None else None
+    if not name:
+        return dt.UTC
+    try:
+        return ZoneInfo(WINDOWS_ZONES.get(name, name))
+    except (KeyError, ValueError):
+        return dt.UTC
+
+
+def _dates_with_offset(recurrence: etree._Element, tz: dt.tzinfo) -> etree._Element:
+    """A Recurrence whose range StartDate/EndDate carry a UTC offset, as Exchange writes them
+    (``2016-01-01+01:00``, ``2016-01-01Z``): the offset of ``tz`` on that day."""
+    for name in ("StartDate", "EndDate"):
+        for el in recurrence.iter(t(name)):
+            text = (el.text or "").strip()
+            if len(text) != 10:
+                continue
+            try:
+                day = dt.date.fromisoformat(text)
+            except ValueError:
+                continue
+            offset = dt.datetime.combine(day, dt.time(12), tzinfo=tz).utcoffset()
+            minutes = int(offset.total_seconds() // 60) if offset else 0
+            el.text = text + ("Z" if not minutes else
+                              f"{'+' if minutes > 0 else '-'}{abs(minutes) // 60:02d}:"
+                              f"{abs(minutes) % 60:02d}")
+    return recurrence
+
+
+def uid_of(item: Item) -> str:
+    """The item's UID: the stored one, else one made from its id (stable, like Exchange's
+    GOID-based UIDs)."""
+    stored = item.element.findtext(t("UID"))
+    if stored:
+        return stored
+    digest = hashlib.sha1(item.id.encode()).hexdigest().upper()
+    return "040000008200E00074C5B7101A82E008" + digest + "00000000"
 
 
 def has_attachments(item: Item) -> bool:
@@ -199,7 +258,11 @@ def render_item(item: Item, folder: Folder, shape: Shape, order: dict[str, list[
             if uri is not None and ext_key(uri) in shape.extended:
                 children.append(copy.deepcopy(child))
         elif (shape.all or name in shape.names) and (not rank or name in rank):
-            children.append(copy.deepcopy(child))
+            if name == "Recurrence":
+                zone = item_zone(item) if item.tag == "CalendarItem" else dt.UTC
+                children.append(_dates_with_offset(copy.deepcopy(child), zone))
+            else:
+                children.append(copy.deepcopy(child))
     _append_ordered(el, children, rank)
     return el
 

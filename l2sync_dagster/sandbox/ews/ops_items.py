@@ -6,7 +6,7 @@ import datetime as dt
 
 from lxml import etree
 
-from l2sync_dagster.sandbox.ews import attachments, content, occurrences
+from l2sync_dagster.sandbox.ews import allday, attachments, content, occurrences
 from l2sync_dagster.sandbox.ews.call import Call, EwsError, message, response
 from l2sync_dagster.sandbox.ews.fields import (
     ITEM_TYPES,
@@ -20,12 +20,13 @@ from l2sync_dagster.sandbox.ews.fields import (
     field_text,
     field_values,
     local,
+    normalise,
     render_item,
     stored_element,
 )
 from l2sync_dagster.sandbox.ews.soap import m, sub, t
 from l2sync_dagster.sandbox.ews.store import Folder, Item
-from l2sync_dagster.sandbox.ews.views import Page, compare, matches, sort_key, sort_rows
+from l2sync_dagster.sandbox.ews.views import Page, matches, sort_key, sort_rows
 
 #: where CreateItem puts an item without SavedItemFolderId
 DEFAULT_FOLDER = {"Contact": "contacts", "DistributionList": "contacts",
@@ -63,8 +64,16 @@ def _render(call: Call, item: Item, shape: Shape) -> etree._Element:
 
 def _details(item: Item, shape: Shape) -> list[etree._Element]:
     """What GetItem answers beyond the stored fields: attachment summaries, TextBody, a
-    MimeContent (FindItem does not return these)."""
+    MimeContent, a series' FirstOccurrence/LastOccurrence (FindItem returns none of these)."""
     out = []
+    if item.tag == "CalendarItem" and item.occurrence is None and \
+            item.element.find(t("Recurrence")) is not None and \
+            (shape.all or {"FirstOccurrence", "LastOccurrence"} & shape.names):
+        try:
+            out += [el for el in occurrences.first_and_last(item)
+                    if shape.all or local(el) in shape.names]
+        except FieldError:
+            pass  # a pattern the sandbox cannot expand: no occurrence information
     if shape.all or "Attachments" in shape.names:
         found = attachments.summaries(item)
         if found is not None:
@@ -78,6 +87,27 @@ def _details(item: Item, shape: Shape) -> list[etree._Element]:
     return out
 
 
+def target(call: Call, ref: etree._Element) -> tuple[Item, int | None]:
+    """The item an id names: ``(item, None)``, or ``(master, index)`` for an occurrence
+    (``t:OccurrenceItemId``, or the ItemId of an occurrence); ``t:RecurringMasterItemId``
+    names the master of the occurrence it holds."""
+    kind = local(ref)
+    if kind == "OccurrenceItemId":
+        return _master(call, ref)
+    if kind == "RecurringMasterItemId":
+        held = ref.get("OccurrenceId", "")
+        parsed = occurrences.parse_occurrence_id(held)
+        master = call.item(etree.Element(t("ItemId"), Id=parsed[0] if parsed else held))
+        return master, None
+    if kind != "ItemId":
+        raise EwsError("ErrorInvalidIdMalformed", f"{kind} is not supported here")
+    parsed = occurrences.parse_occurrence_id(ref.get("Id", ""))
+    if parsed is None:
+        return call.item(ref), None
+    master = call.item(etree.Element(t("ItemId"), Id=parsed[0]))
+    return master, parsed[1]
+
+
 def _items_holder(msg: etree._Element) -> etree._Element:
     return sub(msg, m("Items"))
 
@@ -88,11 +118,11 @@ def get_item(call: Call, req: etree._Element) -> etree._Element:
     root, msgs = response("GetItem")
     for ref in req.find(m("ItemIds")):
         try:
-            if local(ref) != "ItemId":
-                raise EwsError("ErrorInvalidIdMalformed", f"{local(ref)} is not supported here")
-            item = call.item(ref)
-        except EwsError as err:
-            _items_holder(message(msgs, "GetItem", err))
+            item, index = target(call, ref)
+            if index is not None:
+                item = occurrences.instance(item, index)
+        except (EwsError, FieldError) as err:
+            _items_holder(message(msgs, "GetItem", EwsError(err.code, err.message)))
             continue
         rendered = render_item(item, call.store.folders[item.folder_id], shape, call.order,
                                _details(item, shape))
@@ -119,13 +149,21 @@ def find_item(call: Call, req: etree._Element) -> etree._Element:
             message(msgs, "FindItem", err)
             continue
         rows = call.store.folder_items(folder.id)
+        if calendar is not None and (restriction is not None or keys):
+            message(msgs, "FindItem", EwsError(
+                "ErrorInvalidOperation", "Restrictions and sort order may not be specified "
+                                         "for a CalendarView."))
+            continue
         if restriction is not None and len(restriction):
             expr = restriction[0]
             rows = [i for i in rows if matches(expr, lambda p, i=i: match_value(i, p))]
         if calendar is not None:
-            start, end = calendar.get("StartDate", ""), calendar.get("EndDate", "")
-            rows = [i for i in rows if _overlaps(i, start, end)]
-            keys = keys or [(Path("plain", "Start"), False)]
+            try:
+                rows = _calendar_view(rows, calendar)
+            except EwsError as err:
+                message(msgs, "FindItem", err)
+                continue
+            keys = [(Path("plain", "Start"), False)]
         if keys:
             rows = sort_rows(rows, keys, item_value)
         chosen, nxt, last = page.apply(rows, call.service.find_limit)
@@ -140,11 +178,32 @@ def find_item(call: Call, req: etree._Element) -> etree._Element:
     return root
 
 
-def _overlaps(item: Item, start: str, end: str) -> bool:
-    s, e = field_text(item, "Start"), field_text(item, "End")
-    if s is None or e is None:
-        return False
-    return compare(s, end) < 0 and compare(e, start) > 0
+def _calendar_view(rows: list[Item], view: etree._Element) -> list[Item]:
+    """What a CalendarView shows: single items and the occurrences of series (expanded, each
+    with its own ItemId) that start before its EndDate and end at or after its StartDate (so,
+    as on Exchange, an item ending exactly at the StartDate is shown)."""
+    start = _time(view.get("StartDate", ""))
+    end = _time(view.get("EndDate", ""))
+    if end < start:
+        raise EwsError("ErrorCalendarEndDateIsEarlierThanStartDate",
+                       "The EndDate value is earlier than the StartDate value.")
+    out: list[Item] = []
+    for item in rows:
+        if item.tag == "CalendarItem" and item.element.find(t("Recurrence")) is not None:
+            try:
+                out += occurrences.expand(item, start, end)
+                continue
+            except FieldError:
+                pass  # a pattern the sandbox cannot expand: shown as the master
+        s, e = field_text(item, "Start"), field_text(item, "End")
+        if s is not None and e is not None and _time(s) < end and _time(e) >= start:
+            out.append(item)
+    return out
+
+
+def _time(text: str) -> dt.datetime:
+    value = dt.datetime.fromisoformat(text.replace("Z", "+00:00"))
+    return value if value.tzinfo else value.replace(tzinfo=dt.UTC)
 
 
 def _target_folder(call: Call, req: etree._Element, tag: str,
@@ -192,6 +251,7 @@ def create_item(call: Call, req: etree._Element) -> etree._Element:
             continue
         files = attachments.take(element)
         item = call.store.add_item(folder.mailbox, folder.id, element)
+        allday.round_all_day(item)
         added = attachments.add(call.store, item, files, call.order) if files else []
         out = sub(_items_holder(message(msgs, "CreateItem")), t(tag))
         sub(out, t("ItemId"), Id=item.id, ChangeKey=item.change_key)
@@ -209,12 +269,10 @@ def update_item(call: Call, req: etree._Element) -> etree._Element:
     for change in req.find(m("ItemChanges")):
         try:
             ref = change[0]
-            if local(ref) == "OccurrenceItemId":
-                _update_occurrence(call, ref, change, msgs)
+            item, index = target(call, ref)
+            if index is not None:
+                _update_occurrence(call, item, index, change, msgs)
                 continue
-            if local(ref) != "ItemId":
-                raise EwsError("ErrorInvalidIdMalformed", f"{local(ref)} is not supported here")
-            item = call.item(ref)
             key = ref.get("ChangeKey")
             if resolution == "NeverOverwrite" and key and key != item.change_key:
                 raise EwsError("ErrorIrresolvableConflict",
@@ -246,6 +304,7 @@ def update_item(call: Call, req: etree._Element) -> etree._Element:
                 Path.parse(u[0]).name in occurrences.SERIES_FIELDS
                 for u in change.find(t("Updates"))):
             occurrences.drop_exceptions(work)
+        allday.round_all_day(work)
         item.element = work.element
         call.store.touch(item, read_flag_only=only_read_flag)
         msg = message(msgs, "UpdateItem")
@@ -258,32 +317,51 @@ def update_item(call: Call, req: etree._Element) -> etree._Element:
 _OCCURRENCE_ZONES = frozenset({"StartTimeZone", "EndTimeZone", "MeetingTimeZone"})
 
 
-def _update_occurrence(call: Call, ref: etree._Element, change: etree._Element,
+def _update_occurrence(call: Call, master: Item, index: int, change: etree._Element,
                        msgs: etree._Element) -> None:
-    """UpdateItem of one occurrence: its Start and End become an exception of the series
-    (the sandbox keeps no other field of an occurrence: anything else is refused)."""
-    master, index = _master(call, ref)
+    """UpdateItem of one occurrence: its Start and End become an exception of the series.
+    The sandbox keeps no other field of an occurrence: setting one to the value it has, or
+    deleting one it lacks, is accepted (exchangelib sends every field on ``save()``), any
+    other change is refused."""
+    current = occurrences.instance(master, index).element
     values: dict[str, dt.datetime] = {}
     for upd in change.find(t("Updates")):
         path = Path.parse(upd[0])
         if local(upd) == "SetItemField" and path.name in _OCCURRENCE_ZONES:
             continue  # the times are stored in UTC; the zones stay the series'
-        if local(upd) != "SetItemField" or path.name not in ("Start", "End"):
-            raise EwsError("ErrorInvalidPropertySet", f"The sandbox changes only Start and End "
-                           f"of an occurrence, not {path.name}.")
-        text = upd[1][0].text or ""
-        values[path.name] = dt.datetime.fromisoformat(text.replace("Z", "+00:00"))
+        if local(upd) == "SetItemField" and path.name in ("Start", "End"):
+            text = upd[1][0].text or ""
+            values[path.name] = dt.datetime.fromisoformat(text.replace("Z", "+00:00"))
+            continue
+        if path.kind == "plain" and _unchanged(current, upd, path.name):
+            continue
+        raise EwsError("ErrorInvalidPropertySet", f"The sandbox changes only Start and End "
+                                                  f"of an occurrence, not {path.name}.")
     work = copy.copy(master)
     work.element = copy.deepcopy(master.element)
-    new_id = call.store.new_id("I", master.mailbox)
-    occ_id = occurrences.modify_occurrence(work, index, values.get("Start"), values.get("End"),
-                                           new_id)
+    occ_id = occurrences.modify_occurrence(work, index, values.get("Start"), values.get("End"))
     master.element = work.element
     call.store.touch(master)
     msg = message(msgs, "UpdateItem")
     out = sub(_items_holder(msg), t("CalendarItem"))
     sub(out, t("ItemId"), Id=occ_id, ChangeKey=master.change_key)
     sub(msg, m("ConflictResults")).append(_count(0))
+
+
+def _unchanged(current: etree._Element, upd: etree._Element, name: str) -> bool:
+    """Whether a SetItemField/DeleteItemField leaves field ``name`` of ``current`` as it is."""
+    old = current.find(t(name))
+    if local(upd) == "DeleteItemField":
+        return old is None
+    if local(upd) != "SetItemField" or old is None or not len(upd[1]):
+        return False
+    new = upd[1][0]
+
+    def shape(el: etree._Element) -> list[tuple[str, dict[str, str], str]]:
+        return [(local(e), dict(e.attrib), (e.text or "").strip()) for e in el.iter()
+                if isinstance(e.tag, str)]
+
+    return shape(old) == shape(normalise(copy.deepcopy(new)))
 
 
 def _count(n: int) -> etree._Element:
@@ -311,13 +389,12 @@ def delete_item(call: Call, req: etree._Element) -> etree._Element:
     move = req.get("DeleteType") == "MoveToDeletedItems"
     for ref in req.find(m("ItemIds")):
         try:
-            if local(ref) == "OccurrenceItemId":
-                master, index = _master(call, ref)
-                occurrences.delete_occurrence(master, index)
-                call.store.touch(master)
+            item, index = target(call, ref)
+            if index is not None:
+                occurrences.delete_occurrence(item, index)
+                call.store.touch(item)
                 message(msgs, "DeleteItem")
                 continue
-            item = call.item(ref)
         except (EwsError, FieldError) as err:
             message(msgs, "DeleteItem", EwsError(err.code, err.message))
             continue

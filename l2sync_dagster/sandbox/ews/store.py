@@ -89,6 +89,10 @@ class Item:
     seq: int = 0  # position in the change log of its last change
     created_seq: int = 0
     read_flag_only: bool = False  # the last change only flipped IsRead
+    #: an occurrence of a series shown as an item of its own ("Occurrence" / "Exception");
+    #: such items are made when answering, never stored
+    occurrence: str | None = None
+    master_id: str | None = None
 
     @property
     def tag(self) -> str:
