@@ -16,9 +16,12 @@ role -> fault ``ErrorImpersonateUserDenied``; app tokens must impersonate; a mai
 may not open -> ``ErrorAccessDenied``; unknown mailbox -> ``ErrorNonExistentMailbox``.
 
 Operations: GetFolder, FindFolder (Shallow/Deep, IndexedPageFolderView), CreateFolder,
-DeleteFolder, SyncFolderHierarchy, GetItem, FindItem (Restriction, SortOrder,
+DeleteFolder, UpdateFolder (DisplayName; a changed FolderClass is ErrorObjectTypeChanged; a
+folder that is gone ErrorItemNotFound), MoveFolder (same FolderId), EmptyFolder,
+SyncFolderHierarchy, GetItem, FindItem (Restriction, SortOrder,
 IndexedPageItemView, CalendarView), CreateItem, UpdateItem,
-DeleteItem, MoveItem, SyncFolderItems, CreateAttachment, GetAttachment, DeleteAttachment,
+DeleteItem, MoveItem (the moved item gets a new ItemId, as on Exchange; so does one moved to
+Deleted Items), CopyItem, SyncFolderItems, CreateAttachment, GetAttachment, DeleteAttachment,
 ConvertId, ResolveNames. Any other operation of the
 schema is a SOAP fault ``ErrorInvalidOperation`` (not ``ErrorInvalidRequest``, which clients
 take for a wrong ``RequestServerVersion`` and retry with every version). Items: Contact,

@@ -116,6 +116,12 @@ def add(store: Store, item: Item, specs: list[etree._Element],
     return added
 
 
+def renew_ids(store: Store, item: Item) -> None:
+    """New AttachmentIds for the attachments of a copied item."""
+    for att in of(item):
+        att.find(t("AttachmentId")).set("Id", store.new_id("A", item.mailbox))
+
+
 def created(parent: etree._Element, att: etree._Element, root: Item | None = None) -> None:
     """``<t:FileAttachment><t:AttachmentId Id=.../></t:FileAttachment>`` under ``parent``
     (with the root item's id and new change key when ``root`` is given: CreateAttachment)."""

@@ -58,7 +58,7 @@ def handle_control(service: "EwsService", request: Request, subpath: str) -> Res
         store.touch(item)
         return Response.json(item_json(item))
     if what == "items" and len(parts) == 3 and parts[2] == "move" and request.method == "POST":
-        # what Outlook does on delete: the item moves to Deleted Items, its id stays
+        # what Outlook does on delete: the item moves to Deleted Items (with a new id there)
         item = store.items[parts[1]]
         target = _folder(service, store.folders[item.folder_id].mailbox,
                          body.get("folder", "deleteditems"))

@@ -6,7 +6,7 @@ import json
 from lxml import etree
 
 from l2sync_dagster.sandbox.ews.call import Call, EwsError, message, response
-from l2sync_dagster.sandbox.ews.fields import Shape, local, render_folder
+from l2sync_dagster.sandbox.ews.fields import Path, Shape, local, render_folder
 from l2sync_dagster.sandbox.ews.soap import m, sub, t
 from l2sync_dagster.sandbox.ews.store import Folder
 from l2sync_dagster.sandbox.ews.views import Page, matches
@@ -176,4 +176,126 @@ def sync_folder_hierarchy(call: Call, req: etree._Element) -> etree._Element:
             change.append(_render(call, obj, shape))
         else:
             sub(change, t("FolderId"), Id=str(obj))
+    return root
+
+
+#: folder properties UpdateFolder may set (FolderClass only to the value it has: a folder's
+#: class cannot change, ErrorObjectTypeChanged)
+_SETTABLE = frozenset({"DisplayName", "FolderClass"})
+
+
+def update_folder(call: Call, req: etree._Element) -> etree._Element:
+    """UpdateFolder: rename (ErrorFolderExists when the parent holds that name in any case);
+    a changed FolderClass is ErrorObjectTypeChanged, setting other properties
+    ErrorInvalidPropertySet (deleting one the sandbox never holds changes nothing); all updates
+    of one folder or none."""
+    root, msgs = response("UpdateFolder")
+    for change in req.find(m("FolderChanges")):
+        try:
+            try:
+                folder = call.folder(change[0])
+            except EwsError as err:
+                if err.code != "ErrorFolderNotFound":
+                    raise
+                # UpdateFolder of a folder that is gone: Exchange answers ErrorItemNotFound
+                raise EwsError("ErrorItemNotFound", "The specified object was not found in "
+                                                    "the store.") from err
+            name = folder.display_name
+            for upd in change.find(t("Updates")):
+                path = Path.parse(upd[0])
+                if local(upd) == "DeleteFolderField":
+                    if path.name in _SETTABLE:
+                        raise EwsError("ErrorInvalidPropertyDelete",
+                                       f"This property may not be deleted. ({path.name})")
+                    continue  # a property the sandbox never holds stays unset
+                if local(upd) != "SetFolderField" or path.kind != "plain" or \
+                        path.name not in _SETTABLE:
+                    raise EwsError("ErrorInvalidPropertySet",
+                                   f"The sandbox does not update this folder property. "
+                                   f"({path.name or path.kind})")
+                value = (upd[1][0].text or "") if len(upd[1]) else ""
+                if path.name == "FolderClass":
+                    if value != (folder.folder_class or ""):
+                        raise EwsError("ErrorObjectTypeChanged",
+                                       "The folder class of a folder cannot be changed.")
+                    continue
+                name = value
+            if name != folder.display_name:
+                if folder.distinguished:
+                    raise EwsError("ErrorInvalidPropertySet",
+                                   "A distinguished folder cannot be renamed.")
+                siblings = call.store.children(folder.parent_id or "")
+                if any(c.id != folder.id and c.display_name.lower() == name.lower()
+                       for c in siblings):
+                    raise EwsError("ErrorFolderExists",
+                                   "A folder with the specified name already exists.")
+                call.store.rename_folder(folder, name)
+        except EwsError as err:
+            message(msgs, "UpdateFolder", err)
+            continue
+        out = sub(sub(message(msgs, "UpdateFolder"), m("Folders")), t(folder.kind))
+        sub(out, t("FolderId"), Id=folder.id, ChangeKey=folder.change_key)
+    return root
+
+
+def move_folder(call: Call, req: etree._Element) -> etree._Element:
+    """MoveFolder: the folder keeps its FolderId (new ChangeKey); a distinguished folder,
+    a move under itself, or a name the target already holds are refused."""
+    root, msgs = response("MoveFolder")
+    try:
+        to = call.folder(req.find(m("ToFolderId"))[0])
+    except EwsError as err:
+        for _ in req.find(m("FolderIds")):
+            message(msgs, "MoveFolder", err)
+        return root
+    for ref in req.find(m("FolderIds")):
+        try:
+            folder = call.folder(ref)
+            if folder.distinguished:
+                raise EwsError("ErrorMoveDistinguishedFolder",
+                               "Distinguished folders cannot be moved.")
+            if to.id == folder.id or to in call.store.descendants(folder.id) or \
+                    to.mailbox != folder.mailbox:
+                raise EwsError("ErrorMoveCopyFailed", "The move or copy operation failed.")
+            if to.id != folder.parent_id and any(
+                    c.display_name.lower() == folder.display_name.lower()
+                    for c in call.store.children(to.id)):
+                raise EwsError("ErrorFolderExists",
+                               "A folder with the specified name already exists.")
+        except EwsError as err:
+            message(msgs, "MoveFolder", err)
+            continue
+        if to.id != folder.parent_id:
+            call.store.move_folder(folder, to)
+        out = sub(sub(message(msgs, "MoveFolder"), m("Folders")), t(folder.kind))
+        sub(out, t("FolderId"), Id=folder.id, ChangeKey=folder.change_key)
+    return root
+
+
+def empty_folder(call: Call, req: etree._Element) -> etree._Element:
+    """EmptyFolder: its items go (moved to Deleted Items with MoveToDeletedItems), and with
+    DeleteSubFolders its subfolders too."""
+    root, msgs = response("EmptyFolder")
+    move = req.get("DeleteType") == "MoveToDeletedItems"
+    subfolders = req.get("DeleteSubFolders") in ("true", "1")
+    for ref in req.find(m("FolderIds")):
+        try:
+            folder = call.folder(ref)
+        except EwsError as err:
+            message(msgs, "EmptyFolder", err)
+            continue
+        store = call.store
+        trash = store.distinguished(folder.mailbox, "deleteditems") if move else None
+        for item in store.folder_items(folder.id):
+            if trash is not None and trash.id != folder.id:
+                store.move_item(item, trash.id)
+            else:
+                store.remove_item(item)
+        if subfolders:
+            for child in store.children(folder.id):
+                if trash is not None and trash.id != folder.id:
+                    store.move_folder(child, trash)
+                else:
+                    store.remove_folder(child)
+        message(msgs, "EmptyFolder")
     return root

@@ -408,7 +408,8 @@ def delete_item(call: Call, req: etree._Element) -> etree._Element:
 
 
 def move_item(call: Call, req: etree._Element) -> etree._Element:
-    """MoveItem to another folder (new ItemId stays the same in the sandbox)."""
+    """MoveItem to another folder: the moved item has a new ItemId, which the response
+    carries (an item already in the target folder keeps its id)."""
     root, msgs = response("MoveItem")
     try:
         target = call.folder(req.find(m("ToFolderId"))[0])
@@ -426,4 +427,27 @@ def move_item(call: Call, req: etree._Element) -> etree._Element:
             call.store.move_item(item, target.id)
         out = sub(_items_holder(message(msgs, "MoveItem")), t(item.tag))
         sub(out, t("ItemId"), Id=item.id, ChangeKey=item.change_key)
+    return root
+
+
+def copy_item(call: Call, req: etree._Element) -> etree._Element:
+    """CopyItem: a new item (its own ItemId, its attachments new AttachmentIds) in the target
+    folder; the response carries the new ids."""
+    root, msgs = response("CopyItem")
+    try:
+        to = call.folder(req.find(m("ToFolderId"))[0])
+    except EwsError as err:
+        for _ in req.find(m("ItemIds")):
+            _items_holder(message(msgs, "CopyItem", err))
+        return root
+    for ref in req.find(m("ItemIds")):
+        try:
+            item = call.item(ref)
+        except EwsError as err:
+            _items_holder(message(msgs, "CopyItem", err))
+            continue
+        made = call.store.copy_item(item, to.id)
+        attachments.renew_ids(call.store, made)
+        out = sub(_items_holder(message(msgs, "CopyItem")), t(made.tag))
+        sub(out, t("ItemId"), Id=made.id, ChangeKey=made.change_key)
     return root

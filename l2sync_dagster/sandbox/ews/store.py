@@ -7,6 +7,7 @@ per-store sequence number; ``SyncFolderItems`` states are positions in that sequ
 """
 
 import base64
+import copy
 import datetime as dt
 import functools
 import json
@@ -196,6 +197,17 @@ class Store:
         folder.version += 1
         folder.seq = self._tick()
 
+    def rename_folder(self, folder: Folder, name: str) -> None:
+        """Give a folder a new DisplayName (a new ChangeKey; SyncFolderHierarchy reports it)."""
+        folder.display_name = name
+        folder.version += 1
+        folder.seq = self._tick()
+
+    def copy_item(self, item: Item, folder_id: str) -> Item:
+        """A copy of ``item`` (a new item with its own id) in folder ``folder_id``."""
+        return self.add_item(self.folders[folder_id].mailbox, folder_id,
+                             copy.deepcopy(item.element))
+
     def mailboxes(self) -> set[str]:
         """Every mailbox with a folder tree."""
         return {f.mailbox for f in self.folders.values()}
@@ -261,9 +273,14 @@ class Store:
         self.tombstones[item.folder_id].append(Tombstone(item.id, self._tick(), item.created_seq))
 
     def move_item(self, item: Item, folder_id: str) -> None:
-        """Move an item: a delete in the old folder, a create in the new one."""
+        """Move an item: a delete in the old folder, a create in the new one. As on Exchange
+        the item gets a new ItemId there (its old id is not found any more)."""
         self.by_folder[item.folder_id].pop(item.id, None)
         self.tombstones[item.folder_id].append(Tombstone(item.id, self._tick(), item.created_seq))
+        del self.items[item.id]
+        item.id = self.new_id("I", self.folders[folder_id].mailbox)
+        item.mailbox = self.folders[folder_id].mailbox
+        self.items[item.id] = item
         item.folder_id = folder_id
         self.by_folder[folder_id][item.id] = None
         item.created_seq = item.seq = self._tick()

@@ -1,0 +1,70 @@
+"""EWS sandbox folder and copy operations as Exchange does them: UpdateFolder (rename; the
+class of a folder cannot change), MoveFolder (same FolderId), EmptyFolder (with or without
+subfolders), CopyItem (a new item), and a moved item's new ItemId."""
+
+import pytest
+from exchangelib import Folder, Message
+from exchangelib.errors import ErrorFolderExists, ErrorItemNotFound, ErrorObjectTypeChanged
+from exchangelib.folders import Messages
+from sandbox_process import SandboxProcess
+from test_sandbox_ews import account, ews  # noqa: F401  (ews is a fixture)
+
+from l2sync_dagster.sandbox.control import SandboxControl
+
+
+def test_update_folder(sandbox: SandboxProcess, ews: SandboxControl) -> None:  # noqa: F811
+    acc = account(sandbox, "sync@sandbox.test")
+    f = Messages(parent=acc.inbox, name="Before").save()
+    Messages(parent=acc.inbox, name="Taken").save()
+    key = f.changekey
+    f.name = "After"
+    f.save()  # UpdateFolder (exchangelib also deletes the unset PermissionSet)
+    assert f.changekey != key
+    f.refresh()
+    assert f.name == "After"
+    f.name = "taken"
+    with pytest.raises(ErrorFolderExists):
+        f.save(update_fields=["name"])
+    f.folder_class = "IPF.Other"
+    with pytest.raises(ErrorObjectTypeChanged):
+        f.save(update_fields=["folder_class"])
+    gone_id, gone_key = f.id, f.changekey
+    f.delete()
+    f.id, f.changekey = gone_id, gone_key
+    f.name = "Again"
+    with pytest.raises(ErrorItemNotFound):
+        f.save(update_fields=["name"])
+
+
+def test_move_and_empty_folder(sandbox: SandboxProcess,
+                               ews: SandboxControl) -> None:  # noqa: F811
+    acc = account(sandbox, "sync@sandbox.test")
+    f1 = Folder(parent=acc.inbox, name="One").save()
+    f2 = Folder(parent=acc.inbox, name="Two").save()
+    f1_id, f1_key = f1.id, f1.changekey
+    f1.move(f2)
+    assert f1.id == f1_id and f1.changekey != f1_key
+    f1.refresh()
+    assert f1.parent == f2
+    Message(account=acc, folder=f2, subject="in two").save()
+    Folder(parent=f2, name="Child").save()  # f2 now has One and Child
+    f2.empty()
+    f2.refresh()
+    assert (f2.total_count, f2.child_folder_count) == (0, 2)
+    f2.empty(delete_sub_folders=True)
+    f2.refresh()
+    assert f2.child_folder_count == 0
+
+
+def test_copy_and_move_item(sandbox: SandboxProcess, ews: SandboxControl) -> None:  # noqa: F811
+    acc = account(sandbox, "sync@sandbox.test")
+    msg = Message(account=acc, folder=acc.drafts, subject="original")
+    msg.save()
+    copied_id, _ = msg.copy(to_folder=acc.inbox)
+    assert copied_id != msg.id
+    assert acc.inbox.get(id=copied_id).subject == "original"
+    old_id = msg.id
+    msg.move(to_folder=acc.trash)  # MoveItem: the moved item has a new ItemId
+    assert msg.id != old_id
+    assert isinstance(list(acc.fetch(ids=[(old_id, None)]))[0], ErrorItemNotFound)
+    assert acc.trash.get(id=msg.id).subject == "original"
