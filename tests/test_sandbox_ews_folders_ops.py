@@ -68,3 +68,37 @@ def test_copy_and_move_item(sandbox: SandboxProcess, ews: SandboxControl) -> Non
     assert msg.id != old_id
     assert isinstance(list(acc.fetch(ids=[(old_id, None)]))[0], ErrorItemNotFound)
     assert acc.trash.get(id=msg.id).subject == "original"
+
+
+def test_mailbox_has_exchanges_own_folders(sandbox: SandboxProcess,
+                                           ews: SandboxControl) -> None:  # noqa: F811
+    """Besides the standard folders a mailbox has Exchange's others (Outbox, Junk Email,
+    Recoverable Items, Common Views ...), which cannot be deleted; children are found by their
+    ParentFolderId (which carries the parent's real ChangeKey)."""
+    from exchangelib.errors import ErrorCannotDeleteObject, ErrorDeleteDistinguishedFolder
+    from exchangelib.folders import CommonViews, JunkEmail, Outbox, RecoverableItemsDeletions
+
+    acc = account(sandbox, "sync@sandbox.test")
+    assert isinstance(acc.outbox, Outbox) and isinstance(acc.junk, JunkEmail)
+    assert isinstance(acc.recoverable_items_deletions, RecoverableItemsDeletions)
+    views = acc.root / "Common Views"
+    assert isinstance(views, CommonViews)
+    assert len(list(acc.root.walk())) >= 20
+    assert [f.name for f in acc.contacts.glob("gal*")] == ["GAL Contacts"]
+    with pytest.raises(ErrorCannotDeleteObject):
+        views.delete()
+    with pytest.raises(ErrorDeleteDistinguishedFolder):
+        acc.outbox.delete()
+
+
+def test_soft_delete_goes_to_recoverable_items(sandbox: SandboxProcess,
+                                               ews: SandboxControl) -> None:  # noqa: F811
+    acc = account(sandbox, "sync@sandbox.test")
+    msg = Message(account=acc, folder=acc.drafts, subject="soft")
+    msg.save()
+    old_id = msg.id
+    msg.soft_delete()
+    assert isinstance(list(acc.fetch(ids=[(old_id, None)]))[0], ErrorItemNotFound)
+    assert acc.drafts.filter(subject="soft").count() == 0
+    assert acc.trash.filter(subject="soft").count() == 0
+    assert acc.recoverable_items_deletions.filter(subject="soft").count() == 1

@@ -15,6 +15,13 @@ audience ``https://outlook.office365.com`` or this server's base URL; otherwise 
 role -> fault ``ErrorImpersonateUserDenied``; app tokens must impersonate; a mailbox the caller
 may not open -> ``ErrorAccessDenied``; unknown mailbox -> ``ErrorNonExistentMailbox``.
 
+Mailboxes: besides the standard folders (Inbox ... Journal) the folders Exchange Online makes
+(Outbox, Junk Email, Conversation History, Sync Issues with Conflicts/Local Failures/Server
+Failures, GAL Contacts and Recipient Cache under Contacts, and in the root Recoverable Items
+with Deletions/Purges/Versions, Finder, Common Views, Reminders ...); those cannot be deleted
+(``ErrorDeleteDistinguishedFolder`` / ``ErrorCannotDeleteObject``), moved or renamed.
+``DeleteItem`` SoftDelete moves an item to Recoverable Items\\Deletions.
+
 Operations: GetFolder, FindFolder (Shallow/Deep, IndexedPageFolderView), CreateFolder,
 DeleteFolder, UpdateFolder (DisplayName; a changed FolderClass is ErrorObjectTypeChanged; a
 folder that is gone ErrorItemNotFound), MoveFolder (same FolderId), EmptyFolder,

@@ -288,8 +288,10 @@ def _append_ordered(parent: etree._Element, children: list[etree._Element],
 
 
 def render_folder(folder: Folder, shape: Shape, total: int, child_count: int,
-                  order: dict[str, list[str]], unread: int = 0) -> etree._Element:
-    """``folder`` as a response element (``unread``: its items with IsRead false)."""
+                  order: dict[str, list[str]], unread: int = 0,
+                  parent_key: str | None = None) -> etree._Element:
+    """``folder`` as a response element (``unread``: its items with IsRead false;
+    ``parent_key``: the parent's ChangeKey, answered with its id as Exchange does)."""
     el = etree.Element(t(folder.kind))
     _id(el, "FolderId", folder.id, folder.change_key)
     values: dict[str, str | None] = {
@@ -304,7 +306,7 @@ def render_folder(folder: Folder, shape: Shape, total: int, child_count: int,
     for name in wanted:
         if name == "ParentFolderId":
             if folder.parent_id:
-                _id(el, "ParentFolderId", folder.parent_id, "AQAAAA==")
+                _id(el, "ParentFolderId", folder.parent_id, parent_key or "AQAAAA==")
         elif name == "DistinguishedFolderId":
             if folder.distinguished and shape.names:
                 sub(el, t(name), folder.distinguished)

@@ -18,8 +18,10 @@ def _render(call: Call, folder: Folder, shape: Shape) -> etree._Element:
     store = call.store
     unread = sum(1 for i in store.folder_items(folder.id)
                  if i.element.findtext(t("IsRead")) == "false")
+    parent = store.folders.get(folder.parent_id or "")
     return render_folder(folder, shape, len(store.by_folder.get(folder.id, {})),
-                         len(store.children(folder.id)), call.order, unread)
+                         len(store.children(folder.id)), call.order, unread,
+                         parent.change_key if parent is not None else None)
 
 
 def _folder_value(folder: Folder, name: str) -> str | None:
@@ -110,6 +112,8 @@ def delete_folder(call: Call, req: etree._Element) -> etree._Element:
             if folder.distinguished:
                 raise EwsError("ErrorDeleteDistinguishedFolder",
                                "Distinguished folders cannot be deleted.")
+            if folder.system:
+                raise EwsError("ErrorCannotDeleteObject", "The object cannot be deleted.")
         except EwsError as err:
             message(msgs, "DeleteFolder", err)
             continue
@@ -221,7 +225,7 @@ def update_folder(call: Call, req: etree._Element) -> etree._Element:
                     continue
                 name = value
             if name != folder.display_name:
-                if folder.distinguished:
+                if folder.distinguished or folder.system:
                     raise EwsError("ErrorInvalidPropertySet",
                                    "A distinguished folder cannot be renamed.")
                 siblings = call.store.children(folder.parent_id or "")
@@ -251,7 +255,7 @@ def move_folder(call: Call, req: etree._Element) -> etree._Element:
     for ref in req.find(m("FolderIds")):
         try:
             folder = call.folder(ref)
-            if folder.distinguished:
+            if folder.distinguished or folder.system:
                 raise EwsError("ErrorMoveDistinguishedFolder",
                                "Distinguished folders cannot be moved.")
             if to.id == folder.id or to in call.store.descendants(folder.id) or \
@@ -292,7 +296,8 @@ def empty_folder(call: Call, req: etree._Element) -> etree._Element:
             else:
                 store.remove_item(item)
         if subfolders:
-            for child in store.children(folder.id):
+            for child in [c for c in store.children(folder.id)
+                          if not c.distinguished and not c.system]:
                 if trash is not None and trash.id != folder.id:
                     store.move_folder(child, trash)
                 else:

@@ -383,10 +383,13 @@ def _master(call: Call, ref: etree._Element) -> tuple[Item, int]:
 
 
 def delete_item(call: Call, req: etree._Element) -> etree._Element:
-    """DeleteItem: HardDelete/SoftDelete remove, MoveToDeletedItems moves; an
+    """DeleteItem: HardDelete removes, MoveToDeletedItems and SoftDelete move; an
     ``OccurrenceItemId`` deletes one occurrence of a series (recorded on its master)."""
     root, msgs = response("DeleteItem")
-    move = req.get("DeleteType") == "MoveToDeletedItems"
+    # MoveToDeletedItems moves to Deleted Items, SoftDelete to Recoverable Items\Deletions
+    # (out of the client's sight, as on Exchange), HardDelete removes
+    move_to = {"MoveToDeletedItems": "deleteditems",
+               "SoftDelete": "recoverableitemsdeletions"}.get(req.get("DeleteType", ""))
     for ref in req.find(m("ItemIds")):
         try:
             item, index = target(call, ref)
@@ -398,7 +401,7 @@ def delete_item(call: Call, req: etree._Element) -> etree._Element:
         except (EwsError, FieldError) as err:
             message(msgs, "DeleteItem", EwsError(err.code, err.message))
             continue
-        trash = call.store.distinguished(item.mailbox, "deleteditems") if move else None
+        trash = call.store.distinguished(item.mailbox, move_to) if move_to else None
         if trash is not None and item.folder_id != trash.id:
             call.store.move_item(item, trash.id)
         else:

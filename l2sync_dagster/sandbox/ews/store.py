@@ -32,6 +32,34 @@ STANDARD_FOLDERS: dict[str, tuple[str, str, str | None]] = {
     "journal": ("Journal", "Folder", "IPF.Journal"),
 }
 
+#: the other folders of an Exchange Online mailbox (empty; a client finds them where Exchange
+#: has them): parent's distinguished name -> (display name, kind, folder class, distinguished
+#: name). Folder classes are Exchange's (none where Exchange sets none).
+SYSTEM_FOLDERS: dict[str, list[tuple[str, str, str | None, str | None]]] = {
+    "root": [(name, "Folder", None, None) for name in (
+        "Common Views", "Deferred Action", "ExchangeSyncData", "Freebusy Data", "Location",
+        "MailboxAssociations", "Schedule", "Shortcuts", "Spooler Queue", "System",
+        "Views")] + [
+        ("Finder", "Folder", None, "searchfolders"),
+        ("Recoverable Items", "Folder", None, "recoverableitemsroot"),
+        ("Reminders", "Folder", "Outlook.Reminder", None),
+        ("Sharing", "Folder", "IPF.Note", None)],
+    "recoverableitemsroot": [("Deletions", "Folder", None, "recoverableitemsdeletions"),
+                             ("Purges", "Folder", None, "recoverableitemspurges"),
+                             ("Versions", "Folder", None, "recoverableitemsversions")],
+    "msgfolderroot": [("Outbox", "Folder", "IPF.Note", "outbox"),
+                      ("Junk Email", "Folder", "IPF.Note", "junkemail"),
+                      ("Conversation History", "Folder", None, "conversationhistory"),
+                      ("Conversation Action Settings", "Folder", "IPF.Configuration", None),
+                      ("Sync Issues", "Folder", "IPF.Note", "syncissues")],
+    "syncissues": [("Conflicts", "Folder", None, "conflicts"),
+                   ("Local Failures", "Folder", None, "localfailures"),
+                   ("Server Failures", "Folder", None, "serverfailures")],
+    "contacts": [("GAL Contacts", "ContactsFolder", "IPF.Contact.GalContacts", None),
+                 ("Recipient Cache", "ContactsFolder", "IPF.Contact.RecipientCache",
+                  "recipientcache")],
+}
+
 #: item element -> default ItemClass
 ITEM_CLASSES: dict[str, str] = {
     "Item": "IPM", "Message": "IPM.Note", "CalendarItem": "IPM.Appointment",
@@ -69,6 +97,7 @@ class Folder:
     version: int = 1
     seq: int = 0  # change-log position of its last change (SyncFolderHierarchy)
     created_seq: int = 0
+    system: bool = False  # one of Exchange's own folders: it cannot be deleted or moved
 
     @property
     def change_key(self) -> str:
@@ -175,12 +204,19 @@ class Store:
         return folder
 
     def add_mailbox(self, mailbox: str) -> None:
-        """The standard folder tree of a new mailbox."""
+        """The folder tree of a new mailbox: the standard folders, then the system ones."""
         root = self.add_folder(mailbox, None, "", "Folder", None, "root")
         top = self.add_folder(mailbox, root.id, "Top of Information Store", "Folder", None,
                               "msgfolderroot")
+        made = {"root": root, "msgfolderroot": top}
         for dist, (name, kind, cls) in STANDARD_FOLDERS.items():
-            self.add_folder(mailbox, top.id, name, kind, cls, dist)
+            made[dist] = self.add_folder(mailbox, top.id, name, kind, cls, dist)
+        for parent, folders in SYSTEM_FOLDERS.items():  # parents come before their children
+            for name, kind, cls, dist in folders:
+                folder = self.add_folder(mailbox, made[parent].id, name, kind, cls, dist)
+                folder.system = True
+                if dist:
+                    made[dist] = folder
 
     def remove_folder(self, folder: Folder) -> None:
         """Delete a folder with its subfolders and items."""
