@@ -136,3 +136,16 @@ def test_plain_folder_has_no_folder_class(sandbox: SandboxProcess,
     assert (f.total_count, f.unread_count) == (1, 1)
     with pytest.raises(ErrorFolderExists, match="Could not create folder 'plainone'"):
         Folder(parent=acc.inbox, name="plainone").save()
+
+
+def test_mailbox_fields_match_by_address(sandbox: SandboxProcess,
+                                         ews: SandboxControl) -> None:  # noqa: F811
+    """A restriction on From compares the mailbox's address."""
+    from exchangelib import Mailbox
+
+    acc = account(sandbox, "sync@sandbox.test")
+    Message(account=acc, folder=acc.drafts, subject="addressed",
+            author=Mailbox(email_address="ann@x.test")).save()
+    qs = acc.drafts.filter(subject="addressed")
+    assert qs.filter(author__in=[Mailbox(email_address="ann@x.test")]).count() == 1
+    assert qs.filter(author__in=[Mailbox(email_address="bob@x.test")]).count() == 0

@@ -498,12 +498,16 @@ def field_text(item: Item, name: str) -> str | None:
 
 
 def field_values(item: Item, name: str) -> list[str] | None:
-    """The values of a multi-valued field (an array of ``t:String``, such as Categories);
+    """The values a restriction compares for a multi-valued field: the strings of an array of
+    ``t:String`` (Categories), the addresses of a mailbox field (From, ToRecipients ...);
     None when ``name`` is not one or is not set."""
     child = item.element.find(t(name))
-    if child is None or not len(child) or any(local(c) != "String" for c in child):
+    if child is None or not len(child):
         return None
-    return [c.text or "" for c in child]
+    if all(local(c) == "String" for c in child):
+        return [c.text or "" for c in child]
+    addresses = [mb.findtext(t("EmailAddress")) or "" for mb in child.iter(t("Mailbox"))]
+    return addresses or None
 
 
 def extended_text(item: Item, key: tuple[str, ...]) -> str | None:
