@@ -64,3 +64,18 @@ def test_text_body_and_mime_content(sandbox: SandboxProcess,
     fresh = acc.drafts.all().only("text_body", "mime_content").get(id=msg.id)
     assert fresh.text_body == "Hello you"
     assert b"Subject: bodies" in fresh.mime_content
+
+
+def test_message_created_from_mime(sandbox: SandboxProcess,
+                                   ews: SandboxControl) -> None:  # noqa: F811
+    """A message created with MimeContent only takes its Subject, Body and From from it."""
+    from email.mime.multipart import MIMEMultipart
+    from email.mime.text import MIMEText
+
+    acc = account(sandbox, "sync@sandbox.test")
+    mime = MIMEMultipart()
+    mime["From"], mime["Subject"] = "ann@x.test", "from mime"
+    mime.attach(MIMEText("MIME body", "plain", _charset="utf-8"))
+    Message(account=acc, folder=acc.drafts, mime_content=mime.as_bytes()).save()
+    got = acc.drafts.get(subject="from mime")
+    assert (got.body, got.author.email_address) == ("MIME body", "ann@x.test")

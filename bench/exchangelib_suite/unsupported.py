@@ -14,7 +14,6 @@ UNSUPPORTED: dict[str, str] = {
     "test_create_forward": "a forward of a message the test first sends and waits to receive",
     "test_cancel": "meeting cancellations (CancelCalendarItem): scheduling, sending",
     "test_forward": "replies and forwards (ReplyToItem, ForwardItem): sending",
-    "test_mime": "MIME content export/import is not a synced field",
     "test_meeting": "meeting requests and responses (AcceptItem, DeclineItem...): scheduling, "
                     "not synchronisation",
     "test_notification": "push/pull/streaming notifications (Subscribe, GetEvents, "

@@ -37,7 +37,8 @@ PostItem, with extended properties (returned only when asked for, as Exchange do
 File and item attachments (with the item in CreateItem, or CreateAttachment) get
 AttachmentIds; GetItem lists them without content and sets HasAttachments, GetAttachment
 returns them whole, a removed one is ``ErrorInvalidAttachmentId``; FindItem returns none.
-GetItem derives ``TextBody`` and, when none was stored, ``MimeContent``.
+GetItem derives ``TextBody`` and, when none was stored, ``MimeContent``; a message created
+with MimeContent takes the Subject, Body and From it lacks from the MIME message.
 Booleans are answered as true/false; times to the second in UTC. A Subject longer than 255
 characters is cut there; a longer GivenName/MiddleName/Surname is ``ErrorPropertyUpdate``.
 A ChangeKey the sandbox could not have issued is ``ErrorInvalidChangeKey``. Restrictions on

@@ -1,16 +1,20 @@
 """Properties Exchange derives from an item when GetItem asks for them: ``TextBody`` (the body
 as plain text) and ``MimeContent`` (the item as an RFC 5322 message, base64) when the client
-never stored one."""
+never stored one; and the other way round, the Subject, Body and From of a message created
+from MimeContent alone."""
 
 import base64
+import binascii
+from email import message_from_bytes
 from email.message import EmailMessage
-from email.policy import SMTP
-from email.utils import format_datetime
+from email.policy import SMTP, default
+from email.utils import format_datetime, parseaddr
 from html.parser import HTMLParser
 
 from lxml import etree
 
-from l2sync_dagster.sandbox.ews.soap import t
+from l2sync_dagster.sandbox.ews.fields import insert_ordered
+from l2sync_dagster.sandbox.ews.soap import sub, t
 from l2sync_dagster.sandbox.ews.store import Item
 
 #: HTML elements whose end starts a new line in the text version
@@ -90,3 +94,31 @@ def mime_content(item: Item) -> etree._Element:
     el = etree.Element(t("MimeContent"), CharacterSet="UTF-8")
     el.text = base64.b64encode(msg.as_bytes()).decode()
     return el
+
+
+def fill_from_mime(item: Item, order: dict[str, list[str]]) -> None:
+    """A message created with MimeContent: Subject, Body and From taken from the MIME message
+    where the client did not give them (as Exchange does)."""
+    stored = item.element.find(t("MimeContent"))
+    if item.tag != "Message" or stored is None:
+        return
+    try:
+        raw = base64.b64decode(stored.text or "", validate=True)
+    except (ValueError, binascii.Error):
+        return
+    msg = message_from_bytes(raw, policy=default)
+    if item.element.find(t("Subject")) is None and msg["Subject"] is not None:
+        el = etree.Element(t("Subject"))
+        el.text = str(msg["Subject"])
+        insert_ordered(item, el, order)
+    part = msg.get_body(preferencelist=("html", "plain"))
+    if item.element.find(t("Body")) is None and part is not None:
+        el = etree.Element(t("Body"), BodyType="HTML" if part.get_content_subtype() == "html"
+                           else "Text")
+        el.text = part.get_content().rstrip("\n")
+        insert_ordered(item, el, order)
+    sender = parseaddr(str(msg["From"] or ""))[1]
+    if item.element.find(t("From")) is None and sender:
+        el = etree.Element(t("From"))
+        sub(sub(el, t("Mailbox")), t("EmailAddress"), sender)
+        insert_ordered(item, el, order)

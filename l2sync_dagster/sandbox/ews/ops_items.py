@@ -252,6 +252,7 @@ def create_item(call: Call, req: etree._Element) -> etree._Element:
         files = attachments.take(element)
         item = call.store.add_item(folder.mailbox, folder.id, element)
         allday.round_all_day(item)
+        content.fill_from_mime(item, call.order)
         added = attachments.add(call.store, item, files, call.order) if files else []
         out = sub(_items_holder(message(msgs, "CreateItem")), t(tag))
         sub(out, t("ItemId"), Id=item.id, ChangeKey=item.change_key)
