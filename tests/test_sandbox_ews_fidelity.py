@@ -149,3 +149,21 @@ def test_mailbox_fields_match_by_address(sandbox: SandboxProcess,
     qs = acc.drafts.filter(subject="addressed")
     assert qs.filter(author__in=[Mailbox(email_address="ann@x.test")]).count() == 1
     assert qs.filter(author__in=[Mailbox(email_address="bob@x.test")]).count() == 0
+
+
+def test_query_string_and_recipient_names(sandbox: SandboxProcess,
+                                          ews: SandboxControl) -> None:  # noqa: F811
+    """FindItem's AQS QueryString filters (it is not ignored); a recipient given by address
+    only is stored with the address as its name, as Exchange stores one-off recipients."""
+    from exchangelib import Mailbox
+
+    acc = account(sandbox, "sync@sandbox.test")
+    Message(account=acc, folder=acc.drafts, subject="quarterly report", body="numbers inside",
+            to_recipients=[Mailbox(email_address="bob@x.test")]).save()
+    Message(account=acc, folder=acc.drafts, subject="lunch", body="pizza").save()
+    assert [m.subject for m in acc.drafts.filter("Subject:quarterly")] == ["quarterly report"]
+    assert acc.drafts.filter("To:bob@x.test AND Body:numbers").count() == 1
+    assert acc.drafts.filter("pizza OR numbers").count() == 2
+    assert acc.drafts.filter("Subject:lunch AND NOT Body:pizza").count() == 0
+    got = acc.drafts.get(subject="quarterly report")
+    assert got.to_recipients[0].name == "bob@x.test"

@@ -22,6 +22,9 @@ with Deletions/Purges/Versions, Finder, Common Views, Reminders ...); those cann
 (``ErrorDeleteDistinguishedFolder`` / ``ErrorCannotDeleteObject``), moved or renamed.
 ``DeleteItem`` SoftDelete moves an item to Recoverable Items\\Deletions.
 
+FindItem's ``QueryString`` takes a subset of AQS (:mod:`l2sync_dagster.sandbox.ews.aqs`). A
+recipient given by address only is stored with the address as its Name.
+
 Operations: GetFolder, FindFolder (Shallow/Deep, IndexedPageFolderView), CreateFolder,
 DeleteFolder, UpdateFolder (DisplayName; a changed FolderClass is ErrorObjectTypeChanged; a
 folder that is gone ErrorItemNotFound), MoveFolder (same FolderId), EmptyFolder,

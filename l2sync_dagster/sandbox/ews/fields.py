@@ -370,13 +370,25 @@ def limit_lengths(element: etree._Element) -> etree._Element:
     return element
 
 
+def name_mailboxes(element: etree._Element) -> etree._Element:
+    """A recipient given by address only gets that address as its Name, as Exchange stores a
+    one-off recipient."""
+    for mb in element.iter(t("Mailbox")):
+        address = mb.findtext(t("EmailAddress"))
+        if address and mb.find(t("Name")) is None:
+            name = etree.Element(t("Name"))
+            name.text = address
+            mb.insert(0, name)
+    return element
+
+
 def stored_element(element: etree._Element) -> etree._Element:
     """A clean copy of a client item element, for storing (namespace map normalised, length
     limits applied: FieldError)."""
     out = etree.Element(element.tag, nsmap={"t": T})
     for child in element:
         out.append(copy.deepcopy(child))
-    return limit_lengths(normalise(out))
+    return name_mailboxes(limit_lengths(normalise(out)))
 
 
 def apply_set(item: Item, change: etree._Element, order: dict[str, list[str]]) -> None:
@@ -397,7 +409,7 @@ def apply_set(item: Item, change: etree._Element, order: dict[str, list[str]]) -
             raise FieldError("ErrorInvalidPropertyRequest",
                              f"the value element {local(value)} does not match {path.name}")
         old = el.find(t(path.name))
-        new = limit_lengths(normalise(copy.deepcopy(value)))
+        new = name_mailboxes(limit_lengths(normalise(copy.deepcopy(value))))
         if old is not None:
             el.replace(old, new)
         else:

@@ -6,7 +6,7 @@ import datetime as dt
 
 from lxml import etree
 
-from l2sync_dagster.sandbox.ews import allday, attachments, content, occurrences
+from l2sync_dagster.sandbox.ews import allday, aqs, attachments, content, occurrences
 from l2sync_dagster.sandbox.ews.call import Call, EwsError, message, response
 from l2sync_dagster.sandbox.ews.fields import (
     ITEM_TYPES,
@@ -20,6 +20,7 @@ from l2sync_dagster.sandbox.ews.fields import (
     field_text,
     field_values,
     local,
+    name_mailboxes,
     normalise,
     render_item,
     stored_element,
@@ -131,12 +132,14 @@ def get_item(call: Call, req: etree._Element) -> etree._Element:
 
 
 def find_item(call: Call, req: etree._Element) -> etree._Element:
-    """FindItem: restriction, sort order, IndexedPageItemView or CalendarView, capped at the
-    find count limit (EWSFindCountLimit)."""
+    """FindItem: restriction or AQS QueryString, sort order, IndexedPageItemView or
+    CalendarView, capped at the find count limit (EWSFindCountLimit)."""
     shape = Shape.parse(req.find(m("ItemShape")))
     restriction = req.find(m("Restriction"))
     keys = sort_key(req.find(m("SortOrder")))
     calendar = req.find(m("CalendarView"))
+    text = (req.findtext(m("QueryString")) or "").strip()
+    query = aqs.parse(text) if text else None
     page = Page.parse(req.find(m("IndexedPageItemView")))
     if calendar is not None:
         maxe = calendar.get("MaxEntriesReturned")
@@ -157,6 +160,8 @@ def find_item(call: Call, req: etree._Element) -> etree._Element:
         if restriction is not None and len(restriction):
             expr = restriction[0]
             rows = [i for i in rows if matches(expr, lambda p, i=i: match_value(i, p))]
+        if query is not None:
+            rows = [i for i in rows if query(i)]
         if calendar is not None:
             try:
                 rows = _calendar_view(rows, calendar)
@@ -362,7 +367,7 @@ def _unchanged(current: etree._Element, upd: etree._Element, name: str) -> bool:
         return [(local(e), dict(e.attrib), (e.text or "").strip()) for e in el.iter()
                 if isinstance(e.tag, str)]
 
-    return shape(old) == shape(normalise(copy.deepcopy(new)))
+    return shape(old) == shape(name_mailboxes(normalise(copy.deepcopy(new))))
 
 
 def _count(n: int) -> etree._Element:
