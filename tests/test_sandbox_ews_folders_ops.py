@@ -102,3 +102,27 @@ def test_soft_delete_goes_to_recoverable_items(sandbox: SandboxProcess,
     assert acc.drafts.filter(subject="soft").count() == 0
     assert acc.trash.filter(subject="soft").count() == 0
     assert acc.recoverable_items_deletions.filter(subject="soft").count() == 1
+
+
+def test_folder_message_size_property(sandbox: SandboxProcess,
+                                      ews: SandboxControl) -> None:  # noqa: F811
+    """PidTagMessageSize (0x0E08) of a folder: the bytes of its items and its subfolders'."""
+    from exchangelib import ExtendedProperty
+
+    class FolderSize(ExtendedProperty):
+        property_tag = 0x0E08
+        property_type = "Long"
+
+    acc = account(sandbox, "sync@sandbox.test")
+    Folder.register("size", FolderSize)
+    try:
+        f = Folder(parent=acc.inbox, name="Sized").save()
+        f.refresh()
+        assert f.size == 0
+        Message(account=acc, folder=f, subject="weight").save()
+        f.refresh()
+        grown = f.size
+        acc.inbox.refresh()
+        assert grown > 0 and acc.inbox.size >= grown
+    finally:
+        Folder.deregister("size")

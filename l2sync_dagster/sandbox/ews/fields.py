@@ -105,6 +105,8 @@ class Shape:
     all: bool = False
     names: set[str] = field(default_factory=set)
     extended: list[tuple[str, ...]] = field(default_factory=list)
+    #: the requested ExtendedFieldURI elements by identity (answers echo them)
+    extended_uris: dict[tuple[str, ...], etree._Element] = field(default_factory=dict)
 
     @classmethod
     def parse(cls, el: etree._Element | None) -> "Shape":
@@ -121,6 +123,7 @@ class Shape:
             path = Path.parse(p)
             if path.kind == "extended":
                 shape.extended.append(path.ext)
+                shape.extended_uris[path.ext] = p
             else:
                 shape.names.add(path.name)
         return shape
@@ -149,7 +152,7 @@ def managed_item_fields(item: Item, folder: Folder, shape: "Shape") -> list[etre
         elif name == "LastModifiedTime":
             sub(holder, t(name), iso(item.modified))
         elif name == "Size":
-            sub(holder, t(name), str(64 + len(item.element)))
+            sub(holder, t(name), str(item_size(item)))
         elif name == "HasAttachments":
             sub(holder, t(name), "true" if has_attachments(item) else "false")
         elif name == "ItemClass":
@@ -217,6 +220,22 @@ def uid_of(item: Item) -> str:
         return stored
     digest = hashlib.sha1(item.id.encode()).hexdigest().upper()
     return "040000008200E00074C5B7101A82E008" + digest + "00000000"
+
+
+def item_size(item: Item) -> int:
+    """The item's Size in bytes as the sandbox counts it."""
+    return 64 + len(item.element)
+
+
+#: PidTagMessageSize: a folder's size in bytes (its items and its subfolders' items)
+MESSAGE_SIZE_TAG = 0x0E08
+
+
+def _tag(uri: etree._Element) -> int | None:
+    try:
+        return int(uri.get("PropertyTag") or "", 0)
+    except ValueError:
+        return None
 
 
 def has_attachments(item: Item) -> bool:
@@ -289,9 +308,11 @@ def _append_ordered(parent: etree._Element, children: list[etree._Element],
 
 def render_folder(folder: Folder, shape: Shape, total: int, child_count: int,
                   order: dict[str, list[str]], unread: int = 0,
-                  parent_key: str | None = None) -> etree._Element:
+                  parent_key: str | None = None, size: int = 0) -> etree._Element:
     """``folder`` as a response element (``unread``: its items with IsRead false;
-    ``parent_key``: the parent's ChangeKey, answered with its id as Exchange does)."""
+    ``parent_key``: the parent's ChangeKey, answered with its id as Exchange does; ``size``:
+    the bytes of its items and its subfolders' items, answered for the extended property
+    PidTagMessageSize; other extended properties of folders are not kept)."""
     el = etree.Element(t(folder.kind))
     _id(el, "FolderId", folder.id, folder.change_key)
     values: dict[str, str | None] = {
@@ -312,6 +333,12 @@ def render_folder(folder: Folder, shape: Shape, total: int, child_count: int,
                 sub(el, t(name), folder.distinguished)
         elif values.get(name) is not None:
             sub(el, t(name), values[name])
+    for key in shape.extended:
+        uri = shape.extended_uris.get(key)
+        if uri is not None and _tag(uri) == MESSAGE_SIZE_TAG:
+            prop = sub(el, t("ExtendedProperty"))
+            sub(prop, t("ExtendedFieldURI"), **dict(uri.attrib))
+            sub(prop, t("Value"), str(size))
     children = list(el)
     for c in children:
         el.remove(c)

@@ -6,7 +6,7 @@ import json
 from lxml import etree
 
 from l2sync_dagster.sandbox.ews.call import Call, EwsError, message, response
-from l2sync_dagster.sandbox.ews.fields import Path, Shape, local, render_folder
+from l2sync_dagster.sandbox.ews.fields import Path, Shape, item_size, local, render_folder
 from l2sync_dagster.sandbox.ews.soap import m, sub, t
 from l2sync_dagster.sandbox.ews.store import Folder
 from l2sync_dagster.sandbox.ews.views import Page, matches
@@ -19,9 +19,13 @@ def _render(call: Call, folder: Folder, shape: Shape) -> etree._Element:
     unread = sum(1 for i in store.folder_items(folder.id)
                  if i.element.findtext(t("IsRead")) == "false")
     parent = store.folders.get(folder.parent_id or "")
+    size = 0
+    if shape.extended:
+        size = sum(item_size(i) for f in [folder, *store.descendants(folder.id)]
+                   for i in store.folder_items(f.id))
     return render_folder(folder, shape, len(store.by_folder.get(folder.id, {})),
                          len(store.children(folder.id)), call.order, unread,
-                         parent.change_key if parent is not None else None)
+                         parent.change_key if parent is not None else None, size)
 
 
 def _folder_value(folder: Folder, name: str) -> str | None:
