@@ -1,7 +1,8 @@
 """EWS sandbox calendar fidelity: recurring series as Exchange reports them (the master's
 FirstOccurrence/LastOccurrence and IsRecurring, occurrences expanded by a CalendarView with
 their own ItemIds, reachable by index or id), recurrence dates with their offset, all-day
-events rounded to midnight, UIDs, and tasks' IsRecurring/ChangeCount."""
+events rounded to midnight, UIDs, and recurring tasks (IsRecurring, ChangeCount, completed
+occurrences split off)."""
 
 import datetime as dt
 import zoneinfo
@@ -95,15 +96,29 @@ def test_all_day_rounded_to_midnight(sandbox: SandboxProcess,
     assert (got.start, got.end) == (dt.date(2016, 3, 1), dt.date(2016, 3, 2))
 
 
-def test_task_recurring_and_change_count(sandbox: SandboxProcess,
-                                         ews: SandboxControl) -> None:  # noqa: F811
+def test_recurring_task_splits_off_completed_occurrences(sandbox: SandboxProcess,
+                                                        ews: SandboxControl) -> None:  # noqa: F811
+    """A recurring task is due on its first occurrence; completing it keeps that occurrence
+    as a one-off task and moves the series on (ChangeCount counts these steps)."""
     acc = account(sandbox, "sync@sandbox.test")
     task = Task(folder=acc.tasks, subject="repeat",
                 recurrence=TaskRecurrence(pattern=DailyPattern(interval=1),
                                           start=dt.date(2016, 1, 1), number=4)).save()
     task.refresh()
-    assert (task.is_recurring, task.change_count) == (True, 1)
+    assert (task.is_recurring, task.change_count, task.due_date) == (True, 1,
+                                                                      dt.date(2016, 1, 1))
     task.subject = "repeat again"
     task.save(update_fields=["subject"])
     task.refresh()
-    assert task.change_count == 2
+    assert task.change_count == 1  # an edit is no new version of the series
+    series_id = task.id
+    task.status = Task.COMPLETED
+    done = task.save()  # answers the one-off task split off
+    assert done.id != series_id
+    done.refresh()
+    assert (done.is_recurring, done.status, done.due_date) == (False, Task.COMPLETED,
+                                                                dt.date(2016, 1, 1))
+    series = acc.tasks.get(id=series_id)
+    assert (series.change_count, series.due_date, series.status) == (
+        2, dt.date(2016, 1, 2), Task.NOT_STARTED)
+    assert series.recurrence.boundary.number == 3

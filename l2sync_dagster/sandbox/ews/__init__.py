@@ -23,7 +23,9 @@ with Deletions/Purges/Versions, Finder, Common Views, Reminders ...); those cann
 ``DeleteItem`` SoftDelete moves an item to Recoverable Items\\Deletions.
 
 FindItem's ``QueryString`` takes a subset of AQS (:mod:`l2sync_dagster.sandbox.ews.aqs`). A
-recipient given by address only is stored with the address as its Name.
+message's sender or recipient given by address only is stored with the address as its Name.
+Recurring tasks: see :mod:`l2sync_dagster.sandbox.ews.tasks` (completing one splits the
+occurrence off as a one-off task). A folder answers PidTagMessageSize (0x0E08).
 
 Operations: GetFolder, FindFolder (Shallow/Deep, IndexedPageFolderView), CreateFolder,
 DeleteFolder, UpdateFolder (DisplayName; a changed FolderClass is ErrorObjectTypeChanged; a

@@ -176,7 +176,8 @@ def managed_item_fields(item: Item, folder: Folder, shape: "Shape") -> list[etre
             if item.element.find(t("UID")) is None:
                 sub(holder, t(name), uid_of(item))
         elif name == "ChangeCount" and tag == "Task":
-            sub(holder, t(name), str(item.version))
+            if item.element.find(t("ChangeCount")) is None:  # see tasks.py
+                sub(holder, t(name), "1")
     return list(holder)
 
 
@@ -397,15 +398,23 @@ def limit_lengths(element: etree._Element) -> etree._Element:
     return element
 
 
+#: a message's sender and recipient fields
+RECIPIENT_FIELDS = frozenset({"From", "Sender", "ToRecipients", "CcRecipients",
+                              "BccRecipients", "ReplyTo", "ReceivedBy", "ReceivedRepresenting"})
+
+
 def name_mailboxes(element: etree._Element) -> etree._Element:
-    """A recipient given by address only gets that address as its Name, as Exchange stores a
-    one-off recipient."""
-    for mb in element.iter(t("Mailbox")):
-        address = mb.findtext(t("EmailAddress"))
-        if address and mb.find(t("Name")) is None:
-            name = etree.Element(t("Name"))
-            name.text = address
-            mb.insert(0, name)
+    """A message's sender or recipient given by address only gets that address as its Name,
+    as Exchange stores a one-off recipient (``element``: an item or one of its fields)."""
+    fields_ = [element] if local(element) in RECIPIENT_FIELDS else \
+        [c for c in element if local(c) in RECIPIENT_FIELDS]
+    for holder in fields_:
+        for mb in holder.iter(t("Mailbox")):
+            address = mb.findtext(t("EmailAddress"))
+            if address and mb.find(t("Name")) is None:
+                name = etree.Element(t("Name"))
+                name.text = address
+                mb.insert(0, name)
     return element
 
 

@@ -103,6 +103,15 @@ def _series(master: Item) -> _Series:
     return _Series(pattern, start, end, tz)
 
 
+def recurrence_dates(recurrence: etree._Element, first: dt.date) -> Iterator[dt.date]:
+    """The dates of a ``t:Recurrence`` without times (a task's), ``first`` standing in for a
+    range without StartDate; a series without end is followed for the usual horizon."""
+    pattern = _pattern(recurrence)
+    if not pattern["range"]["startDate"]:
+        pattern["range"]["startDate"] = first.isoformat()
+    return iter(occurrence_dates(pattern, dt.date(first.year + _HORIZON_YEARS, 12, 31)))
+
+
 def _horizon(series: _Series) -> dt.date:
     return dt.date(series.start.year + _HORIZON_YEARS, 12, 31)
 

@@ -6,7 +6,7 @@ import datetime as dt
 
 from lxml import etree
 
-from l2sync_dagster.sandbox.ews import allday, aqs, attachments, content, occurrences
+from l2sync_dagster.sandbox.ews import allday, aqs, attachments, content, occurrences, tasks
 from l2sync_dagster.sandbox.ews.call import Call, EwsError, message, response
 from l2sync_dagster.sandbox.ews.fields import (
     ITEM_TYPES,
@@ -258,6 +258,7 @@ def create_item(call: Call, req: etree._Element) -> etree._Element:
         item = call.store.add_item(folder.mailbox, folder.id, element)
         allday.round_all_day(item)
         content.fill_from_mime(item, call.order)
+        tasks.created(item, call.order)
         added = attachments.add(call.store, item, files, call.order) if files else []
         out = sub(_items_holder(message(msgs, "CreateItem")), t(tag))
         sub(out, t("ItemId"), Id=item.id, ChangeKey=item.change_key)
@@ -311,11 +312,13 @@ def update_item(call: Call, req: etree._Element) -> etree._Element:
                 for u in change.find(t("Updates"))):
             occurrences.drop_exceptions(work)
         allday.round_all_day(work)
+        one_off = tasks.updated(call.store, item.element, work, call.order)
         item.element = work.element
         call.store.touch(item, read_flag_only=only_read_flag)
+        answered = one_off or item  # Exchange answers the task it split off
         msg = message(msgs, "UpdateItem")
-        out = sub(_items_holder(msg), t(item.tag))
-        sub(out, t("ItemId"), Id=item.id, ChangeKey=item.change_key)
+        out = sub(_items_holder(msg), t(answered.tag))
+        sub(out, t("ItemId"), Id=answered.id, ChangeKey=answered.change_key)
         sub(msg, m("ConflictResults")).append(_count(0))
     return root
 
