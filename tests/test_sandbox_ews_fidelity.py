@@ -167,3 +167,15 @@ def test_query_string_and_recipient_names(sandbox: SandboxProcess,
     assert acc.drafts.filter("Subject:lunch AND NOT Body:pizza").count() == 0
     got = acc.drafts.get(subject="quarterly report")
     assert got.to_recipients[0].name == "bob@x.test"
+
+
+def test_any_uri_values_taken_as_exchange_takes_them(sandbox: SandboxProcess,
+                                                     ews: SandboxControl) -> None:  # noqa: F811
+    """xs:anyURI (a contact's BusinessHomePage) is validated as Exchange's .NET validator does:
+    free text such as ``a b:c`` is accepted (libxml2 alone refuses it) and kept as it is."""
+    acc = account(sandbox, "sync@sandbox.test")
+    c = Contact(account=acc, folder=acc.contacts, display_name="Web", given_name="Web",
+                business_homepage="our site: www.example.test/a b")
+    c.save()
+    assert acc.contacts.get(id=c.id).business_homepage == "our site: www.example.test/a b"
+    assert ews.stats()["rejected_requests"] == 0
