@@ -355,7 +355,8 @@ def test_calendar_items(sandbox: SandboxProcess, ews: SandboxControl, extended: 
 
     got = acc.calendar.get(id=meeting.id)
     assert got.start == start and got.location == "Room 7" and got.crm_id == "C-1"
-    assert got.is_recurring and got.type == "RecurringMaster"
+    # as Exchange reports a series master: IsRecurring false (its occurrences answer true)
+    assert not got.is_recurring and got.type == "RecurringMaster"
     assert got.recurrence.boundary.number == 10
     assert [a.mailbox.email_address for a in got.required_attendees] == ["alice@sandbox.test"]
     assert [a.mailbox.email_address for a in got.optional_attendees] == ["bob@x.test"]
@@ -486,8 +487,15 @@ def test_window_restriction_calendar_view_and_resolve_names(sandbox: SandboxProc
     assert acc.contacts.filter(last_modified_time__gt=edge + dt.timedelta(days=1)).count() == 0
 
     start = EWSDateTime(2026, 2, 1, tzinfo=UTC)
-    in_view = acc.calendar.view(start=start, end=start + dt.timedelta(days=35))
-    assert {i.subject for i in in_view} == {"Customer visit", "Trade fair"}
+    in_view = list(acc.calendar.view(start=start, end=start + dt.timedelta(days=35)))
+    assert {i.subject for i in in_view if i.type == "Single"} == {"Customer visit",
+                                                                  "Trade fair"}
+    # as on Exchange, the view shows each occurrence of the weekly series (Mondays 08:00)
+    weekly = [i for i in in_view if i.subject == "Weekly sales sync"]
+    assert [i.start for i in weekly] == [EWSDateTime(2026, 2, d, 8, tzinfo=UTC)
+                                         for d in (2, 9, 16, 23)] + [
+        EWSDateTime(2026, 3, 2, 8, tzinfo=UTC)]
+    assert {i.type for i in weekly} == {"Occurrence"}
 
     resolved = acc.protocol.resolve_names(["sales"])
     assert [m.email_address for m in resolved] == ["sales@sandbox.test"]

@@ -28,7 +28,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent.parent
 sys.path.insert(0, str(HERE))
-from unsupported import UNSUPPORTED, reason_for  # noqa: E402
+from unsupported import OPERATIONS, UNSUPPORTED, reason_for  # noqa: E402
 
 VENV = HERE / ".venv"
 SUITE_PYTHON = VENV / "bin" / "python"
@@ -187,13 +187,13 @@ def main(argv: list[str] | None = None) -> int:
             proc.wait(30)
     failures = [f for r in modules.values() for f in r.get("failures", [])]
     for f in failures:
-        f["unsupported"] = reason_for(f["test"])
+        f["unsupported"] = reason_for(f["test"], f["why"])
     total = {k: sum(r[k] for r in modules.values()) for k in ("passed", "failed", "skipped")}
     total["tests"] = sum(total.values())
     total["failed_unsupported"] = sum(1 for f in failures if f["unsupported"])
     result = {"exchangelib": version, "commit": _head(), "total": total,
               "sandbox": stats, "history": _history(args.out), "modules": modules,
-              "unsupported": UNSUPPORTED}
+              "unsupported": UNSUPPORTED, "unsupported_operations": OPERATIONS}
     args.out.write_text(json.dumps(result, indent=1) + "\n")
     print(json.dumps(total))
     return 0

@@ -389,7 +389,22 @@ class Accessor:
 
 def _attr(f: FieldDef, attr: str) -> Accessor:
     """An exchangelib attribute holding the value as the field's type."""
+    if attr == "is_recurring":
+        return _part_of_series(f)
     return _typed(f.name, attr, f.type)
+
+
+def _part_of_series(f: FieldDef) -> Accessor:
+    """IsRecurring: true for a series master as well as its occurrences and exceptions (what
+    the Graph backend reports). Exchange's own IsRecurring is false on the master, so the
+    master is recognised by its CalendarItemType."""
+    def read(item: Item) -> Any:
+        if getattr(item, "type", None) == "RecurringMaster":
+            return True
+        value = getattr(item, "is_recurring", None)
+        return None if value is None else bool(value)
+
+    return Accessor(f.name, "is_recurring", read, None, extra_attrs=("type",))
 
 
 def _typed(name: str, attr: str, kind: str) -> Accessor:

@@ -85,7 +85,8 @@ class Call:
         return folder
 
     def item(self, el: etree._Element) -> Item:
-        """Resolve a ``t:ItemId``."""
+        """Resolve a ``t:ItemId`` (a ChangeKey that is not one is ErrorInvalidChangeKey, as on
+        Exchange; a stale one is the operation's business)."""
         item_id = el.get("Id", "")
         owner = self.store.mailbox_of(item_id)
         if owner is None:
@@ -95,6 +96,9 @@ class Call:
         if item is None:
             raise EwsError("ErrorItemNotFound", "The specified object was not found in the "
                                                 "store.")
+        key = el.get("ChangeKey")
+        if key is not None and not self.store.well_formed_change_key(key):
+            raise EwsError("ErrorInvalidChangeKey", "The change key is invalid.")
         return item
 
 

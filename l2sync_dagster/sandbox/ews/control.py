@@ -58,7 +58,7 @@ def handle_control(service: "EwsService", request: Request, subpath: str) -> Res
         store.touch(item)
         return Response.json(item_json(item))
     if what == "items" and len(parts) == 3 and parts[2] == "move" and request.method == "POST":
-        # what Outlook does on delete: the item moves to Deleted Items, its id stays
+        # what Outlook does on delete: the item moves to Deleted Items (with a new id there)
         item = store.items[parts[1]]
         target = _folder(service, store.folders[item.folder_id].mailbox,
                          body.get("folder", "deleteditems"))
@@ -77,8 +77,7 @@ def handle_control(service: "EwsService", request: Request, subpath: str) -> Res
                 times = {k: dt.datetime.fromisoformat(str(body[k]).replace("Z", "+00:00"))
                          for k in ("Start", "End") if body.get(k)}
                 made = occurrences.modify_occurrence(master, index, times.get("Start"),
-                                                     times.get("End"),
-                                                     store.new_id("I", master.mailbox))
+                                                     times.get("End"))
         except FieldError as err:
             return Response.json({"error": err.message, "code": err.code}, 400)
         store.touch(master)

@@ -11,6 +11,7 @@ from l2sync_dagster.sandbox import identities
 from l2sync_dagster.sandbox.ews import (
     demo,
     fields,
+    ops_attachments,
     ops_directory,
     ops_folders,
     ops_items,
@@ -37,11 +38,17 @@ Operation = Callable[[Call, etree._Element], etree._Element]
 OPERATIONS: dict[str, Operation] = {
     "GetFolder": ops_folders.get_folder, "FindFolder": ops_folders.find_folder,
     "CreateFolder": ops_folders.create_folder, "DeleteFolder": ops_folders.delete_folder,
+    "UpdateFolder": ops_folders.update_folder, "MoveFolder": ops_folders.move_folder,
+    "EmptyFolder": ops_folders.empty_folder,
     "SyncFolderHierarchy": ops_folders.sync_folder_hierarchy,
     "GetItem": ops_items.get_item, "FindItem": ops_items.find_item,
     "CreateItem": ops_items.create_item, "UpdateItem": ops_items.update_item,
     "DeleteItem": ops_items.delete_item, "MoveItem": ops_items.move_item,
+    "CopyItem": ops_items.copy_item,
     "SyncFolderItems": ops_sync.sync_folder_items,
+    "CreateAttachment": ops_attachments.create_attachment,
+    "GetAttachment": ops_attachments.get_attachment,
+    "DeleteAttachment": ops_attachments.delete_attachment,
     "ConvertId": ops_misc.convert_id, "ResolveNames": ops_misc.resolve_names,
     "FindPeople": ops_directory.find_people,
 }

@@ -7,21 +7,27 @@ the series' Recurrence, Start or End changes. The pattern is expanded with the G
 sandbox's expander (daily, weekly, absolute monthly/yearly; relative patterns: first only).
 """
 
+import base64
+import copy
 import datetime as dt
 import itertools
+from collections.abc import Iterator
+from dataclasses import dataclass
 from typing import Any
 
 from lxml import etree
 
-from l2sync_dagster.sandbox.ews.fields import FieldError, field_text, local
-from l2sync_dagster.sandbox.ews.soap import sub, t
+from l2sync_dagster.sandbox.ews.fields import FieldError, field_text, item_zone, local, uid_of
+from l2sync_dagster.sandbox.ews.soap import T, sub, t
 from l2sync_dagster.sandbox.ews.store import Item, iso
-from l2sync_dagster.sandbox.graph.common import WINDOWS_ZONES
 from l2sync_dagster.sandbox.graph.recurrence import occurrence_dates
 
 EXCEPTION_ELEMENTS = ("ModifiedOccurrences", "DeletedOccurrences")
 #: series fields whose change drops the exceptions (as Outlook warns)
 SERIES_FIELDS = frozenset({"Recurrence", "Start", "End"})
+#: fields of a master its occurrences do not carry
+_SERIES_ONLY = frozenset({"Recurrence", "FirstOccurrence", "LastOccurrence",
+                          "ModifiedOccurrences", "DeletedOccurrences"})
 _PATTERNS = {"DailyRecurrence": "daily", "WeeklyRecurrence": "weekly",
              "AbsoluteMonthlyRecurrence": "absoluteMonthly",
              "AbsoluteYearlyRecurrence": "absoluteYearly",
@@ -60,42 +66,173 @@ def _pattern(recurrence: etree._Element) -> dict[str, Any]:
     return {"pattern": pattern, "range": rng}
 
 
-def _zone(master: Item) -> dt.tzinfo:
-    from zoneinfo import ZoneInfo
+@dataclass
+class _Series:
+    pattern: dict[str, Any]
+    start: dt.datetime  # the master's (first occurrence's) start and end, UTC
+    end: dt.datetime
+    tz: dt.tzinfo
 
-    el = master.element.find(t("StartTimeZone"))
-    name = el.get("Id") if el is not None else None
-    if not name:
-        return dt.UTC
-    try:
-        return ZoneInfo(WINDOWS_ZONES.get(name, name))
-    except (KeyError, ValueError):
-        return dt.UTC
+    def at(self, day: dt.date) -> tuple[dt.datetime, dt.datetime]:
+        """(start, end) in UTC of the occurrence on ``day`` (the master's local time)."""
+        local_time = self.start.astimezone(self.tz).time()
+        begin = dt.datetime.combine(day, local_time, tzinfo=self.tz).astimezone(dt.UTC)
+        return begin, begin + (self.end - self.start)
+
+    def dates(self, until: dt.date) -> Iterator[dt.date]:
+        """The occurrence dates up to ``until``."""
+        return iter(occurrence_dates(self.pattern, until))
+
+    @property
+    def bounded(self) -> bool:
+        """Whether the series ends (numbered or end date)."""
+        return self.pattern["range"]["type"] != "noEnd"
 
 
-def occurrence(master: Item, index: int) -> tuple[dt.datetime, dt.datetime]:
-    """(original start, original end) in UTC of occurrence ``index`` (1-based)."""
+def _series(master: Item) -> _Series:
     recurrence = master.element.find(t("Recurrence"))
     start_text, end_text = field_text(master, "Start"), field_text(master, "End")
     if recurrence is None or not start_text or not end_text:
         raise FieldError("ErrorCalendarCannotUseIdForOccurrenceId",
                          "The RecurringMasterId does not name a recurring master.")
-    if index < 1:
-        raise FieldError("ErrorCalendarOccurrenceIndexIsOutOfRecurrenceRange",
-                         "Occurrence index is out of recurrence range.")
     start, end = _parse(start_text), _parse(end_text)
     pattern = _pattern(recurrence)
     if not pattern["range"]["startDate"]:
         pattern["range"]["startDate"] = start.date().isoformat()
-    until = dt.date(start.year + _HORIZON_YEARS, 12, 31)
-    day = next(itertools.islice(occurrence_dates(pattern, until), index - 1, None), None)
+    tz = dt.UTC if field_text(master, "IsAllDayEvent") == "true" else item_zone(master)
+    return _Series(pattern, start, end, tz)
+
+
+def recurrence_dates(recurrence: etree._Element, first: dt.date) -> Iterator[dt.date]:
+    """The dates of a ``t:Recurrence`` without times (a task's), ``first`` standing in for a
+    range without StartDate; a series without end is followed for the usual horizon."""
+    pattern = _pattern(recurrence)
+    if not pattern["range"]["startDate"]:
+        pattern["range"]["startDate"] = first.isoformat()
+    return iter(occurrence_dates(pattern, dt.date(first.year + _HORIZON_YEARS, 12, 31)))
+
+
+def _horizon(series: _Series) -> dt.date:
+    return dt.date(series.start.year + _HORIZON_YEARS, 12, 31)
+
+
+def occurrence(master: Item, index: int) -> tuple[dt.datetime, dt.datetime]:
+    """(original start, original end) in UTC of occurrence ``index`` (1-based)."""
+    series = _series(master)
+    if index < 1:
+        raise FieldError("ErrorCalendarOccurrenceIndexIsOutOfRecurrenceRange",
+                         "Occurrence index is out of recurrence range.")
+    day = next(itertools.islice(series.dates(_horizon(series)), index - 1, None), None)
     if day is None:
         raise FieldError("ErrorCalendarOccurrenceIndexIsOutOfRecurrenceRange",
                          "Occurrence index is out of recurrence range.")
-    tz = dt.UTC if field_text(master, "IsAllDayEvent") == "true" else _zone(master)
-    local_time = start.astimezone(tz).time()
-    occ_start = dt.datetime.combine(day, local_time, tzinfo=tz).astimezone(dt.UTC)
-    return occ_start, occ_start + (end - start)
+    return series.at(day)
+
+
+# -- occurrences as items: ids, CalendarView expansion, FirstOccurrence / LastOccurrence ----
+
+def occurrence_id(master: Item, index: int) -> str:
+    """The ItemId of occurrence ``index`` of ``master`` (the same whenever it is asked for,
+    also once the occurrence is an exception)."""
+    _, _, mailbox, number = base64.b64decode(master.id).decode().split(":")
+    return base64.b64encode(f"AAMk:O:{mailbox}:{number}.{index}".encode()).decode()
+
+
+def parse_occurrence_id(object_id: str) -> tuple[str, int] | None:
+    """``(master id, index)`` of an occurrence's ItemId; None for any other id."""
+    try:
+        kind_, _, mailbox, rest = base64.b64decode(object_id, validate=True).decode().split(":")
+        if kind_ != "AAMk" or _ != "O":
+            return None
+        number, index = rest.split(".")
+        master = base64.b64encode(f"AAMk:I:{mailbox}:{number}".encode()).decode()
+        return master, int(index)
+    except ValueError:
+        return None
+
+
+def _instance(master: Item, index: int, original: tuple[dt.datetime, dt.datetime],
+              changed: etree._Element | None) -> Item:
+    """Occurrence ``index`` as an item of its own: the master's fields without the series
+    ones, its own ItemId, times, OriginalStart and CalendarItemType."""
+    element = etree.Element(master.element.tag, nsmap={"t": T})
+    for child in master.element:
+        if local(child) not in _SERIES_ONLY:
+            element.append(copy.deepcopy(child))
+    start, end = original
+    if changed is not None:
+        start = _parse(changed.findtext(t("Start")) or iso(start))
+        end = _parse(changed.findtext(t("End")) or iso(end))
+    for name, value in (("Start", start), ("End", end), ("OriginalStart", original[0]),
+                        ("RecurrenceId", original[0])):
+        el = element.find(t(name))
+        if el is None:
+            el = sub(element, t(name))
+        el.text = iso(value)
+    uid = element.find(t("UID"))
+    if uid is None:
+        sub(element, t("UID"), uid_of(master))
+    item = Item(occurrence_id(master, index), master.mailbox, master.folder_id, element,
+                master.created, master.modified, master.version, master.seq,
+                master.created_seq)
+    item.occurrence = "Exception" if changed is not None else "Occurrence"
+    item.master_id = master.id
+    return item
+
+
+def instance(master: Item, index: int) -> Item:
+    """Occurrence ``index`` of ``master`` as an item (FieldError when deleted or out of the
+    series)."""
+    original = occurrence(master, index)
+    text = iso(original[0])
+    if text in _deleted_starts(master):
+        raise FieldError("ErrorCalendarOccurrenceIsDeletedFromRecurrence",
+                         "Occurrence was deleted from the recurrence.")
+    return _instance(master, index, original, _modified(master, text))
+
+
+def _instances(master: Item, until: dt.date) -> Iterator[Item]:
+    """The occurrences (not deleted) up to ``until``, in series order."""
+    series = _series(master)
+    deleted = _deleted_starts(master)
+    for index, day in enumerate(series.dates(until), start=1):
+        original = series.at(day)
+        text = iso(original[0])
+        if text not in deleted:
+            yield _instance(master, index, original, _modified(master, text))
+
+
+def expand(master: Item, start: dt.datetime, end: dt.datetime) -> list[Item]:
+    """The occurrences of ``master`` a CalendarView from ``start`` to ``end`` shows: those
+    starting before ``end`` and ending at or after ``start`` (Exchange also shows one that
+    ends exactly at the view's start)."""
+    out = []
+    for occ in _instances(master, end.date() + dt.timedelta(days=2)):
+        s, e = _parse(field_text(occ, "Start") or ""), _parse(field_text(occ, "End") or "")
+        if s < end and e >= start:
+            out.append(occ)
+    return out
+
+
+def first_and_last(master: Item) -> list[etree._Element]:
+    """``t:FirstOccurrence`` and (for a series that ends) ``t:LastOccurrence`` of a master."""
+    series = _series(master)
+    first = last = None
+    for occ in _instances(master, _horizon(series)):
+        first = first or occ
+        last = occ
+        if not series.bounded:
+            break
+    out = []
+    for name, occ in (("FirstOccurrence", first), ("LastOccurrence", last)):
+        if occ is None or (name == "LastOccurrence" and not series.bounded):
+            continue
+        el = etree.Element(t(name))
+        sub(el, t("ItemId"), Id=occ.id, ChangeKey=occ.change_key)
+        for part in ("Start", "End", "OriginalStart"):
+            sub(el, t(part), field_text(occ, part))
+        out.append(el)
+    return out
 
 
 def _holder(master: Item, name: str) -> etree._Element:
@@ -136,7 +273,7 @@ def delete_occurrence(master: Item, index: int) -> None:
 
 
 def modify_occurrence(master: Item, index: int, start: dt.datetime | None,
-                      end: dt.datetime | None, new_id: str) -> str:
+                      end: dt.datetime | None) -> str:
     """Move occurrence ``index`` to [start, end) (a ModifiedOccurrence); returns its ItemId."""
     original, original_end = occurrence(master, index)
     text = iso(original)
@@ -146,7 +283,7 @@ def modify_occurrence(master: Item, index: int, start: dt.datetime | None,
     changed = _modified(master, text)
     if changed is None:
         changed = sub(_holder(master, "ModifiedOccurrences"), t("Occurrence"))
-        sub(changed, t("ItemId"), Id=new_id, ChangeKey="AQAAAA==")
+        sub(changed, t("ItemId"), Id=occurrence_id(master, index), ChangeKey="AQAAAA==")
         sub(changed, t("Start"), iso(original))
         sub(changed, t("End"), iso(original_end))
         sub(changed, t("OriginalStart"), text)

@@ -8,6 +8,7 @@ wants them.
 
 import threading
 from pathlib import Path
+from urllib.parse import quote
 
 from lxml import etree
 
@@ -37,13 +38,27 @@ class EwsSchema:
         self.xsd = etree.XMLSchema(etree.parse(str(folder / "ews-all.xsd"), parser))
         self._validate_lock = threading.Lock()
         self.order = _type_orders(folder)
-        self.booleans = _boolean_elements(folder)
+        self.booleans = _elements_of_type(folder, "xs:boolean")
+        self.uris = _elements_of_type(folder, "xs:anyURI")
 
     def validate(self, element: etree._Element) -> str | None:
-        """None when ``element`` is valid, else the first violation ``(line, col, message)``."""
+        """None when ``element`` is valid, else the first violation ``(line, col, message)``.
+
+        xs:anyURI values are checked the way Exchange's (.NET) validator does: it takes any text
+        as a relative URI reference (``a b:c``, ``100%``) but ``##``, where libxml2 wants RFC
+        3986 syntax. They are validated percent-escaped (``#`` kept), and left as they were."""
         with self._validate_lock:
-            if self.xsd.validate(element):
-                return None
+            saved = [(el, el.text) for el in element.iter()
+                     if isinstance(el.tag, str) and el.text and
+                     el.tag.rpartition("}")[2] in self.uris]
+            for el, text in saved:
+                el.text = quote(text, safe="#")
+            try:
+                if self.xsd.validate(element):
+                    return None
+            finally:
+                for el, text in saved:
+                    el.text = text
             err = self.xsd.error_log[0]
             return f"{err.line}\t{err.column}\t{err.message}"
 
@@ -56,12 +71,13 @@ def load(folder: Path) -> EwsSchema:
         return _loaded[folder]
 
 
-def _boolean_elements(folder: Path) -> frozenset[str]:
-    """Names of elements typed ``xs:boolean`` (Exchange answers them as true/false)."""
+def _elements_of_type(folder: Path, type_name: str) -> frozenset[str]:
+    """Names of elements of the types schemas typed ``type_name`` (``xs:boolean``: Exchange
+    answers them as true/false; ``xs:anyURI``: validated leniently)."""
     names: set[str] = set()
     for path in sorted(folder.glob("*types.xsd")):
         for el in etree.parse(str(path)).getroot().iter(f"{XS}element"):
-            if el.get("name") and el.get("type") == "xs:boolean":
+            if el.get("name") and el.get("type") == type_name:
                 names.add(el.get("name"))
     return frozenset(names)
 

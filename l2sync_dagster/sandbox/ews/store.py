@@ -7,6 +7,7 @@ per-store sequence number; ``SyncFolderItems`` states are positions in that sequ
 """
 
 import base64
+import copy
 import datetime as dt
 import functools
 import json
@@ -29,6 +30,34 @@ STANDARD_FOLDERS: dict[str, tuple[str, str, str | None]] = {
     "tasks": ("Tasks", "TasksFolder", "IPF.Task"),
     "notes": ("Notes", "Folder", "IPF.StickyNote"),
     "journal": ("Journal", "Folder", "IPF.Journal"),
+}
+
+#: the other folders of an Exchange Online mailbox (empty; a client finds them where Exchange
+#: has them): parent's distinguished name -> (display name, kind, folder class, distinguished
+#: name). Folder classes are Exchange's (none where Exchange sets none).
+SYSTEM_FOLDERS: dict[str, list[tuple[str, str, str | None, str | None]]] = {
+    "root": [(name, "Folder", None, None) for name in (
+        "Common Views", "Deferred Action", "ExchangeSyncData", "Freebusy Data", "Location",
+        "MailboxAssociations", "Schedule", "Shortcuts", "Spooler Queue", "System",
+        "Views")] + [
+        ("Finder", "Folder", None, "searchfolders"),
+        ("Recoverable Items", "Folder", None, "recoverableitemsroot"),
+        ("Reminders", "Folder", "Outlook.Reminder", None),
+        ("Sharing", "Folder", "IPF.Note", None)],
+    "recoverableitemsroot": [("Deletions", "Folder", None, "recoverableitemsdeletions"),
+                             ("Purges", "Folder", None, "recoverableitemspurges"),
+                             ("Versions", "Folder", None, "recoverableitemsversions")],
+    "msgfolderroot": [("Outbox", "Folder", "IPF.Note", "outbox"),
+                      ("Junk Email", "Folder", "IPF.Note", "junkemail"),
+                      ("Conversation History", "Folder", None, "conversationhistory"),
+                      ("Conversation Action Settings", "Folder", "IPF.Configuration", None),
+                      ("Sync Issues", "Folder", "IPF.Note", "syncissues")],
+    "syncissues": [("Conflicts", "Folder", None, "conflicts"),
+                   ("Local Failures", "Folder", None, "localfailures"),
+                   ("Server Failures", "Folder", None, "serverfailures")],
+    "contacts": [("GAL Contacts", "ContactsFolder", "IPF.Contact.GalContacts", None),
+                 ("Recipient Cache", "ContactsFolder", "IPF.Contact.RecipientCache",
+                  "recipientcache")],
 }
 
 #: item element -> default ItemClass
@@ -68,6 +97,7 @@ class Folder:
     version: int = 1
     seq: int = 0  # change-log position of its last change (SyncFolderHierarchy)
     created_seq: int = 0
+    system: bool = False  # one of Exchange's own folders: it cannot be deleted or moved
 
     @property
     def change_key(self) -> str:
@@ -89,6 +119,10 @@ class Item:
     seq: int = 0  # position in the change log of its last change
     created_seq: int = 0
     read_flag_only: bool = False  # the last change only flipped IsRead
+    #: an occurrence of a series shown as an item of its own ("Occurrence" / "Exception");
+    #: such items are made when answering, never stored
+    occurrence: str | None = None
+    master_id: str | None = None
 
     @property
     def tag(self) -> str:
@@ -140,6 +174,14 @@ class Store:
         return _b64(f"AAMk:{kind}:{mailbox}:{self.next_id:08d}")
 
     @staticmethod
+    def well_formed_change_key(key: str) -> bool:
+        """Whether ``key`` is an item ChangeKey this store could have issued (any version)."""
+        try:
+            return base64.b64decode(key, validate=True).decode().startswith("CK:")
+        except (ValueError, UnicodeDecodeError):
+            return False
+
+    @staticmethod
     def mailbox_of(object_id: str) -> str | None:
         """The mailbox an id belongs to (None for a malformed id)."""
         try:
@@ -162,12 +204,19 @@ class Store:
         return folder
 
     def add_mailbox(self, mailbox: str) -> None:
-        """The standard folder tree of a new mailbox."""
+        """The folder tree of a new mailbox: the standard folders, then the system ones."""
         root = self.add_folder(mailbox, None, "", "Folder", None, "root")
         top = self.add_folder(mailbox, root.id, "Top of Information Store", "Folder", None,
                               "msgfolderroot")
+        made = {"root": root, "msgfolderroot": top}
         for dist, (name, kind, cls) in STANDARD_FOLDERS.items():
-            self.add_folder(mailbox, top.id, name, kind, cls, dist)
+            made[dist] = self.add_folder(mailbox, top.id, name, kind, cls, dist)
+        for parent, folders in SYSTEM_FOLDERS.items():  # parents come before their children
+            for name, kind, cls, dist in folders:
+                folder = self.add_folder(mailbox, made[parent].id, name, kind, cls, dist)
+                folder.system = True
+                if dist:
+                    made[dist] = folder
 
     def remove_folder(self, folder: Folder) -> None:
         """Delete a folder with its subfolders and items."""
@@ -183,6 +232,17 @@ class Store:
         folder.parent_id = parent.id
         folder.version += 1
         folder.seq = self._tick()
+
+    def rename_folder(self, folder: Folder, name: str) -> None:
+        """Give a folder a new DisplayName (a new ChangeKey; SyncFolderHierarchy reports it)."""
+        folder.display_name = name
+        folder.version += 1
+        folder.seq = self._tick()
+
+    def copy_item(self, item: Item, folder_id: str) -> Item:
+        """A copy of ``item`` (a new item with its own id) in folder ``folder_id``."""
+        return self.add_item(self.folders[folder_id].mailbox, folder_id,
+                             copy.deepcopy(item.element))
 
     def mailboxes(self) -> set[str]:
         """Every mailbox with a folder tree."""
@@ -249,9 +309,14 @@ class Store:
         self.tombstones[item.folder_id].append(Tombstone(item.id, self._tick(), item.created_seq))
 
     def move_item(self, item: Item, folder_id: str) -> None:
-        """Move an item: a delete in the old folder, a create in the new one."""
+        """Move an item: a delete in the old folder, a create in the new one. As on Exchange
+        the item gets a new ItemId there (its old id is not found any more)."""
         self.by_folder[item.folder_id].pop(item.id, None)
         self.tombstones[item.folder_id].append(Tombstone(item.id, self._tick(), item.created_seq))
+        del self.items[item.id]
+        item.id = self.new_id("I", self.folders[folder_id].mailbox)
+        item.mailbox = self.folders[folder_id].mailbox
+        self.items[item.id] = item
         item.folder_id = folder_id
         self.by_folder[folder_id][item.id] = None
         item.created_seq = item.seq = self._tick()

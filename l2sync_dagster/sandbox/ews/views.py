@@ -11,8 +11,9 @@ from lxml import etree
 from l2sync_dagster.sandbox.ews.fields import Path, local
 from l2sync_dagster.sandbox.ews.soap import t
 
-#: a getter of a property path's value for one object
-Getter = Callable[[Path], str | None]
+#: a getter of a property path's value for one object (a list for a multi-valued property
+#: such as Categories)
+Getter = Callable[[Path], str | list[str] | None]
 R = TypeVar("R")
 
 
@@ -75,7 +76,15 @@ def matches(expr: etree._Element, get: Getter) -> bool:
     path = Path.parse(expr[0])
     value = get(path)
     if kind == "Exists":
-        return value is not None
+        return bool(value) if isinstance(value, list) else value is not None
+    if isinstance(value, list):
+        # a multi-valued property matches when one of its values does (Categories)
+        return any(_leaf(kind, expr, v, get) for v in value)
+    return _leaf(kind, expr, value, get)
+
+
+def _leaf(kind: str, expr: etree._Element, value: str | None, get: Getter) -> bool:
+    """A comparison or Contains on one value."""
     if kind == "Contains":
         constant = expr.find(t("Constant"))
         needle = (constant.get("Value") if constant is not None else "") or ""
@@ -92,6 +101,8 @@ def matches(expr: etree._Element, get: Getter) -> bool:
     if kind in _OPS:
         other_path, constant = _constant(expr)
         other = get(other_path) if other_path is not None else constant
+        if isinstance(other, list):
+            other = "".join(other)
         if value is None or other is None:
             return kind == "IsNotEqualTo" and (value is None) != (other is None)
         return _OPS[kind](compare(*_same_boolean_form(value, other)))
@@ -147,11 +158,13 @@ def sort_value(text: str) -> tuple[int, object]:
 
 def sort_rows(rows: list[R], keys: list[tuple[Path, bool]],
               getter: Callable[[R, Path], str | None]) -> list[R]:
-    """Sort by the ``m:SortOrder`` keys (stable, last key first; missing values last)."""
+    """Sort by the ``m:SortOrder`` keys (stable, last key first). As on Exchange an empty
+    value is the smallest: first in ascending order, last in descending order."""
     for path, desc in reversed(keys):
         values = [(getter(r, path), r) for r in rows]
         present = [(sort_value(v), r) for v, r in values if v is not None]
         missing = [r for v, r in values if v is None]
         present.sort(key=lambda pair: pair[0], reverse=desc)
-        rows = [r for _, r in present] + missing
+        ordered = [r for _, r in present]
+        rows = ordered + missing if desc else missing + ordered
     return rows
