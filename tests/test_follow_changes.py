@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 from hypothesis import HealthCheck, Phase, example, given, settings
 from hypothesis import strategies as st
+from memory_provider import MemoryProvider
 from test_integrity_properties import SIDES, World, edit
 
 from l2sync_dagster.engine.mapping import MappingError
@@ -76,22 +77,8 @@ class UidWorld(World):
         sync.follow_changes = self.follow
         return sync
 
-    def user(self, edits: list) -> None:
-        for side, op, n, fld, val in edits:
-            p = self.p[side]
-            by_uid = sorted(p.rows, key=lambda k, p=p: p.rows[k]["uid"])
-            if op == "insert" or not by_uid:
-                self.uid += 1
-                uid = f"u{self.uid}"
-                self.origin[uid] = side
-                p.user_insert({"uid": uid, "name": "n", "city": val})
-                continue
-            key = by_uid[n % len(by_uid)]
-            if op == "update":
-                p.user_update(key, {fld: f"{val}{n}" if fld == "name" else val})
-            else:
-                self.user_deleted.add(p.rows[key]["uid"])
-                p.user_delete(key)
+    def order(self, p: MemoryProvider) -> list[str]:
+        return sorted(p.rows, key=lambda k: p.rows[k]["uid"])
 
     def contents(self) -> dict[str, list[tuple]]:
         return {s: sorted((r["uid"], r["name"], r["city"]) for r in self.p[s].rows.values())

@@ -122,10 +122,14 @@ class World:
     def uids(self, side: str) -> list[str]:
         return [r["uid"] for r in self.p[side].rows.values()]
 
+    def order(self, p: MemoryProvider) -> list[str]:
+        """The records of a system in the order people pick them by number."""
+        return sorted(p.rows)
+
     def user(self, edits: list) -> None:
         for side, op, n, fld, val in edits:
             p = self.p[side]
-            keys = sorted(p.rows)
+            keys = self.order(p)
             if op == "insert" or not keys:
                 self.uid += 1
                 uid = f"u{self.uid}"
