@@ -267,3 +267,34 @@ def test_the_check_reads_back_by_key_what_a_small_run_wrote(sql_pair) -> None:
     report = sync.run(check=True)
     assert report.check is not None and not report.check.passed
     assert report.check.mismatches[0]["key"] == "6"
+
+
+def test_after_a_crash_the_target_is_read_in_full(sql_pair) -> None:
+    """The journal's inserts are recognised among every target record, so the run after a
+    crash reads the whole target; the one after that follows the changes again."""
+    tmp, spec, store = sql_pair
+    _edit(tmp / "src.db", "INSERT INTO people VALUES (51, 'new', 'Kyiv', '2026-02-01 00:00:00')")
+    sync = Sync(spec, store)
+    original = sync.provider("right").apply
+
+    def dies(query, changes, **kw):
+        original(query, changes, **kw)
+        raise KeyboardInterrupt("killed after the insert, before its outcome")
+
+    sync.provider("right").apply = dies  # type: ignore[method-assign]
+    with pytest.raises(KeyboardInterrupt):
+        sync.run()
+    assert store.pending_inserts(spec.name)
+    sync = Sync(spec, store)
+    spy = Spy(sync)
+    report = sync.run()
+    assert spy.reads == 1 and report.counts()["right"]["inserted"] == 0  # recovered, once
+    assert not store.pending_inserts(spec.name)
+    _edit(tmp / "src.db", "UPDATE people SET name = 'newer', updated_at = '2026-02-02 00:00:00' "
+                          "WHERE id = 51")
+    sync = Sync(spec, store)
+    spy = Spy(sync)
+    assert sync.run().counts()["right"]["updated"] == 1 and spy.reads == 0
+    with sqlite3.connect(tmp / "dst.db") as db:
+        assert db.execute("SELECT count(*), max(name) FROM people WHERE id = 51").fetchone() \
+            == (1, "newer")
