@@ -90,7 +90,7 @@ class ArchiveStore:
         column = t.c.left_key if side == "left" else t.c.right_key
         with self.engine.connect() as conn:
             return list(conn.execute(select(column).where(
-                t.c.connection == connection, column.is_not(None))).scalars())
+                t.c.connection == connection, column.is_not(None))).scalars().all())
 
     def an_archived_key(self, connection: str, side: str) -> str | None:
         """One key of ``side`` that the archive holds (None when it holds none)."""
