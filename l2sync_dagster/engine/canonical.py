@@ -14,6 +14,7 @@ Conversion is vectorised; a value that cannot be converted rejects its record wi
 import datetime as dt
 import json
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
 from typing import Any
@@ -378,15 +379,22 @@ def to_canonical(series: pd.Series, type_name: str) -> Converted:
     return converter(series)
 
 
+def _aware(value: Any) -> Any:
+    if isinstance(value, dt.datetime) and value.tzinfo is None:
+        return value.replace(tzinfo=dt.UTC)
+    return value
+
+
+#: the canonical types whose Python value for a provider differs from what Arrow gives back
+TO_PYTHON: dict[str, Callable[[Any], Any]] = {"decimal": Decimal, "datetime": _aware}
+
+
 def to_python(value: Any, type_name: str) -> Any:
     """A canonical value (as Arrow gives it back) as the Python value handed to a provider."""
     if value is None:
         return None
-    if type_name == "decimal":
-        return Decimal(value)
-    if type_name == "datetime" and isinstance(value, dt.datetime):
-        return value if value.tzinfo else value.replace(tzinfo=dt.UTC)
-    return value
+    conv = TO_PYTHON.get(type_name)
+    return value if conv is None else conv(value)
 
 
 def to_json_value(value: Any, type_name: str) -> Any:

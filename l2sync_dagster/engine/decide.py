@@ -7,7 +7,7 @@ from typing import Any
 
 import pandas as pd
 
-from l2sync_dagster.engine.canonical import to_python
+from l2sync_dagster.engine.canonical import TO_PYTHON, to_python
 from l2sync_dagster.engine.classify import Canon, SideInput
 from l2sync_dagster.engine.mapping import FieldMapping
 from l2sync_dagster.engine.plan import (
@@ -83,6 +83,12 @@ class Planner:
         self.field_of: dict[str, dict[str, str]] = {
             s: {p.name: p.field(s) for p in mapping.pairs} for s in ("left", "right")  # type: ignore[arg-type]
         }
+        #: per target side: (name, native field, converter or None) of each flowing field, so
+        #: that an insert converts its values without a lookup per field
+        self._native_plan = {
+            to: [(n, self.field_of[to][n], TO_PYTHON.get(self.types[n]))
+                 for n in self.flow_list[to]]
+            for to in ("left", "right")}
         key_pairs = {}
         for side in ("left", "right"):
             kf = inputs[side].key_field.lower()
@@ -134,11 +140,14 @@ class Planner:
         """Insert ``src_row`` into side ``to``; the pair is recorded once the insert succeeds."""
         if not self.can_write(to):
             return
-        values = {n: (src_row[n] if self.flows(n, to) else None) for n in self.names}
+        values = dict.fromkeys(self.names)
+        native: dict[str, Any] = {}
+        for n, fld, conv in self._native_plan[to]:
+            v = values[n] = src_row[n]
+            native[fld] = v if conv is None or v is None else conv(v)
         inp = self.inputs[to]
         key: str | None = None
         kp = self.key_pair[to]
-        native = self.native({n: v for n, v in values.items() if self.flows(n, to)}, to)
         if kp is not None and values.get(kp.name) is not None:
             key = str(values[kp.name])
         elif not inp.key_generated:

@@ -130,8 +130,12 @@ def utc_now() -> dt.datetime:
     return dt.datetime.now(dt.UTC)
 
 
+_JSON = json.JSONEncoder(default=str, ensure_ascii=False, sort_keys=True)
+
+
 def to_json(value: Any) -> str:
-    return json.dumps(value, default=str, ensure_ascii=False, sort_keys=True)
+    """The stored text of a value (agreed values, journaled values, conflict rows)."""
+    return _JSON.encode(value)
 
 
 def as_aware(value: dt.datetime | None) -> dt.datetime | None:

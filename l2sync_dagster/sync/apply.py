@@ -4,7 +4,7 @@
 import inspect
 import time
 from collections.abc import Callable
-from dataclasses import replace
+from copy import copy
 from typing import TYPE_CHECKING
 
 from l2sync_dagster.engine.plan import ArchiveRow
@@ -96,10 +96,15 @@ def apply_plan(session: "Session", prep: Prepared) -> ApplyReport:
                     report.created[side].append(str(o.key))  # type: ignore[index]
                 eff = rows.get(w.pair_id, plan.effects.get(w.pair_id))
                 if eff is not None:
+                    learnt = {}  # what the system answered: the key it made, the new version
                     if w.op == "insert" and o.key is not None:
-                        eff = replace(eff, **{f"{side}_key": str(o.key)})
+                        learnt[f"{side}_key"] = str(o.key)
                     if o.version is not None:
-                        eff = replace(eff, **{f"{side}_version": o.version})
+                        learnt[f"{side}_version"] = o.version
+                    if learnt:
+                        eff = copy(eff)  # the plan's row stays as planned
+                        for attr, value in learnt.items():
+                            setattr(eff, attr, value)
                     rows[w.pair_id] = eff
                 remaining[w.pair_id] -= 1
                 if remaining[w.pair_id] == 0 and w.pair_id not in failed:
