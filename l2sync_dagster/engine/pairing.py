@@ -1,7 +1,6 @@
 """Records on one side that are in no pair: adopt what a crashed run created, pair first-sync
 matches by ``match_on``, insert the rest (or remove them from a mirrored target)."""
 
-import uuid
 from collections.abc import Sequence
 from typing import Any
 
@@ -13,6 +12,7 @@ from l2sync_dagster.engine.plan import (
     PendingInsert,
     Rejection,
     Side,
+    new_pair_id,
     other,
 )
 from l2sync_dagster.engine.recover import journaled_base, source_gone
@@ -47,7 +47,7 @@ def plan_new(planner: Planner, new_pos: dict[Side, np.ndarray],
         lrow, rrow = rows["left"][lj], rows["right"][rj]
         lch = base is None or any(lrow[n] != base[n] for n in names)
         rch = base is None or any(rrow[n] != base[n] for n in names)
-        planner.both_present(Pair(pid or uuid.uuid4().hex, keys["left"][lj], keys["right"][rj],
+        planner.both_present(Pair(pid or new_pair_id(), keys["left"][lj], keys["right"][rj],
                                   lrow, rrow, base, lver, rver, lmod, rmod, archived=False),
                              lch, rch, kind)
 
@@ -122,7 +122,7 @@ def plan_new(planner: Planner, new_pos: dict[Side, np.ndarray],
             key = keys[side][j]  # type: ignore[index]
             ver, _ = meta(side, j)  # type: ignore[arg-type]
             if planner.policy.writes_to(to):
-                planner.insert(to, uuid.uuid4().hex, r, key, ver)
+                planner.insert(to, new_pair_id(), r, key, ver)
             elif pol.mirror and pol.source == to:
-                planner.write(side, "delete", uuid.uuid4().hex, key, version=ver,  # type: ignore[arg-type]
+                planner.write(side, "delete", new_pair_id(), key, version=ver,  # type: ignore[arg-type]
                               reason="mirror: not in source")

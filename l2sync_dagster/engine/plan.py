@@ -4,6 +4,7 @@ A plan is a plain value: ``render()`` prints it for a dry run, and the load step
 nothing else.
 """
 
+import os
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -15,6 +16,11 @@ Op = Literal["insert", "update", "delete"]
 def other(side: Side) -> Side:
     """The opposite side."""
     return "right" if side == "left" else "left"
+
+
+def new_pair_id() -> str:
+    """A new pair's id: 32 random hex digits (uuid4's form, without its cost per pair)."""
+    return os.urandom(16).hex()
 
 
 @dataclass
@@ -38,6 +44,12 @@ class ArchiveRow:
     right_dirty: bool = False
     left_version: str | None = None
     right_version: str | None = None
+
+    def with_values(self, **changes: Any) -> "ArchiveRow":
+        """A copy with ``changes`` (``dataclasses.replace`` without its cost per row)."""
+        row = object.__new__(ArchiveRow)
+        row.__dict__.update(self.__dict__, **changes)
+        return row
 
 
 @dataclass

@@ -130,7 +130,8 @@ def utc_now() -> dt.datetime:
     return dt.datetime.now(dt.UTC)
 
 
-_JSON = json.JSONEncoder(default=str, ensure_ascii=False, sort_keys=True)
+#: keys in the order the caller built them (the mapping's order): the text is only decoded
+_JSON = json.JSONEncoder(default=str, ensure_ascii=False)
 
 
 def to_json(value: Any) -> str:

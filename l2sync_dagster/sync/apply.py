@@ -4,7 +4,6 @@
 import inspect
 import time
 from collections.abc import Callable
-from copy import copy
 from typing import TYPE_CHECKING
 
 from l2sync_dagster.engine.plan import ArchiveRow
@@ -102,9 +101,7 @@ def apply_plan(session: "Session", prep: Prepared) -> ApplyReport:
                     if o.version is not None:
                         learnt[f"{side}_version"] = o.version
                     if learnt:
-                        eff = copy(eff)  # the plan's row stays as planned
-                        for attr, value in learnt.items():
-                            setattr(eff, attr, value)
+                        eff = eff.with_values(**learnt)  # the plan's row stays as planned
                     rows[w.pair_id] = eff
                 remaining[w.pair_id] -= 1
                 if remaining[w.pair_id] == 0 and w.pair_id not in failed:
