@@ -130,7 +130,8 @@ class ArchiveStore:
                 "right_key": e.right_key, "left_hash": e.left_hash, "right_hash": e.right_hash,
                 "left_dirty": e.left_dirty, "right_dirty": e.right_dirty,
                 "left_version": e.left_version, "right_version": e.right_version,
-                "mapping": mapping, "values_json": to_json(e.values), "updated_at": now,
+                "mapping": mapping, "values_json": self._values_text(pid, e.values),
+                "updated_at": now,
                 "window_at": _window_value(e.values, window_field),
             }
             for pid, e in effects if e is not None
@@ -155,6 +156,8 @@ class ArchiveStore:
         """Write the inserts about to be applied, so a crash cannot make duplicates."""
         if not inserts:
             return
+        texts = {p.pair_id: (p.values, to_json(p.values)) for p in inserts
+                 if p.values is not None}
         with self.engine.begin() as conn:
             # a re-planned insert replaces the entry of the attempt before
             _delete_pending(conn, connection, [(p.pair_id, p.side) for p in inserts])
@@ -162,9 +165,17 @@ class ArchiveStore:
                 {"connection": connection, "pair_id": p.pair_id, "side": p.side,
                  "source_key": p.source_key, "target_key": p.target_key,
                  "expected_hash": p.expected_hash, "run_id": run_id,
-                 "values_json": None if p.values is None else to_json(p.values)}
+                 "values_json": texts[p.pair_id][1] if p.pair_id in texts else None}
                 for p in inserts
             ])
+        # the batch's archive rows carry the same values once its writes succeed
+        self._journal_texts = texts
+
+    def _values_text(self, pair_id: str, values: dict[str, Any]) -> str:
+        """The stored text of a pair's agreed values: the journal's, when the batch just
+        journaled these very values (encoded once), else encoded now."""
+        cached = getattr(self, "_journal_texts", {}).get(pair_id)
+        return cached[1] if cached is not None and cached[0] is values else to_json(values)
 
     def record_created_keys(self, connection: str, created: Sequence[tuple[str, str, str]]
                             ) -> None:
