@@ -13,6 +13,7 @@ from contextlib import nullcontext
 from dataclasses import dataclass, field
 
 from l2sync_dagster.engine.plan import Side
+from l2sync_dagster.sync import collector
 from l2sync_dagster.sync.runner import (
     SIDES,
     CheckResult,
@@ -84,7 +85,7 @@ def run_steps(sync: Sync, options: RunOptions = RunOptions(),
     writes = options.writes
     wants_plan = options.plan or writes or options.dry_run
     guard = sync.recorded_run(run_id) if writes else nullcontext()
-    with guard:
+    with guard, collector.relaxed():
         reads: dict[Side, SideRead] = {}
         for side in sync.read_order():
             if side in options.read or wants_plan:
