@@ -20,6 +20,7 @@ from memory_provider import MemoryProvider
 from test_integrity_properties import SIDES, World, edit
 
 from l2sync_dagster.engine.mapping import MappingError
+from l2sync_dagster.orchestration.metadata import read_metadata
 from l2sync_dagster.spec.model import ConnectionSpec, DeleteSpec, EntitySpec, MappingSpec
 from l2sync_dagster.state.store import StateStore
 from l2sync_dagster.sync.runner import Sync
@@ -185,6 +186,8 @@ def test_a_one_way_target_is_read_by_key_and_the_archive_by_the_changes(sql_pair
     assert any("read by key" in n for n in report.prepared.notes)
     reads = report.details()["reads"]
     assert reads["right"]["feed"] == "by key" and reads["left"]["feed"] == "incremental"
+    # the Dagster extract asset's metadata says so too
+    assert read_metadata(report.prepared.reads["right"])["feed"].value == "by key"
     # the archive was loaded for the touched keys only, never in full
     assert spy.archive_keys and all(k is not None for k in spy.archive_keys)
     with sqlite3.connect(tmp / "dst.db") as db:

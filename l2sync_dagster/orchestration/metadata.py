@@ -54,6 +54,8 @@ def read_metadata(read: SideRead) -> dict[str, Any]:
         "records_read": dg.MetadataValue.int(len(frame)),
         "complete": dg.MetadataValue.bool(read.result.complete),
         "incremental": dg.MetadataValue.bool(read.cursor_used is not None),
+        # incremental (the change feed), by key (a one-way target's touched pairs) or full
+        "feed": dg.MetadataValue.text(read.feed),
         "deleted_reported": dg.MetadataValue.int(len(read.result.deleted)),
         "seconds": dg.MetadataValue.float(round(read.seconds, 3)),
         "preview": dg.MetadataValue.md(
