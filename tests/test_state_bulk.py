@@ -62,3 +62,29 @@ def test_many_pairs_archived_replaced_and_forgotten(state_url: str) -> None:
     assert store.pending_inserts(name) == []
     run()  # nothing changed: nothing written, nothing duplicated
     assert store.archive_size(name) == 1000 == len(right.rows)
+
+
+def test_a_sqlite_archive_is_indexed_by_its_keys_new_or_made_by_an_older_version(
+        tmp_path) -> None:
+    """Runs that follow the changes load their pairs by key; without these indexes every IN
+    list of 500 keys scans the whole archive (3.5 s instead of 0.09 s for 10,000 keys among
+    300,000 pairs)."""
+    import sqlite3
+
+    from l2sync_dagster.state.store import StateStore
+
+    def indexes(path) -> set[str]:
+        with sqlite3.connect(path) as db:
+            return {r[0] for r in db.execute(
+                "SELECT name FROM sqlite_master WHERE type = 'index' "
+                "AND tbl_name = 'l2sync_archive'")}
+
+    path = tmp_path / "state.db"
+    StateStore(f"sqlite:///{path}").close()
+    wanted = {"ix_l2sync_archive_left_key", "ix_l2sync_archive_right_key"}
+    assert wanted <= indexes(path)
+    with sqlite3.connect(path) as db:  # a store an older version made
+        for name in wanted:
+            db.execute(f"DROP INDEX {name}")
+    StateStore(f"sqlite:///{path}").close()
+    assert wanted <= indexes(path)

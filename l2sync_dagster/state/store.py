@@ -27,6 +27,7 @@ from l2sync_dagster.state.lock import ConnectionLocked, LockStore
 from l2sync_dagster.state.runs import RunLog
 from l2sync_dagster.state.tables import (
     STATE_URL_ENV,
+    add_key_indexes,
     add_missing_columns,
     archive_table,
     conflict_table,
@@ -92,6 +93,7 @@ class StateStore(ArchiveStore, CursorStore, RunLog, LockStore):
         self.engine = engine
         metadata.create_all(engine)
         add_missing_columns(engine)
+        add_key_indexes(engine)
 
     def close(self) -> None:
         """Release connections."""
