@@ -35,6 +35,9 @@ class ArchiveStore:
     """Archive rows, journal entries and created keys of every connection."""
 
     engine: Engine
+    #: the values texts of the batch last journaled: pair id -> (values, text); replaced,
+    #: never changed in place, so the empty class default is never shared by mutation
+    _journal_texts: dict[str, tuple[Any, str]] = {}
 
     # --- archive ----------------------------------------------------------------------
     def load_archive(self, connection: str, mapping: FieldMapping, *,
@@ -91,6 +94,19 @@ class ArchiveStore:
         with self.engine.connect() as conn:
             return list(conn.execute(select(column).where(
                 t.c.connection == connection, column.is_not(None))).scalars().all())
+
+    def partner_keys(self, connection: str, side: str, keys: Sequence[str]) -> list[str]:
+        """The other side's keys of the pairs whose ``side`` key is among ``keys`` (no values
+        decoded), in no particular order, each once."""
+        t = archive_table
+        mine, theirs = ((t.c.left_key, t.c.right_key) if side == "left"
+                        else (t.c.right_key, t.c.left_key))
+        found: dict[str, None] = {}
+        with self.engine.connect() as conn:
+            for cond_in in in_keys(conn, mine, list(keys)):
+                found.update(dict.fromkeys(conn.execute(select(theirs).where(
+                    t.c.connection == connection, cond_in, theirs.is_not(None))).scalars().all()))
+        return list(found)
 
     def an_archived_key(self, connection: str, side: str) -> str | None:
         """One key of ``side`` that the archive holds (None when it holds none)."""
@@ -174,7 +190,7 @@ class ArchiveStore:
     def _values_text(self, pair_id: str, values: dict[str, Any]) -> str:
         """The stored text of a pair's agreed values: the journal's, when the batch just
         journaled these very values (encoded once), else encoded now."""
-        cached = getattr(self, "_journal_texts", {}).get(pair_id)
+        cached = self._journal_texts.get(pair_id)
         return cached[1] if cached is not None and cached[0] is values else to_json(values)
 
     def record_created_keys(self, connection: str, created: Sequence[tuple[str, str, str]]

@@ -131,8 +131,7 @@ class Sync(Session):
             return None
         t0 = time.perf_counter()
         touched = touched_keys(before[src].result) + self.store.created_since_cursor(name, src)
-        archive = self.store.load_archive(name, self.mapping(), keys={src: touched})
-        keys = list(dict.fromkeys(str(k) for k in archive[f"{side}_key"].dropna()))
+        keys = self.store.partner_keys(name, src, touched)
         self.progress(f"read {side}", 0, 1)
         try:
             found = self.provider(side).lookup(  # type: ignore[attr-defined]
