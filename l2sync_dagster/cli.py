@@ -97,8 +97,9 @@ def _parser() -> argparse.ArgumentParser:
     rn.add_argument("--all", action="store_true",
                     help="a for_each connection: sync every value (one failing never stops "
                          "the others)")
-    rn.add_argument("--workers", type=int, default=1,
-                    help="with --each/--all: values synced at once (default: 1)")
+    rn.add_argument("--workers", type=int, default=None,
+                    help="with --each/--all: values synced at once (default: the file's "
+                         "for_each.workers, 4)")
     add("status", "last runs, recent conflicts, lock and archive size")
     add("unlock", "remove the lock left by a run whose process is gone")
     sandbox_cli.add_arguments(sub.add_parser(

@@ -5,9 +5,7 @@ failing never stops the others."""
 
 import argparse
 import json
-import threading
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -20,9 +18,9 @@ from l2sync_dagster.spec.errors import shorten
 from l2sync_dagster.spec.masking import mask_secrets
 from l2sync_dagster.spec.model import ConnectionSpec, check_for_each_value
 from l2sync_dagster.state.store import StateStore, default_state_url
+from l2sync_dagster.sync.each_value import ValueRun, run_each_value
 from l2sync_dagster.sync.for_each import for_each_values
 from l2sync_dagster.sync.runner import RunReport, Sync
-from l2sync_dagster.sync.shared_reads import SharedReads
 
 RunWithRetries = Callable[[Sync, argparse.Namespace, Console], RunReport]
 
@@ -52,7 +50,7 @@ def chosen_values(spec: ConnectionSpec, args: argparse.Namespace,
     if bool(args.each) == bool(args.all):
         raise ValueError("a for_each connection runs per value: give --each VALUE (repeatable) "
                          "or --all")
-    if args.workers < 1:
+    if args.workers is not None and args.workers < 1:
         raise ValueError("--workers must be at least 1")
     found = for_each_values(spec)
     if err is not None:
@@ -73,41 +71,38 @@ def chosen_values(spec: ConnectionSpec, args: argparse.Namespace,
 
 def run_each(spec: ConnectionSpec, args: argparse.Namespace, out: Console, err: Console,
              run_with_retries: RunWithRetries) -> int:
-    """Run the chosen values, ``args.workers`` at once; 0 when all synced, 3 when some had
-    failed writes or rejected records, 1 when some failed."""
+    """Run the chosen values, ``args.workers`` (else the file's ``for_each.workers``) at
+    once; 0 when all synced, 3 when some had failed writes or rejected records, 1 when some
+    failed."""
     values = chosen_values(spec, args, err)
+    assert spec.for_each is not None  # chosen_values refuses a connection without
     store = StateStore(default_state_url(Path(spec.project_dir)))
     interactive = err.is_terminal and not args.json
     bar = Progress(TextColumn("{task.description}"), BarColumn(),
                    TextColumn("{task.completed}/{task.total}"), TimeElapsedColumn(),
                    console=err, transient=True, disable=not interactive)
     task = bar.add_task(f"{spec.name}: mailboxes", total=max(len(values), 1))
-    outcomes: list[Outcome] = []
-    lock = threading.Lock()
-    shared = SharedReads(spec)  # the source side read once for all the values
+    failed = 0
 
-    def one(value: str) -> Outcome:
-        sync = Sync(spec.for_value(value), store, shared=shared)
-        try:
-            report = run_with_retries(sync, args, err)
-            return Outcome(value, counts=report.details())
-        except Exception as exc:  # reported in the table; the other values go on
-            return Outcome(value, error=mask_secrets(shorten(str(exc) or type(exc).__name__)))
-        finally:
-            sync.close()
+    def one(sync: Sync) -> dict[str, Any]:
+        return run_with_retries(sync, args, err).details()
+
+    def done(run: ValueRun[dict[str, Any]]) -> None:
+        nonlocal failed
+        failed += run.error is not None
+        bar.update(task, advance=1, description=f"{spec.name}: mailboxes"
+                   + (f" ({failed} failed)" if failed else ""))
 
     try:
-        with bar, ThreadPoolExecutor(max_workers=args.workers) as pool:
-            for future in as_completed([pool.submit(one, v) for v in values]):
-                result = future.result()
-                with lock:
-                    outcomes.append(result)
-                    failed = sum(1 for o in outcomes if o.error)
-                    bar.update(task, advance=1, description=f"{spec.name}: mailboxes"
-                               + (f" ({failed} failed)" if failed else ""))
+        with bar:
+            runs = run_each_value(spec, values, store, one, done=done,
+                                  workers=args.workers or spec.for_each.workers)
     finally:
         store.close()
-    outcomes.sort(key=lambda o: o.value)
+    outcomes = [Outcome(r.value, counts=r.result) if r.error is None else
+                Outcome(r.value, error=mask_secrets(shorten(str(r.error)
+                                                            or type(r.error).__name__)))
+                for r in runs]
     _print(spec, outcomes, args, out, err)
     if any(o.error for o in outcomes):
         return 1

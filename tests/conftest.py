@@ -7,6 +7,7 @@ from mariadb_server import MariaDbServer
 from postgres_server import PostgresServer
 from sandbox_process import SandboxProcess
 
+from l2sync_dagster.providers.sql import SqlProvider
 from l2sync_dagster.sandbox.schemas import KINDS, find_schema_dir
 
 PG_PASSWORD_ENV = "PG_TEST_PASSWORD"
@@ -92,3 +93,17 @@ def ews_schema() -> None:
 def graph_schema() -> None:
     """For tests of what only the CSDL check catches; skips without the Graph CSDL."""
     _require_schema("graph")
+
+
+@pytest.fixture
+def source_reads(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The queries the sql provider was asked to read, in order."""
+    seen: list[str] = []
+    real = SqlProvider.read
+
+    def counting(self, query, cursor=None, **kwargs):  # type: ignore[no-untyped-def]
+        seen.append(query.text)
+        return real(self, query, cursor=cursor, **kwargs)
+
+    monkeypatch.setattr(SqlProvider, "read", counting)
+    return seen

@@ -304,7 +304,8 @@ def test_two_concurrent_runs_of_one_partition(tmp_path: Path) -> None:
 def test_mailboxes_are_not_serialized_per_connection(tmp_path: Path) -> None:
     """The shipped dagster.yaml allows one run per l2sync/connection value and the op pool
     l2sync_<name> one step: a for_each connection's runs carry neither (its partitions'
-    own locks keep two runs off one mailbox); the schedule requests one run per mailbox."""
+    own locks keep two runs off one mailbox); the schedule requests runs of up to
+    for_each.per_run mailboxes."""
     folder = make_project(tmp_path, FROM_LIST + 'schedule: "0 * * * *"\n')
     defs = build_definitions(folder)
     job = defs.resolve_job_def("staff_job")
@@ -316,12 +317,15 @@ def test_mailboxes_are_not_serialized_per_connection(tmp_path: Path) -> None:
     with instance_for_test() as instance:
         instance.add_dynamic_partitions("staff_for_each", ["alice@contoso.com",
                                                            "bob@contoso.com"])
-        context = dg.build_schedule_context(
-            instance=instance, scheduled_execution_time=dt.datetime(2026, 1, 1, tzinfo=dt.UTC),
-            repository_def=defs.get_repository_def())
-        requests = schedule.evaluate_tick(context).run_requests or []
-    assert sorted(r.partition_key for r in requests) == ["alice@contoso.com",
-                                                         "bob@contoso.com"]
+        # the context's own instance (made from the ref) is disposed when it closes
+        with dg.build_schedule_context(
+                instance=instance, repository_def=defs.get_repository_def(),
+                scheduled_execution_time=dt.datetime(2026, 1, 1, tzinfo=dt.UTC)) as context:
+            requests = schedule.evaluate_tick(context).run_requests or []
+    # one run over both (for_each.per_run: 50), a partition range
+    assert [(r.tags.get("dagster/asset_partition_range_start"),
+             r.tags.get("dagster/asset_partition_range_end")) for r in requests] == [
+        ("alice@contoso.com", "bob@contoso.com")]
 
 
 def test_definitions_load_and_long_values_fit_the_store(tmp_path: Path) -> None:

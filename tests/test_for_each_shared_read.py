@@ -12,7 +12,6 @@ import pandas as pd
 import pytest
 
 from l2sync_dagster import cli
-from l2sync_dagster.providers.sql import SqlProvider
 
 MAILBOXES = ["alice@contoso.com", "bob@contoso.com", "carol@contoso.com", "dan@contoso.com"]
 
@@ -59,20 +58,6 @@ def people(tmp: Path, statement: str, *args: object) -> None:
 def mailbox(tmp: Path, value: str) -> dict[str, str]:
     frame = pd.read_csv(tmp / "out" / f"{value}.csv", dtype=str, keep_default_na=False)
     return dict(zip(frame["id"], frame["name"], strict=True))
-
-
-@pytest.fixture
-def source_reads(monkeypatch: pytest.MonkeyPatch) -> list[str]:
-    """The queries the sql provider was asked to read, in order."""
-    seen: list[str] = []
-    real = SqlProvider.read
-
-    def counting(self, query, cursor=None, **kwargs):  # type: ignore[no-untyped-def]
-        seen.append(query.text)
-        return real(self, query, cursor=cursor, **kwargs)
-
-    monkeypatch.setattr(SqlProvider, "read", counting)
-    return seen
 
 
 def run(folder: Path, capsys: pytest.CaptureFixture[str], *args: str) -> dict:

@@ -10,6 +10,10 @@ back-off, any other error fails the step without retry (see ``operations.py``).
 from typing import TYPE_CHECKING
 
 import dagster as dg
+from dagster._core.storage.tags import (  # the tags of a run over a partition range
+    ASSET_PARTITION_RANGE_END_TAG,
+    ASSET_PARTITION_RANGE_START_TAG,
+)
 
 from l2sync_dagster.orchestration.operations import retry_policy
 from l2sync_dagster.orchestration.partitions import build_partitions_def
@@ -50,6 +54,15 @@ def check_asset(spec: ConnectionSpec) -> dg.AssetKey:
     """The asset the in_sync check is attached to (the first apply step)."""
     keys = asset_keys(spec)
     return keys.get("apply_right") or keys["apply_left"]
+
+
+def backfill_policy(spec: ConnectionSpec) -> dg.BackfillPolicy | None:
+    """A time-partitioned connection backfills a range in one run (the union of its
+    windows); a for_each connection in runs of ``for_each.per_run`` mailboxes (the side that
+    is the same for every mailbox read once per run)."""
+    if spec.for_each is not None:
+        return dg.BackfillPolicy.multi_run(max_partitions_per_run=spec.for_each.per_run)
+    return dg.BackfillPolicy.single_run() if spec.partitions else None
 
 
 def build_connection_assets(
@@ -95,7 +108,7 @@ def build_connection_assets(
         op_tags={CONNECTION_TAG: group},
         description=spec.description or title,
         partitions_def=partitions_def,
-        backfill_policy=dg.BackfillPolicy.single_run() if spec.partitions else None,
+        backfill_policy=backfill_policy(spec),
         retry_policy=retry or retry_policy(),
     )
     def _sync(context: dg.AssetExecutionContext, config: SyncConfig, l2sync: L2SyncResource):
@@ -114,6 +127,15 @@ def build_connection_job(spec: ConnectionSpec) -> "UnresolvedAssetJobDefinition"
     )
 
 
+def partition_range_request(keys: list[str], stamp: str, tags: dict[str, str]
+                            ) -> dg.RunRequest:
+    """A run of the consecutive partitions ``keys`` (one partition: a plain partition run)."""
+    if len(keys) == 1:
+        return dg.RunRequest(run_key=f"{keys[0]}@{stamp}", partition_key=keys[0], tags=tags)
+    return dg.RunRequest(run_key=f"{keys[0]}..{keys[-1]}@{stamp}", tags={
+        **tags, ASSET_PARTITION_RANGE_START_TAG: keys[0], ASSET_PARTITION_RANGE_END_TAG: keys[-1]})
+
+
 def build_connection_schedule(
     spec: ConnectionSpec, job: "UnresolvedAssetJobDefinition"
 ) -> dg.ScheduleDefinition | None:
@@ -122,18 +144,21 @@ def build_connection_schedule(
         return None
     pdef = build_partitions_def(spec)
     if isinstance(pdef, dg.DynamicPartitionsDefinition):
-        # every value of for_each: one run each (each holds its own partition's lock)
+        assert spec.for_each is not None
+        per_run = spec.for_each.per_run
+
+        # every value of for_each, in runs of per_run consecutive partitions (a range each)
         @dg.schedule(name=f"{spec.dagster_name}_schedule", job=job,
                      cron_schedule=spec.schedule, execution_timezone=spec.timezone or "UTC",
                      default_status=dg.DefaultScheduleStatus.STOPPED)
         def _every_value(context: dg.ScheduleEvaluationContext) -> list[dg.RunRequest]:
             keys = context.instance.get_dynamic_partitions(pdef.name or "")
-            try:  # one run per mailbox and tick; a manual test tick has no time
+            try:  # one run per range and tick; a manual test tick has no time
                 stamp = context.scheduled_execution_time.isoformat()
             except Exception:
                 stamp = "test"
-            return [dg.RunRequest(run_key=f"{key}@{stamp}", partition_key=key,
-                                  tags=run_tags_of(spec)) for key in keys]
+            return [partition_range_request(keys[i:i + per_run], stamp, run_tags_of(spec))
+                    for i in range(0, len(keys), per_run)]
 
         return _every_value
     if isinstance(pdef, dg.TimeWindowPartitionsDefinition):

@@ -31,8 +31,10 @@ def _cell(value: Any, link: Callable[[str], str | None] | None) -> str:
     return f"[{label}]({url.replace(' ', '%20').replace(')', '%29')})"
 
 
-def _md_table(rows: list[dict[str, Any]], columns: list[str], links: Links | None = None
-              ) -> str:
+def md_table(rows: list[dict[str, Any]], columns: list[str], links: Links | None = None
+             ) -> str:
+    """``rows`` as a markdown table of ``columns`` (the first rows; ``links``: a column's
+    values as links)."""
     if not rows:
         return "(none)"
     links = links or {}
@@ -59,7 +61,7 @@ def read_metadata(read: SideRead) -> dict[str, Any]:
         "deleted_reported": dg.MetadataValue.int(len(read.result.deleted)),
         "seconds": dg.MetadataValue.float(round(read.seconds, 3)),
         "preview": dg.MetadataValue.md(
-            _md_table(preview.astype(str).to_dict("records"), [str(c) for c in preview.columns])
+            md_table(preview.astype(str).to_dict("records"), [str(c) for c in preview.columns])
         ),
     }
 
@@ -77,7 +79,7 @@ def conflicts_md(plan: SyncPlan, links: dict[str, Callable[[str], str | None]] |
              "fields": ", ".join(c.fields), "left": _short(c.left, c.fields),
              "right": _short(c.right, c.fields), "resolution": c.resolution}
             for c in plan.conflicts]
-    return _md_table(rows, ["kind", "left_key", "right_key", "fields", "left", "right",
+    return md_table(rows, ["kind", "left_key", "right_key", "fields", "left", "right",
                             "resolution"], _key_links(links))
 
 
@@ -93,7 +95,7 @@ def rejections_md(plan: SyncPlan, report: ApplyReport | None = None) -> str:
     if report:
         rows += [{"side": e["side"], "key": e["key"], "reason": f"{e['op']}: {e['error']}"}
                  for e in report.errors]
-    return _md_table(rows, ["side", "key", "reason"])
+    return md_table(rows, ["side", "key", "reason"])
 
 
 def plan_metadata(plan: SyncPlan, links: dict[str, Callable[[str], str | None]] | None = None
@@ -160,16 +162,20 @@ def sync_metadata(sync: "Sync", prep: "Prepared") -> dict[str, Any]:
     return md
 
 
-def run_tags(report: RunReport) -> dict[str, str]:
-    """A one-line summary per side for the run's tags (seen in the runs list)."""
-    counts = report.counts()
-    tags = {"l2sync/status": report.status}
+def run_tags(*reports: RunReport) -> dict[str, str]:
+    """A one-line summary per side for the run's tags (seen in the runs list), summed over
+    ``reports`` (the partitions of a for_each run)."""
+    tags = {"l2sync/status": ",".join(sorted({r.status for r in reports}))}
+    counts = [r.counts() for r in reports]
+
+    def total(side: str, what: str) -> int:
+        return sum(int(c.get(side, {}).get(what, 0) or 0) for c in counts)
+
     for side in ("left", "right"):
-        c = counts.get(side, {})
-        tags[f"l2sync/{side}"] = (f"+{c.get('inserted', 0)} ~{c.get('updated', 0)} "
-                                  f"-{c.get('deleted', 0)} !{c.get('failed', 0)}")
-    tags["l2sync/conflicts"] = str(counts.get("conflicts", 0))
-    tags["l2sync/rejected"] = str(counts.get("rejected", 0))
+        tags[f"l2sync/{side}"] = (f"+{total(side, 'inserted')} ~{total(side, 'updated')} "
+                                  f"-{total(side, 'deleted')} !{total(side, 'failed')}")
+    tags["l2sync/conflicts"] = str(sum(int(c.get("conflicts", 0)) for c in counts))
+    tags["l2sync/rejected"] = str(sum(int(c.get("rejected", 0)) for c in counts))
     return tags
 
 
@@ -179,11 +185,11 @@ def check_metadata(result: CheckResult) -> dict[str, Any]:
         "records_checked": dg.MetadataValue.int(result.checked),
         "mismatches": dg.MetadataValue.int(len(result.mismatches)),
         "mismatch_table": dg.MetadataValue.md(
-            _md_table(result.mismatches, ["side", "key", "problem"])),
+            md_table(result.mismatches, ["side", "key", "problem"])),
     }
 
 
 def frame_md(frame: pd.DataFrame) -> str:
     """A frame as markdown (first rows)."""
-    return _md_table(frame.head(MAX_ROWS).reset_index().astype(str).to_dict("records"),
+    return md_table(frame.head(MAX_ROWS).reset_index().astype(str).to_dict("records"),
                      [str(c) for c in frame.reset_index().columns])

@@ -331,12 +331,17 @@ class ForEachSpec(BaseModel):
     """``for_each:``: one Dagster partition per value, each with its own archive, cursors,
     lock and run records; ``{mailbox}`` in connection strings and queries is the value.
     ``on_remove``: when a value leaves the list, its partition is removed from Dagster and
-    its state kept (``keep``) or forgotten (``clear``: archive, cursors, journal)."""
+    its state kept (``keep``) or forgotten (``clear``: archive, cursors, journal).
+    ``per_run``: how many mailboxes one Dagster run of a backfill or of the schedule syncs
+    (the value-independent side is read once per run); ``workers``: how many of a run's
+    mailboxes are synced at once."""
 
     model_config = _CONFIG
 
     mailbox: list[str] | ForEachSqlSource | ForEachGroup
     on_remove: Literal["keep", "clear"] = "keep"
+    per_run: Annotated[int, Field(gt=0, le=1000, strict=True)] = 50
+    workers: Annotated[int, Field(gt=0, le=64, strict=True)] = 4
 
     @field_validator("mailbox")
     @classmethod
