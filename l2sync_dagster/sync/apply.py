@@ -43,6 +43,10 @@ def apply_plan(session: "Session", prep: Prepared) -> ApplyReport:
     rows: dict[str, ArchiveRow] = {}
     journal = {(p.pair_id, p.side): p for p in prep.new_pending}
     failed: set[str] = set()
+    # a side whose saved cursor predates this run's inserts: its feed may never report their
+    # deletes (SyncFolderItems does not report an item made and removed since its state)
+    saved = store.cursors(name, prep.mapping.cursor_signature(session.spec.direction))
+    behind = {s for s, cursor in saved.items() if cursor is not None}
     total = len(plan.writes)
     done = 0
     session.progress("write", 0, total)
@@ -106,6 +110,13 @@ def apply_plan(session: "Session", prep: Prepared) -> ApplyReport:
                 remaining[w.pair_id] -= 1
                 if remaining[w.pair_id] == 0 and w.pair_id not in failed:
                     finished.append(w.pair_id)
+            made = [str(o.key) for w in batch if w.op == "insert"
+                    and (o := outcomes.get(w.pair_id)) is not None and o.ok
+                    and o.key is not None]
+            if made and side in behind:
+                # noted before the archive takes the pairs: if the run dies before it saves
+                # its cursor, the next incremental run still looks these records up
+                store.note_created(name, side, made, replace=False)
             store.commit_effects(name, sig, [(p, rows.get(p, plan.effects.get(p)))
                                              for p in finished],
                                  done_pending=cleared, window_field=wf)
