@@ -17,6 +17,7 @@ from dagster._core.storage.tags import (
 )
 from test_for_each_shared_read import MAILBOXES, mailbox, people, project
 
+from l2sync_dagster.contract import ProviderError
 from l2sync_dagster.orchestration.definitions import build_definitions
 from l2sync_dagster.state.store import StateStore, default_state_url
 from l2sync_dagster.sync.runner import Sync
@@ -189,3 +190,29 @@ def test_backfills_and_the_schedule_run_per_run_mailboxes_at_a_time(tmp_path: Pa
             assert result.success
     for value in MAILBOXES:
         assert mailbox(tmp_path, value) == EVERYONE
+
+
+@pytest.mark.parametrize("transient", [True, False])
+def test_a_run_is_retried_only_when_every_failure_was_transient(
+        tmp_path: Path, transient: bool) -> None:
+    """One mailbox's server is busy once (a transient error): the step is retried and every
+    mailbox ends synced. A configuration error is not retried: it would fail again."""
+    folder = project(tmp_path)
+    defs = build_definitions(folder, retry=dg.RetryPolicy(max_retries=1, delay=0))
+    original = Sync.prepare
+    failures = []
+
+    def flaky_prepare(self: Sync, **kwargs: object):  # type: ignore[no-untyped-def]
+        if self.spec.partition_value == MAILBOXES[1] and not failures:
+            failures.append(1)
+            raise ProviderError("the server is busy", transient=transient)
+        return original(self, **kwargs)  # type: ignore[arg-type]
+
+    with dg.DagsterInstance.ephemeral() as instance, pytest.MonkeyPatch.context() as mp:
+        mp.setattr(Sync, "prepare", flaky_prepare)
+        instance.add_dynamic_partitions(PARTITIONS, MAILBOXES)
+        result = run_range(defs, instance, MAILBOXES[0], MAILBOXES[3])
+        restarted = any(e.event_type_value == "STEP_RESTARTED" for e in result.all_events)
+        assert restarted == transient and result.success == transient
+        synced = instance.get_materialized_partitions(APPLY)
+    assert synced == (set(MAILBOXES) if transient else set(MAILBOXES) - {MAILBOXES[1]})
