@@ -209,6 +209,12 @@ def test_no_configuration_crash_or_edit_duplicates_or_deletes(cfg: dict, steps: 
         w.run()
     plan = w.sync().run(dry_run=True).prepared.plan  # type: ignore[union-attr]
     assert not plan.writes, plan.render()
+    target = {"left_to_right": "right", "right_to_left": "left"}.get(w.cfg["direction"])
+    if target is not None and w.cfg["mirror"] and not (w.cfg["left_query"]
+                                                      or w.cfg["right_query"]):
+        # a mirror holds exactly its source once quiet, whatever crashed or was edited
+        source = "left" if target == "right" else "right"
+        assert sorted(w.uids(target)) == sorted(w.uids(source))
     if w.cfg["direction"] == "bidirectional":
         # a one-way field may differ on the side it does not flow to (that side's own edit)
         both_ways = w.city_direction() == "both"
