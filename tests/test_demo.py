@@ -20,6 +20,11 @@ def test_the_whole_demo_runs_and_leaves_the_sandbox_data_for_make_ui(
     assert "Zoe in the mailbox: True; David in the mailbox: False" in out
     assert "SharePoint list Contacts now holds 6 items" in out
     assert "Dynamics now holds 25 accounts" in out
+    # the directory into 200 mailboxes by the command line, then by Dagster in runs of 50
+    assert "200 of 200 mailboxes synced: 0 inserted, 200 updated, 0 deleted" in out
+    assert out.count(", 50/50 synced, right side +0 ~50 -0 !0") == 4
+    assert "200 of 200 partitions materialized" in out
+    assert "Colleague9 is in Sales" in out
     # the merged account: the phone from the list and the city from Dynamics on both sides
     merged = [line for line in out.splitlines() if "Dynamics phone=+1 555 0100" in line]
     assert merged and "city=Porto" in merged[0] and "City=Porto" in merged[0]

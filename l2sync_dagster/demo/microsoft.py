@@ -293,9 +293,58 @@ def company_directory(connections: Path, sbx: RunningSandbox) -> int:
         found = graph.get(f"users/{last}/contacts", params={
             "$filter": "givenName eq 'Colleague8'", "$select": "givenName,department"})
         print(f"{last}: Colleague8 is in {found['value'][0]['department']}")
+        _title("Directory -> mailboxes 3. The same connection in Dagster: Colleague9 moved "
+               f"to Sales; a backfill of every mailbox, in runs of {spec.for_each.per_run}")
+        with sqlite3.connect(db_path) as db:
+            db.execute("UPDATE people SET department = 'Sales' WHERE id = 'E009'")
+        if code := _dagster_backfill(connections, spec):
+            return code
+        found = graph.get(f"users/{last}/contacts", params={
+            "$filter": "givenName eq 'Colleague9'", "$select": "givenName,department"})
+        print(f"{last}: Colleague9 is in {found['value'][0]['department']}")
     finally:
         graph.close()
     return 0
+
+
+def _dagster_backfill(connections: Path, spec: ConnectionSpec) -> int:
+    """Every partition of a for_each connection materialized in Dagster, in the runs its
+    backfill policy makes (ranges of ``per_run`` mailboxes, each reading the directory once),
+    on an ephemeral instance; the state store is the one the command line used."""
+    import dagster as dg
+
+    from l2sync_dagster.orchestration.assets import (
+        asset_keys,
+        partition_range_request,
+        run_tags_of,
+    )
+    from l2sync_dagster.orchestration.definitions import build_definitions
+    from l2sync_dagster.orchestration.partitions import for_each_partitions_name
+    from l2sync_dagster.sync.for_each import for_each_values
+
+    assert spec.for_each is not None
+    values = for_each_values(spec).values
+    per_run = spec.for_each.per_run
+    job = build_definitions(connections).resolve_job_def(f"{spec.dagster_name}_job")
+    quiet = {"loggers": {"console": {"config": {"log_level": "ERROR"}}}}
+    with dg.DagsterInstance.ephemeral() as instance:
+        instance.add_dynamic_partitions(for_each_partitions_name(spec), values)
+        for start in range(0, len(values), per_run):
+            request = partition_range_request(values[start:start + per_run], "demo",
+                                              run_tags_of(spec))
+            result = job.execute_in_process(
+                instance=instance, tags=request.tags, partition_key=request.partition_key,
+                run_config=quiet, raise_on_error=False)
+            tags = instance.get_run_by_id(result.run_id).tags  # type: ignore[union-attr]
+            chunk = values[start:start + per_run]
+            print(f"Dagster run {result.run_id[:8]}: mailboxes {start + 1}-{start + len(chunk)}"
+                  f", {tags.get('l2sync/mailboxes', '1/1')} synced, right side "
+                  f"{tags.get('l2sync/right', '')}")
+            if not result.success:
+                return 1
+        done = instance.get_materialized_partitions(asset_keys(spec)["apply_right"])
+    print(f"{len(done)} of {len(values)} partitions materialized")
+    return 0 if len(done) == len(values) else 1
 
 
 def _quiet(args: list[str]) -> int:
