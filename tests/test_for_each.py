@@ -118,6 +118,10 @@ def test_a_value_that_would_change_the_query_is_refused(tmp_path: Path) -> None:
      "line 3: for_each.on_remove clear needs match_on: (fields that identify a record"),
     (FROM_LIST.replace("[alice@contoso.com, bob@contoso.com]", "{members_of: all@contoso.com}"),
      "line 3: for_each.mailbox members_of needs a connection_string: to read the group"),
+    (FROM_LIST.replace("for_each:\n", "for_each:\n  per_run: 0\n"),
+     "line 3: for_each.per_run"),
+    (FROM_LIST.replace("for_each:\n", "for_each:\n  workers: many\n"),
+     "line 3: for_each.workers"),
 ])
 def test_refused_when_the_file_loads(tmp_path: Path, text: str, message: str) -> None:
     (tmp_path / "staff.yaml").write_text(text)
