@@ -310,12 +310,8 @@ class Sync(Session):
         plan = prep.plan
         skipped = any(c.resolution.startswith("skipped") for c in plan.conflicts)
         if report.failed or plan.rejections or skipped or self.window is not None:
-            for side in SIDES:
-                # the old cursor stays: its feed may never report these records' deletes
-                # (without a cursor the next read is a full one and sees every delete)
-                if prep.reads[side].cursor_used is not None:
-                    self.store.note_created(self.spec.name, side, report.created[side],
-                                            replace=False)
+            # the old cursor stays; the keys this run created behind it were noted batch by
+            # batch as they were written (``sync.apply``), so the next run looks them up
             return False
         for side in SIDES:
             cursor = prep.reads[side].result.cursor
