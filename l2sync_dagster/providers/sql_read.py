@@ -27,6 +27,7 @@ from l2sync_dagster.providers.base import (
 )
 from l2sync_dagster.providers.sql_describe import Entity, close_names
 from l2sync_dagster.providers.sql_values import chunks, from_raw, key_strs, to_text
+from l2sync_dagster.sql_fetch import fetch_columns
 
 log = logging.getLogger("l2sync.providers.sql.read")
 
@@ -81,14 +82,13 @@ class SqlReads:
         present = None
         with self._reading() as conn:
             try:
-                result = conn.execute(stmt)
-                rows = result.fetchall()
+                columns = fetch_columns(conn, stmt)
                 if incremental:
-                    keys = conn.execute(sa.select(ent.key)).scalars().all()
+                    keys = fetch_columns(conn, sa.select(ent.key))[0]
                     present = pd.Index(key_strs(keys), name=KEY_INDEX)
             except sa_exc.SQLAlchemyError as exc:
                 raise self._db_error(f"reading {ent.label} failed", exc) from None
-        frame = build_frame(rows, names, ent.types, desc.key, ent.raw)
+        frame = build_frame(columns, names, ent.types, desc.key, ent.raw)
         if desc.modified:
             frame[MODIFIED] = utc_series(frame[desc.modified])
         new_cursor = None
@@ -129,17 +129,19 @@ class SqlReads:
                 values.append(ent.key_value(str(k)))
             except (ValueError, InvalidOperation):
                 continue  # a key this column cannot hold does not exist
-        rows: list[Any] = []
         source = ent.lookup_source
         cols = ent.read_columns(names, source)
         key = ent.key if source is None else source.c[desc.key]
+        columns: list[list[Any]] = [[] for _ in names]
         with self._reading() as conn:
             try:
                 for chunk in chunks(values, self.in_chunk):
-                    rows.extend(conn.execute(sa.select(*cols).where(key.in_(chunk))).fetchall())
+                    got = fetch_columns(conn, sa.select(*cols).where(key.in_(chunk)))
+                    for column, part in zip(columns, got, strict=True):
+                        column.extend(part)
             except sa_exc.SQLAlchemyError as exc:
                 raise self._db_error(f"looking up keys in {ent.label} failed", exc) from None
-        frame = build_frame(rows, names, ent.types, desc.key, ent.raw)
+        frame = build_frame(columns, names, ent.types, desc.key, ent.raw)
         if desc.modified:
             frame[MODIFIED] = utc_series(frame[desc.modified])
         return frame
@@ -193,12 +195,12 @@ def parse_cursor(cursor: str | None) -> dt.datetime | None:
 
 
 def build_frame(
-    rows: Sequence[Sequence[Any]], names: list[str], types: dict[str, str], key: str,
+    columns: Sequence[Sequence[Any]], names: list[str], types: dict[str, str], key: str,
     raw: dict[str, str] | None = None,
 ) -> pd.DataFrame:
-    """A RecordFrame from fetched rows, built column by column (no per-row Python objects);
-    ``raw`` columns hold values as stored and are converted here."""
-    columns = list(zip(*rows, strict=True)) if rows else [()] * len(names)
+    """A RecordFrame from fetched columns (:func:`~l2sync_dagster.sql_fetch.fetch_columns`),
+    one per name (no per-row Python objects); ``raw`` columns hold values as stored and are
+    converted here."""
     data: dict[str, Any] = {}
     for name, values in zip(names, columns, strict=True):
         ftype = types.get(name, "string")

@@ -19,6 +19,7 @@ from l2sync_dagster.contract import utc
 from l2sync_dagster.engine.archive import ARCHIVE_COLUMNS, archive_frame, empty_archive
 from l2sync_dagster.engine.mapping import FieldMapping
 from l2sync_dagster.engine.plan import ArchiveRow, PendingInsert
+from l2sync_dagster.sql_fetch import fetch_columns
 from l2sync_dagster.state.tables import (
     archive_table,
     as_aware,
@@ -29,6 +30,11 @@ from l2sync_dagster.state.tables import (
     to_json,
     utc_now,
 )
+
+#: a run that archives at least this many pairs, and this share of those it started with,
+#: refreshes PostgreSQL's statistics of the archive (:meth:`ArchiveStore.refresh_statistics`)
+STATISTICS_MIN_ROWS = 1_000
+STATISTICS_SHARE = 0.1
 
 
 class ArchiveStore:
@@ -58,29 +64,31 @@ class ArchiveStore:
         cols = (*(t.c[name] for name in ARCHIVE_COLUMNS), t.c.values_json)
         with self.engine.connect() as conn:
             if window is None and keys is None:
-                rows = conn.execute(
-                    select(*cols).where(t.c.connection == connection).order_by(t.c.pair_id)
-                ).all()
-            else:
-                found: dict[str, Any] = {}
-                if window is not None:
-                    start, end = window
-                    cond = [t.c.connection == connection, t.c.window_at.is_not(None)]
-                    if start is not None:
-                        cond.append(t.c.window_at >= utc(start))
-                    if end is not None:
-                        cond.append(t.c.window_at < utc(end))
-                    found = {r[0]: r for r in conn.execute(select(*cols).where(*cond)).all()}
-                lookups = [(t.c.pair_id, list(pair_ids))]
-                for side, side_keys in (keys or {}).items():
-                    column = t.c.left_key if side == "left" else t.c.right_key
-                    lookups.append((column, list(side_keys)))
-                for column, values in lookups:
-                    for cond_in in in_keys(conn, column, values):
-                        for r in conn.execute(select(*cols).where(
-                                t.c.connection == connection, cond_in)).all():
-                            found.setdefault(r[0], r)
-                rows = [found[k] for k in sorted(found)]
+                columns = fetch_columns(conn, select(*cols).where(
+                    t.c.connection == connection).order_by(t.c.pair_id))
+                if not columns[0]:
+                    return empty_archive(mapping)
+                return archive_frame(mapping, dict(zip(ARCHIVE_COLUMNS, columns, strict=False)),
+                                     [json.loads(v) for v in columns[-1]])
+            found: dict[str, Any] = {}
+            if window is not None:
+                start, end = window
+                cond = [t.c.connection == connection, t.c.window_at.is_not(None)]
+                if start is not None:
+                    cond.append(t.c.window_at >= utc(start))
+                if end is not None:
+                    cond.append(t.c.window_at < utc(end))
+                found = {r[0]: r for r in conn.execute(select(*cols).where(*cond)).all()}
+            lookups = [(t.c.pair_id, list(pair_ids))]
+            for side, side_keys in (keys or {}).items():
+                column = t.c.left_key if side == "left" else t.c.right_key
+                lookups.append((column, list(side_keys)))
+            for column, values in lookups:
+                for cond_in in in_keys(conn, column, values):
+                    for r in conn.execute(select(*cols).where(
+                            t.c.connection == connection, cond_in)).all():
+                        found.setdefault(r[0], r)
+            rows = [found[k] for k in sorted(found)]
         if not rows:
             return empty_archive(mapping)
         cols = list(zip(*rows, strict=True))
@@ -92,8 +100,8 @@ class ArchiveStore:
         t = archive_table
         column = t.c.left_key if side == "left" else t.c.right_key
         with self.engine.connect() as conn:
-            return list(conn.execute(select(column).where(
-                t.c.connection == connection, column.is_not(None))).scalars().all())
+            return fetch_columns(conn, select(column).where(
+                t.c.connection == connection, column.is_not(None)))[0]
 
     def partner_keys(self, connection: str, side: str, keys: Sequence[str]) -> list[str]:
         """The other side's keys of the pairs whose ``side`` key is among ``keys`` (no values
@@ -115,6 +123,28 @@ class ArchiveStore:
         with self.engine.connect() as conn:
             return conn.execute(select(column).where(
                 t.c.connection == connection, column.is_not(None)).limit(1)).scalar()
+
+    def has_pairs(self, connection: str) -> bool:
+        """Whether the archive holds any pair of ``connection`` (without counting them)."""
+        t = archive_table
+        with self.engine.connect() as conn:
+            return conn.execute(select(t.c.pair_id).where(
+                t.c.connection == connection).limit(1)).first() is not None
+
+    def refresh_statistics(self, archived: int, pairs_before: int) -> None:
+        """After a run that archived many pairs (``archived``) against the ``pairs_before`` it
+        started with: have PostgreSQL's planner count them now. Until autovacuum does (up to a
+        minute later, or never for a store without it), the planner takes the archive for as
+        small as it was, and answers the next run's keyed loads with a scan of every pair of
+        the connection instead of its indexes."""
+        if self.engine.dialect.name != "postgresql" or archived < STATISTICS_MIN_ROWS \
+                or archived < pairs_before * STATISTICS_SHARE:
+            return
+        from sqlalchemy import text
+
+        with self.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+            # a role that does not own the tables gets a warning, not an error
+            conn.execute(text(f"ANALYZE {archive_table.name}, {created_table.name}"))
 
     def archive_size(self, connection: str) -> int:
         """Number of pairs in the archive."""

@@ -92,7 +92,7 @@ class Sync(Session):
             t0 = time.perf_counter()
             result = self.shared.read(side, lambda: self._read_side(side, None))
             return SideRead(result, self.describe(side), None, time.perf_counter() - t0)
-        if not full and self.store.archive_size(self.spec.name):
+        if not full and self.store.has_pairs(self.spec.name):
             cursor = self.store.cursors(
                 self.spec.name, mapping.cursor_signature(self.spec.direction)).get(side)
             if cursor is None:
@@ -390,6 +390,7 @@ class Sync(Session):
             self.store.finish_run(run_id, "aborted", report.counts(), prep.plan.blocked)
             raise SyncAborted(f"{self.spec.display_path}: {prep.plan.blocked}")
         report.applied = apply_plan(self, prep)
+        self.store.refresh_statistics(len(report.applied.archive_rows), prep.plan.pairs_before)
         self.save_cursors(prep, report.applied)
         report.stats = dict(self.stats())
         report.status = "succeeded" if not report.applied.failed else "partial"

@@ -146,10 +146,9 @@ def name_deletes(result: ReadResult, archived: Sequence[str]) -> ReadResult:
     its side that it neither lists nor returned are reported deleted, as the engine would judge
     them (a restricted read's are looked up by :func:`judge_read` before anything is
     deleted)."""
-    keys = pd.Index(archived, dtype=object)
-    present = result.present_keys.astype(str).append(  # type: ignore[union-attr]
-        result.frame.index.astype(str))
-    gone = list(keys[~keys.isin(present)])
+    present = set(result.present_keys.astype(str))  # type: ignore[union-attr]
+    present.update(result.frame.index.astype(str))
+    gone = [k for k in map(str, archived) if k not in present]
     return ReadResult(result.frame, complete=False,
                       deleted=list(dict.fromkeys([*map(str, result.deleted), *gone])),
                       cursor=result.cursor)
