@@ -10,7 +10,8 @@ on loopback, writes the suite's ``settings.yml`` for it and runs every chosen mo
 and a per-test timeout (pytest-timeout) plus a per-module subprocess timeout. The suite's test
 dependencies live in bench/exchangelib_suite/.venv (made here when missing; it sees the
 project's venv through a .pth file). Results per module go to bench/results/exchangelib_suite.json
-with the tests we deliberately do not support (unsupported.py).
+with the tests we deliberately do not support and exchangelib's own schema-invalid requests
+(unsupported.py).
 """
 
 import argparse
@@ -28,7 +29,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent.parent
 sys.path.insert(0, str(HERE))
-from unsupported import OPERATIONS, UNSUPPORTED, reason_for  # noqa: E402
+from unsupported import CLIENT_BUGS, OPERATIONS, UNSUPPORTED, client_bug_for, reason_for  # noqa: E402
 
 VENV = HERE / ".venv"
 SUITE_PYTHON = VENV / "bin" / "python"
@@ -147,7 +148,7 @@ def run_module(suite: Path, module: str, endpoint: str, per_test: int, per_modul
             skipped.append(name)
         elif case.find("failure") is not None or case.find("error") is not None:
             node = case.find("failure") if case.find("failure") is not None else case.find("error")
-            failed.append({"test": name, "why": (node.get("message") or "")[:200]})
+            failed.append({"test": name, "why": (node.get("message") or "")[:300]})
         else:
             passed.append(name)
     return {"passed": len(passed), "failed": len(failed), "skipped": len(skipped),
@@ -188,12 +189,15 @@ def main(argv: list[str] | None = None) -> int:
     failures = [f for r in modules.values() for f in r.get("failures", [])]
     for f in failures:
         f["unsupported"] = reason_for(f["test"], f["why"])
+        f["client_bug"] = client_bug_for(f["test"], f["why"])
     total = {k: sum(r[k] for r in modules.values()) for k in ("passed", "failed", "skipped")}
     total["tests"] = sum(total.values())
     total["failed_unsupported"] = sum(1 for f in failures if f["unsupported"])
+    total["failed_client_bug"] = sum(1 for f in failures if f["client_bug"])
     result = {"exchangelib": version, "commit": _head(), "total": total,
               "sandbox": stats, "history": _history(args.out), "modules": modules,
-              "unsupported": UNSUPPORTED, "unsupported_operations": OPERATIONS}
+              "unsupported": UNSUPPORTED, "unsupported_operations": OPERATIONS,
+              "client_bugs": {k: reason for k, (_, reason) in CLIENT_BUGS.items()}}
     args.out.write_text(json.dumps(result, indent=1) + "\n")
     print(json.dumps(total))
     return 0
