@@ -17,8 +17,8 @@ from l2sync_dagster import sql_fetch
 from l2sync_dagster.sql_fetch import fetch_columns
 
 ROWS = [
-    {"id": 1, "big": 2**40, "name": "Ada ü", "body": "x" * 3000, "amount": decimal.Decimal("12.345"),
-     "ratio": 0.25, "flag": True, "day": dt.date(2024, 2, 29),
+    {"id": 1, "big": 2**40, "name": "Ada ü", "body": "x" * 3000,
+     "amount": decimal.Decimal("12.345"), "ratio": 0.25, "flag": True, "day": dt.date(2024, 2, 29),
      "stamp": dt.datetime(2024, 3, 1, 12, 30, 5, 123456),
      "stamp_tz": dt.datetime(2024, 3, 1, 12, 30, 5, tzinfo=dt.UTC),
      "clock": dt.time(7, 8, 9), "doc": {"a": [1, 2], "b": None},
