@@ -122,3 +122,25 @@ def test_opening_a_store_again_keeps_one_set_of_indexes(state_url: str) -> None:
                          "l2sync_archive_pkey"]
     finally:
         store.close()
+
+
+def test_a_table_held_by_another_session_does_not_fail_or_hold_up_the_run(
+        tmp_path: Path, state_url: str, caplog: pytest.LogCaptureFixture) -> None:
+    """A VACUUM (or anything holding the archive) when the run ends: the statistics are not
+    refreshed, the run has succeeded all the same and saved its cursors."""
+    store = StateStore(state_url)
+    holder = create_engine(state_url)
+    try:
+        with holder.connect() as other:
+            other.execute(text("LOCK TABLE l2sync_archive IN SHARE UPDATE EXCLUSIVE MODE"))
+            report = Sync(_spec(tmp_path), store).run()
+            other.rollback()
+        assert report.status == "succeeded" and store.archive_size("people") == ROWS
+        assert "could not refresh the state store's statistics: LockNotAvailable" in caplog.text
+        with store.engine.connect() as conn:
+            assert not conn.execute(text(
+                "SELECT last_analyze IS NOT NULL FROM pg_stat_user_tables "
+                "WHERE relname = 'l2sync_archive'")).scalar_one()
+    finally:
+        holder.dispose()
+        store.close()

@@ -3,6 +3,7 @@ answered, and the records created after a side's cursor)."""
 
 import datetime as dt
 import json
+import logging
 from collections.abc import Iterable, Sequence
 from typing import Any
 
@@ -31,10 +32,13 @@ from l2sync_dagster.state.tables import (
     utc_now,
 )
 
+log = logging.getLogger("l2sync.state")
+
 #: a run that archives at least this many pairs, and this share of those it started with,
 #: refreshes PostgreSQL's statistics of the archive (:meth:`ArchiveStore.refresh_statistics`)
 STATISTICS_MIN_ROWS = 1_000
 STATISTICS_SHARE = 0.1
+STATISTICS_LOCK_TIMEOUT_MS = 2000
 
 
 class ArchiveStore:
@@ -140,11 +144,17 @@ class ArchiveStore:
         if self.engine.dialect.name != "postgresql" or archived < STATISTICS_MIN_ROWS \
                 or archived < pairs_before * STATISTICS_SHARE:
             return
-        from sqlalchemy import text
+        from sqlalchemy import exc, text
 
-        with self.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
-            # a role that does not own the tables gets a warning, not an error
-            conn.execute(text(f"ANALYZE {archive_table.name}, {created_table.name}"))
+        try:
+            with self.engine.begin() as conn:
+                # a VACUUM holding the tables must not hold up the run's end
+                conn.execute(text(f"SET LOCAL lock_timeout = {STATISTICS_LOCK_TIMEOUT_MS}"))
+                # a role that does not own the tables gets a warning, not an error
+                conn.execute(text(f"ANALYZE {archive_table.name}, {created_table.name}"))
+        except exc.DBAPIError as error:  # the run's work is done: only later runs are slower
+            log.warning("could not refresh the state store's statistics: %s",
+                        type(error.orig).__name__)
 
     def archive_size(self, connection: str) -> int:
         """Number of pairs in the archive."""

@@ -390,8 +390,8 @@ class Sync(Session):
             self.store.finish_run(run_id, "aborted", report.counts(), prep.plan.blocked)
             raise SyncAborted(f"{self.spec.display_path}: {prep.plan.blocked}")
         report.applied = apply_plan(self, prep)
-        self.store.refresh_statistics(len(report.applied.archive_rows), prep.plan.pairs_before)
         self.save_cursors(prep, report.applied)
+        self.store.refresh_statistics(len(report.applied.archive_rows), prep.plan.pairs_before)
         report.stats = dict(self.stats())
         report.status = "succeeded" if not report.applied.failed else "partial"
         if report.applied.failed:
