@@ -1,6 +1,7 @@
 """``sql_fetch.fetch_columns`` returns exactly what SQLAlchemy's rows hold (values and their
 Python types), on SQLite, PostgreSQL and MariaDB, for every column type the sql provider and
-the state store read, declared and reflected, with NULLs, coerced and textual columns."""
+the state store read, declared and reflected, with NULLs, coerced and textual columns; and
+``key_index`` names keys with the very strings of ``key_str``."""
 
 import datetime as dt
 import decimal
@@ -8,12 +9,17 @@ import uuid
 from collections.abc import Iterator
 from typing import Any
 
+import numpy as np
+import pandas as pd
 import pytest
 import sqlalchemy as sa
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from mariadb_server import MariaDbServer
 from postgres_server import PostgresServer
 
 from l2sync_dagster import sql_fetch
+from l2sync_dagster.providers.sql_values import key_index, key_strs
 from l2sync_dagster.sql_fetch import fetch_columns
 
 ROWS = [
@@ -120,3 +126,20 @@ def test_the_fast_path_is_what_is_compared(engine: sa.Engine,
     assert all(p is not None for p in taken[:5]) and taken[5] is None
     if engine.dialect.name == "sqlite":  # dates and booleans are converted from text there
         assert any(p is not None for p in taken[0])
+
+
+key_values = st.lists(st.one_of(
+    st.integers(min_value=-(2**70), max_value=2**70), st.booleans(), st.none(),
+    st.floats(allow_nan=False, allow_infinity=False), st.decimals(allow_nan=False,
+                                                                  allow_infinity=False),
+    st.text(max_size=5), st.dates(), st.integers(-5, 5).map(np.int64)), max_size=8)
+
+
+@given(st.one_of(key_values, st.lists(st.integers(-(2**63), 2**63 - 1), max_size=8)))
+@settings(max_examples=300, deadline=None)
+def test_a_key_listing_names_keys_as_the_read_does(values: list[Any]) -> None:
+    """``key_index`` (Arrow's cast for integer keys) gives the very strings of ``key_str``:
+    else every archived key would look deleted, or none would."""
+    fast = key_index(values, "k")
+    slow = pd.Index(key_strs(values), name="k")
+    assert fast.equals(slow) and list(fast) == list(slow) and fast.dtype == slow.dtype

