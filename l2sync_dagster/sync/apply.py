@@ -6,7 +6,7 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-from l2sync_dagster.engine.plan import ArchiveRow
+from l2sync_dagster.engine.plan import ArchiveRow, PlannedWrite
 from l2sync_dagster.providers.base import (
     Change,
     Outcome,
@@ -77,42 +77,8 @@ def apply_plan(session: "Session", prep: Prepared) -> ApplyReport:
                 lambda outs, side=side, unknown=unknown: store.record_created_keys(
                     name, [(o.ref, side, str(o.key)) for o in outs
                            if o.ok and o.key is not None and o.ref in unknown]))}
-            finished: list[str] = []
-            cleared: list[tuple[str, str]] = []
-            for w in batch:
-                o = outcomes.get(w.pair_id)
-                counts = report.written[side]  # type: ignore[index]
-                if w.op == "insert":
-                    cleared.append((w.pair_id, side))
-                if (w.pair_id, side) in old:
-                    cleared.append((w.pair_id, side))
-                if o is None or not o.ok:
-                    counts["failed"] += 1
-                    failed.add(w.pair_id)
-                    report.errors.append({"side": side, "op": w.op, "key": str(w.key),
-                                          "error": (o.error if o else "no outcome")
-                                          or "unknown error"})
-                    continue
-                counts[{"insert": "inserted", "update": "updated",
-                        "delete": "deleted"}[w.op]] += 1
-                if w.op == "insert" and o.key is not None:
-                    report.created[side].append(str(o.key))  # type: ignore[index]
-                eff = rows.get(w.pair_id, plan.effects.get(w.pair_id))
-                if eff is not None:
-                    learnt = {}  # what the system answered: the key it made, the new version
-                    if w.op == "insert" and o.key is not None:
-                        learnt[f"{side}_key"] = str(o.key)
-                    if o.version is not None:
-                        learnt[f"{side}_version"] = o.version
-                    if learnt:
-                        eff = eff.with_values(**learnt)  # the plan's row stays as planned
-                    rows[w.pair_id] = eff
-                remaining[w.pair_id] -= 1
-                if remaining[w.pair_id] == 0 and w.pair_id not in failed:
-                    finished.append(w.pair_id)
-            made = [str(o.key) for w in batch if w.op == "insert"
-                    and (o := outcomes.get(w.pair_id)) is not None and o.ok
-                    and o.key is not None]
+            finished, cleared, made = _settle(batch, side, outcomes, old, remaining, failed,
+                                              rows, plan.effects, report)
             if made and side in behind:
                 # noted before the archive takes the pairs: if the run dies before it saves
                 # its cursor, the next incremental run still looks these records up
@@ -126,6 +92,53 @@ def apply_plan(session: "Session", prep: Prepared) -> ApplyReport:
             session.progress("write", done, total)
     report.seconds = time.perf_counter() - t0
     return report
+
+
+_COUNTED = {"insert": "inserted", "update": "updated", "delete": "deleted"}
+
+
+def _settle(batch: list[PlannedWrite], side: str, outcomes: dict[str, Outcome],
+            old: set[tuple[str, str]], remaining: dict[str, int], failed: set[str],
+            rows: dict[str, ArchiveRow], effects: dict[str, ArchiveRow | None],
+            report: ApplyReport) -> tuple[list[str], list[tuple[str, str]], list[str]]:
+    """Account for a batch's outcomes: counts and errors in ``report``, the archive row each
+    written pair now has in ``rows`` (with the key and version the system answered). Returns
+    the pairs all of whose writes are done, the journal entries to clear, the keys made."""
+    finished: list[str] = []
+    cleared: list[tuple[str, str]] = []
+    made: list[str] = []
+    counts = report.written[side]  # type: ignore[index]
+    key_name, version_name = f"{side}_key", f"{side}_version"
+    for w in batch:
+        pid, op = w.pair_id, w.op
+        o = outcomes.get(pid)
+        if op == "insert" or (pid, side) in old:
+            cleared.append((pid, side))
+        if o is None or not o.ok:
+            counts["failed"] += 1
+            failed.add(pid)
+            report.errors.append({"side": side, "op": op, "key": str(w.key),
+                                  "error": (o.error if o else "no outcome") or "unknown error"})
+            continue
+        counts[_COUNTED[op]] += 1
+        key = str(o.key) if op == "insert" and o.key is not None else None
+        if key is not None:
+            made.append(key)
+        eff = rows.get(pid, effects.get(pid))
+        if eff is not None:
+            # what the system answered (the key it made, the new version), in a copy: the
+            # plan's row stays as planned; no copy when the answer is what was planned
+            learnt = {}
+            if key is not None and getattr(eff, key_name) != key:
+                learnt[key_name] = key
+            if o.version is not None and getattr(eff, version_name) != o.version:
+                learnt[version_name] = o.version
+            rows[pid] = eff.with_values(**learnt) if learnt else eff
+        remaining[pid] -= 1
+        if remaining[pid] == 0 and pid not in failed:
+            finished.append(pid)
+    report.created[side].extend(made)  # type: ignore[index]
+    return finished, cleared, made
 
 
 def _apply(provider: Provider, query: Query, changes: list[Change],
