@@ -116,8 +116,12 @@ class ArchiveStore:
         found: dict[str, None] = {}
         with self.engine.connect() as conn:
             for cond_in in in_keys(conn, mine, list(keys)):
+                # pairs without a partner are dropped here, not in SQL: a ``theirs IS NOT
+                # NULL`` there is a range the planners may take instead of the keys, and walk
+                # every pair of the connection (SQLite, and PostgreSQL's seq scan)
                 found.update(dict.fromkeys(conn.execute(select(theirs).where(
-                    t.c.connection == connection, cond_in, theirs.is_not(None))).scalars().all()))
+                    t.c.connection == connection, cond_in)).scalars().all()))
+        found.pop(None, None)  # type: ignore[call-overload]
         return list(found)
 
     def an_archived_key(self, connection: str, side: str) -> str | None:
