@@ -352,9 +352,8 @@ def scenario(conf):
         for w in plan.writes:
             if w.op == "insert" and w.pair_id in crashed:
                 key = w.key or f"new{len(journal)}"
-                records[w.side][key] = {k: v for k, v in w.values.items()
-                                        if k.lower() != sides[w.side]["key_field"].lower()
-                                        or k in _native(mapping, w.side)}
+                # what the insert wrote, the fields that do not flow to that side empty
+                records[w.side][key] = {f: w.values.get(f) for f in _native(mapping, w.side)}
         journal = list(pending)
     archive = archive_after(mapping, plan)
     return ("t", side_input(records["left"], sides["left"]),
@@ -362,8 +361,8 @@ def scenario(conf):
             journal)
 
 
-def _native(mapping: FieldMapping, s: Side) -> set[str]:
-    return {p.field(s) for p in mapping.pairs}
+def _native(mapping: FieldMapping, s: Side) -> list[str]:
+    return [p.field(s) for p in mapping.pairs]
 
 
 def _empty(mapping: FieldMapping) -> pd.DataFrame:

@@ -198,6 +198,9 @@ class Planner:
         native_cols: list[list[Any]] = []
         for n, fld, conv in self._native_plan[to]:
             vals = lists[n]
+            t = cols[n].type
+            if self.types[n] == "datetime" and pa.types.is_timestamp(t) and t.tz is not None:
+                conv = None  # Arrow gives aware datetimes: the conversion keeps every value
             if conv is not None:
                 vals = [v if v is None else conv(v) for v in vals]
             fields.append(fld)
