@@ -220,6 +220,7 @@ def _next_guid() -> uuid.UUID:
 @contextmanager
 def _deterministic():
     with mock.patch.object(pairing, "new_pair_id", _next_pid), \
+            mock.patch.object(pairing, "new_pair_ids", lambda k: [_next_pid() for _ in range(k)]), \
             mock.patch(f"{__name__}._pid", _next_pid), \
             mock.patch.object(uuid, "uuid4", _next_guid):
         yield
@@ -443,3 +444,11 @@ def test_python_and_json_values_equal_to_pylist(stamps, days, tz):
         assert [getattr(v, "tzinfo", None) for v in fast] == \
             [getattr(v, "tzinfo", None) for v in slow]
         assert json_values(arr, t) == [to_json_value(v, t) for v in slow]
+
+
+def test_new_pair_ids_are_distinct_pair_ids():
+    from l2sync_dagster.engine.plan import new_pair_id, new_pair_ids
+    ids = new_pair_ids(1000)
+    assert len(set(ids)) == 1000 and new_pair_ids(0) == []
+    assert all(re.fullmatch(r"[0-9a-f]{32}", i) for i in ids)
+    assert re.fullmatch(r"[0-9a-f]{32}", new_pair_id())

@@ -15,6 +15,7 @@ from l2sync_dagster.engine.plan import (
     Rejection,
     Side,
     new_pair_id,
+    new_pair_ids,
     other,
 )
 from l2sync_dagster.engine.recover import journaled_base, source_gone
@@ -204,4 +205,4 @@ def _insert_columnwise(planner: Planner, side: Side, to: Side, new_pos: np.ndarr
         vers = [None if v is None else str(v) for v in (c.versions[p] for p in pos.tolist())]
     else:
         vers = [None] * len(pos)
-    planner.insert_many(to, cols, [new_pair_id() for _ in js], [keys[j] for j in js], vers)
+    planner.insert_many(to, cols, new_pair_ids(len(js)), [keys[j] for j in js], vers)
