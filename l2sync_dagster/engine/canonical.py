@@ -406,3 +406,52 @@ def to_json_value(value: Any, type_name: str) -> Any:
     if isinstance(value, Decimal):
         return format(value, "f")
     return value
+
+
+_EPOCH = dt.datetime(1970, 1, 1)
+#: the microseconds and days since 1970 that Python's datetime and date can hold
+_US_RANGE = ((dt.datetime.min - _EPOCH) // dt.timedelta(microseconds=1),
+             (dt.datetime.max - _EPOCH) // dt.timedelta(microseconds=1))
+_DAY_RANGE = ((dt.date.min - _EPOCH.date()).days, (dt.date.max - _EPOCH.date()).days)
+
+
+def _in_range(arr: pa.Array, as_int: pa.DataType, bounds: tuple[int, int]) -> bool:
+    mm = pc.min_max(arr.cast(as_int)).as_py()
+    return mm["min"] is not None and bounds[0] <= mm["min"] and mm["max"] <= bounds[1]
+
+
+def python_values(arr: pa.Array) -> list[Any]:
+    """``arr.to_pylist()`` (the same objects), several times faster for dates and UTC
+    timestamps: numpy converts them, and a timestamp gets the time zone Arrow gives it."""
+    if isinstance(arr, pa.ChunkedArray):
+        arr = arr.combine_chunks()
+    t = arr.type
+    if pa.types.is_date32(t) and _in_range(arr, pa.int32(), _DAY_RANGE):
+        return arr.to_numpy(zero_copy_only=False).astype(object).tolist()
+    if (pa.types.is_timestamp(t) and t.unit == "us" and t.tz == "UTC"
+            and _in_range(arr, pa.int64(), _US_RANGE)):
+        tz = arr.filter(arr.is_valid())[0].as_py().tzinfo
+        naive = arr.to_numpy(zero_copy_only=False).astype(object).tolist()
+        return [None if v is None else v.replace(tzinfo=tz) for v in naive]
+    return arr.to_pylist()
+
+
+def json_values(arr: pa.Array, type_name: str) -> list[Any]:
+    """``[to_json_value(v, type_name) for v in arr.to_pylist()]`` for a canonical column of
+    ``type_name``; dates and UTC timestamps formatted by Arrow (ISO 8601 as ``isoformat``
+    writes it: no fraction when the microseconds are 0, ``+00:00`` for UTC)."""
+    if isinstance(arr, pa.ChunkedArray):
+        arr = arr.combine_chunks()
+    t = arr.type
+    if type_name == "date" and pa.types.is_date32(t) and _in_range(arr, pa.int32(), _DAY_RANGE):
+        return arr.cast(pa.string()).to_pylist()
+    if (type_name == "datetime" and pa.types.is_timestamp(t) and t.unit == "us"
+            and t.tz == "UTC" and _in_range(arr, pa.int64(), _US_RANGE)):
+        text = pc.strftime(arr, format="%Y-%m-%dT%H:%M:%S")  # seconds with 6 decimals
+        whole = pc.and_(pc.equal(pc.millisecond(arr), 0), pc.equal(pc.microsecond(arr), 0))
+        text = pc.if_else(whole, pc.utf8_slice_codeunits(text, 0, 19), text)
+        return pc.binary_join_element_wise(text, "+00:00", "").to_pylist()
+    values = python_values(arr)
+    if type_name in ("string", "integer", "float", "boolean", "json"):
+        return values
+    return [to_json_value(v, type_name) for v in values]

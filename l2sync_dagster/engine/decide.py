@@ -2,12 +2,13 @@
 changed against the archive (the Unison-style decisions; no I/O)."""
 
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import pandas as pd
+import pyarrow as pa
 
-from l2sync_dagster.engine.canonical import TO_PYTHON, to_python
+from l2sync_dagster.engine.canonical import TO_PYTHON, python_values, to_python
 from l2sync_dagster.engine.classify import Canon, SideInput
 from l2sync_dagster.engine.mapping import FieldMapping
 from l2sync_dagster.engine.plan import (
@@ -57,6 +58,19 @@ class Pair:
         return self.lver if side == "left" else self.rver
 
 
+@dataclass
+class InsertBatch:
+    """Inserts into ``to`` planned column-wise (``Planner.insert_many``): the source rows as
+    canonical Arrow columns (``lists``: the same as Python lists, for the columns already
+    converted), and per row the archive row and journal entry that ``finalize`` fills."""
+
+    to: Side
+    cols: dict[str, pa.Array]
+    effects: list[ArchiveRow]
+    pending: list[PendingInsert]
+    lists: dict[str, list[Any]] = field(default_factory=dict)
+
+
 class Planner:
     """Decides every pair; collects writes, archive effects, conflicts."""
 
@@ -72,6 +86,9 @@ class Planner:
         self.plan = SyncPlan(connection=name)
         self.rows_after: dict[str, tuple[dict | None, dict | None]] = {}
         self.pending: list[PendingInsert] = []
+        #: inserts planned column-wise; their pairs are in ``plan.effects`` but not in
+        #: ``rows_after`` (finalize fills them from the batch's columns)
+        self.batches: list[InsertBatch] = []
         self.types = mapping.types()
         self.flow: dict[str, frozenset[str]] = {
             to: frozenset(p.name for p in mapping.pairs
@@ -167,6 +184,56 @@ class Planner:
         else:
             self.effect(pid, key, src_key, values, src_row, None, src_ver)
         self.pending.append(PendingInsert(pid, to, src_key, key, 0))
+
+    def insert_many(self, to: Side, cols: dict[str, pa.Array], pids: list[str],
+                    src_keys: list[str], src_vers: list[str | None]) -> None:
+        """``insert`` for many source rows at once, column by column: the same writes,
+        archive rows and journal entries, in the same order, as ``insert`` row by row.
+        ``cols`` holds the source rows' canonical columns (of ``ARROW_TYPES``' types)."""
+        if not self.can_write(to) or not pids:
+            return
+        k = len(pids)
+        lists = {n: python_values(cols[n]) for n in self.flow_list[to]}
+        fields: list[str] = []
+        native_cols: list[list[Any]] = []
+        for n, fld, conv in self._native_plan[to]:
+            vals = lists[n]
+            t = cols[n].type
+            if self.types[n] == "datetime" and pa.types.is_timestamp(t) and t.tz is not None:
+                conv = None  # Arrow gives aware datetimes: the conversion keeps every value
+            if conv is not None:
+                vals = [v if v is None else conv(v) for v in vals]
+            fields.append(fld)
+            native_cols.append(vals)
+        natives: list[dict[str, Any]] = (
+            [dict(zip(fields, row, strict=True)) for row in zip(*native_cols, strict=True)]
+            if fields else [{} for _ in range(k)])
+        inp = self.inputs[to]
+        kp = self.key_pair[to]
+        kvals = lists.get(kp.name) if kp is not None else None
+        keys: list[str | None] = ([None] * k if kvals is None
+                                  else [None if v is None else str(v) for v in kvals])
+        if not inp.key_generated and inp.key_field:
+            kf = inp.key_field
+            for i, key in enumerate(keys):
+                if key is None:
+                    # A GUID with dashes: Dataverse and OData key literals require that form.
+                    keys[i] = natives[i][kf] = str(uuid.uuid4())
+        reason = f"new on {other(to)}"
+        self.plan.writes.extend([
+            PlannedWrite(to, "insert", pid, key, nat, None, reason)
+            for pid, key, nat in zip(pids, keys, natives, strict=True)])
+        if to == "right":
+            rows = [ArchiveRow(pid, sk, key, None, None, {}, False, False, sv, None)
+                    for pid, sk, key, sv in zip(pids, src_keys, keys, src_vers, strict=True)]
+        else:
+            rows = [ArchiveRow(pid, key, sk, None, None, {}, False, False, None, sv)
+                    for pid, sk, key, sv in zip(pids, src_keys, keys, src_vers, strict=True)]
+        self.plan.effects.update(zip(pids, rows, strict=True))
+        pending = [PendingInsert(pid, to, sk, key, 0)
+                   for pid, sk, key in zip(pids, src_keys, keys, strict=True)]
+        self.pending.extend(pending)
+        self.batches.append(InsertBatch(to, cols, rows, pending, lists))
 
     # --- decisions -----------------------------------------------------------------------
     def both_present(self, pair: Pair, lch: bool, rch: bool, kind: str) -> None:

@@ -1,21 +1,58 @@
 """Records on one side that are in no pair: adopt what a crashed run created, pair first-sync
 matches by ``match_on``, insert the rest (or remove them from a mirrored target)."""
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 import numpy as np
+import pyarrow as pa
 
-from l2sync_dagster.engine.classify import DuplicateKeyError
+from l2sync_dagster.engine.canonical import ARROW_TYPES
+from l2sync_dagster.engine.classify import Canon, DuplicateKeyError
 from l2sync_dagster.engine.decide import Pair, Planner
 from l2sync_dagster.engine.plan import (
     PendingInsert,
     Rejection,
     Side,
     new_pair_id,
+    new_pair_ids,
     other,
 )
 from l2sync_dagster.engine.recover import journaled_base, source_gone
+
+#: False: every new record goes through ``Planner.insert`` as a row dict (the general path;
+#: tests compare the two)
+COLUMNWISE = True
+
+
+class _Rows:
+    """A side's new records as row dicts, built only for the positions asked for (in bulk
+    with ``load``); the same dict for a position every time."""
+
+    def __init__(self, canon: Canon, positions: np.ndarray, names: list[str]) -> None:
+        self.canon, self.positions, self.names = canon, positions, names
+        self.built: dict[int, dict[str, Any] | None] = {}
+
+    def load(self, js: Iterable[int]) -> None:
+        todo = sorted({j for j in js if j not in self.built})
+        if todo:
+            rows = self.canon.rows(self.positions[np.asarray(todo, dtype=np.int64)], self.names)
+            self.built.update(zip(todo, rows, strict=True))
+
+    def __getitem__(self, j: int) -> dict[str, Any]:
+        if j not in self.built:
+            self.load((j,))
+        row = self.built[j]
+        assert row is not None
+        return row
+
+    def __len__(self) -> int:
+        return len(self.positions)
+
+
+def _columnwise(canon: Canon, types: dict[str, str], names: list[str]) -> bool:
+    """True when the side's canonical columns have exactly the types finalize hashes."""
+    return COLUMNWISE and all(canon.cols[n].type == ARROW_TYPES[types[n]] for n in names)
 
 
 def plan_new(planner: Planner, new_pos: dict[Side, np.ndarray],
@@ -23,7 +60,10 @@ def plan_new(planner: Planner, new_pos: dict[Side, np.ndarray],
     """Records on one side that are in no pair: recover crashed inserts, match, insert."""
     canon = planner.canon
     names = planner.names
-    rows = {s: canon[s].rows(new_pos[s], names) for s in new_pos}
+    rows = {s: _Rows(canon[s], new_pos[s], names) for s in new_pos}
+    if not COLUMNWISE:
+        for r in rows.values():
+            r.load(range(len(r)))
     keys = {s: canon[s].key_list(new_pos[s]) for s in new_pos}
     for s, ks in keys.items():
         if len(set(ks)) != len(ks):
@@ -55,6 +95,11 @@ def plan_new(planner: Planner, new_pos: dict[Side, np.ndarray],
     # values they were written with as the base, so that an edit made since counts as an edit
     if adopted:
         index = {s: {k: j for j, k in enumerate(keys[s])} for s in keys}  # type: ignore[index]
+        for entry, target_key in adopted:
+            tside = entry.side
+            rows[tside].load([index[tside][target_key]] if target_key in index[tside] else [])
+            sj = index[other(tside)].get(entry.source_key)
+            rows[other(tside)].load([] if sj is None else [sj])
         for entry, target_key in adopted:
             tside: Side = entry.side
             src = other(tside)
@@ -90,13 +135,23 @@ def plan_new(planner: Planner, new_pos: dict[Side, np.ndarray],
     if pol.match_on:
         groups: dict[Side, dict[tuple, list[int]]] = {"left": {}, "right": {}}
         for side in ("left", "right"):
-            for j, r in enumerate(rows[side]):  # type: ignore[index]
-                if j in used[side]:
+            pos = new_pos[side]  # type: ignore[index]
+            if len(used[side]) == len(pos):  # type: ignore[index]
+                continue
+            take = pa.array(np.asarray(pos, dtype=np.int64))
+            mcols = [canon[side].cols[n].take(take).to_pylist()  # type: ignore[index]
+                     for n in pol.match_on]
+            for j, mk in enumerate(zip(*mcols, strict=True)):
+                if j in used[side]:  # type: ignore[index]
                     continue
-                mk = tuple(r[n] for n in pol.match_on)
                 if any(v is None for v in mk):
                     continue
-                groups[side].setdefault(mk, []).append(j)
+                groups[side].setdefault(mk, []).append(j)  # type: ignore[index]
+        # the rows of the pairs matched below, built in one go
+        one = [(ljs[0], rjs[0]) for mk, ljs in groups["left"].items()
+               for rjs in (groups["right"].get(mk) or [],) if len(ljs) == 1 and len(rjs) == 1]
+        rows["left"].load(lj for lj, _ in one)
+        rows["right"].load(rj for _, rj in one)
         for mk, ljs in groups["left"].items():
             rjs = groups["right"].get(mk)
             if not rjs:
@@ -116,13 +171,38 @@ def plan_new(planner: Planner, new_pos: dict[Side, np.ndarray],
     # 3. the rest: insert on the other side, or remove from a mirrored target
     for side in ("left", "right"):
         to = other(side)  # type: ignore[arg-type]
-        for j, r in enumerate(rows[side]):  # type: ignore[index]
-            if j in used[side]:
-                continue
+        js = [j for j in range(len(rows[side])) if j not in used[side]]  # type: ignore[index]
+        if not js:
+            continue
+        if planner.policy.writes_to(to) and _columnwise(canon[side], planner.types, names):  # type: ignore[index]
+            if not planner.can_write(to):
+                continue  # insert writes nothing to a read-only side
+            _insert_columnwise(planner, side, to, new_pos[side], js, keys[side])  # type: ignore[index,arg-type]
+            continue
+        if planner.policy.writes_to(to):
+            rows[side].load(js)  # type: ignore[index]
+        for j in js:
             key = keys[side][j]  # type: ignore[index]
             ver, _ = meta(side, j)  # type: ignore[arg-type]
             if planner.policy.writes_to(to):
-                planner.insert(to, new_pair_id(), r, key, ver)
+                planner.insert(to, new_pair_id(), rows[side][j], key, ver)  # type: ignore[index]
             elif pol.mirror and pol.source == to:
                 planner.write(side, "delete", new_pair_id(), key, version=ver,  # type: ignore[arg-type]
                               reason="mirror: not in source")
+
+
+def _insert_columnwise(planner: Planner, side: Side, to: Side, new_pos: np.ndarray,
+                       js: list[int], keys: list[str]) -> None:
+    """Step 3's inserts of ``side``'s new records ``js`` into ``to``, column by column."""
+    c = planner.canon[side]
+    pos = np.asarray(new_pos, dtype=np.int64)[np.asarray(js, dtype=np.int64)]
+    if len(pos) == len(c.keys) and (len(pos) == 0 or (pos[0] == 0 and pos[-1] == len(pos) - 1)):
+        cols = dict(c.cols)  # every record, in order: no copy
+    else:
+        take = pa.array(pos)
+        cols = {n: c.cols[n].take(take) for n in planner.names}
+    if c.versions is not None:
+        vers = [None if v is None else str(v) for v in (c.versions[p] for p in pos.tolist())]
+    else:
+        vers = [None] * len(pos)
+    planner.insert_many(to, cols, new_pair_ids(len(js)), [keys[j] for j in js], vers)

@@ -23,6 +23,12 @@ def new_pair_id() -> str:
     return os.urandom(16).hex()
 
 
+def new_pair_ids(count: int) -> list[str]:
+    """``count`` new pair ids (``new_pair_id``'s form) from one call to the random source."""
+    text = os.urandom(16 * count).hex()
+    return [text[i:i + 32] for i in range(0, 32 * count, 32)]
+
+
 @dataclass
 class ArchiveRow:
     """One synced pair as the archive records it.
