@@ -5,8 +5,10 @@ ids that array input or COPY could misread: quotes, backslashes, commas, braces,
 On PostgreSQL an id list goes to ``= ANY`` as one text in array input form
 (``tables.pg_text_array``) rather than psycopg's dump of a Python list: the text must read back
 as the very list, and a store using it must end with the same rows as one sending the list
-(the general path, also taken for a value holding NUL). On every backend the archive and
-journal rows, now built as tuples, must hold the values the caller gave, column by column."""
+(the general path, also taken for a value holding NUL); the keys systems answered go in one
+``UPDATE ... FROM unnest`` of such arrays, with the effect of an executemany. On every backend
+the archive and journal rows, now built as tuples, must hold the values the caller gave, column
+by column."""
 
 import datetime as dt
 import tempfile
@@ -24,7 +26,7 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.types import NullType
 
 from l2sync_dagster.engine.plan import ArchiveRow, PendingInsert
-from l2sync_dagster.state import tables
+from l2sync_dagster.state import archive, tables
 from l2sync_dagster.state.store import StateStore
 from l2sync_dagster.state.tables import (
     archive_table,
@@ -103,8 +105,11 @@ def _scenario(store: StateStore, name: str) -> dict[str, Any]:
     again = [PendingInsert(p.pair_id, p.side, p.source_key + "!", p.target_key, -p.expected_hash,
                            values(i, 2)) for i, p in enumerate(first) if i % 2 == 0]
     store.journal_inserts(name, "run-2", again)
-    store.record_created_keys(name, [(p.pair_id, p.side, keys[-1 - i] + "@")
-                                     for i, p in enumerate(first) if p.target_key is None])
+    store.record_created_keys(name, [(p.pair_id, p.side, keys[-1 - i])
+                                     for i, p in enumerate(first) if p.target_key is None]
+                              + [("nope", "left", "no entry: nothing written")])
+    # the same entry twice: the last key wins, as in an executemany
+    store.record_created_keys(name, [(pids[1], sides[1], "first"), (pids[1], sides[1], "NULL")])
     pending_mid = _rows(store, pending_table, name)
 
     # the pairs journaled again agree on the very values journaled (their text is reused), but
@@ -160,8 +165,9 @@ def _check_against_inputs(result: dict[str, Any], name: str) -> None:
     first, again = result["first"], result["again"]
     latest = {(p.pair_id, p.side): (p, "run-1") for p in first}
     latest.update({(p.pair_id, p.side): (p, "run-2") for p in again})
-    created = {(p.pair_id, p.side): TRICKY[-1 - TRICKY.index(p.source_key)] + "@"
+    created = {(p.pair_id, p.side): TRICKY[-1 - TRICKY.index(p.source_key)]
                for p in first if p.target_key is None}
+    created[(first[1].pair_id, first[1].side)] = "NULL"
     want = [{"connection": name, "pair_id": pid, "side": side, "source_key": p.source_key,
              "target_key": created.get((pid, side), p.target_key),
              "expected_hash": p.expected_hash, "run_id": run,
@@ -232,15 +238,25 @@ def _strip(result: dict[str, Any]) -> dict[str, Any]:
 def test_postgres_stores_what_the_general_path_stores(
         request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> None:
     store = StateStore(_pg_url(request))
+    taken: list[bool] = []
+
+    def update_many(*args: Any) -> bool:
+        taken.append(tables.update_many(*args))
+        return taken[-1]
+
+    monkeypatch.setattr(archive, "update_many", update_many)
     try:
         fast_name = f"fast_{uuid.uuid4().hex[:8]}"
         fast = _scenario(store, fast_name)
         _check_against_inputs(fast, fast_name)
+        # the created keys in one statement; the same entry twice by the general path
+        assert taken == [True, False]
         # the general path: every id list dumped by psycopg as a Python list
         monkeypatch.setattr(tables, "pg_text_array", lambda values: None)
         general_name = f"general_{uuid.uuid4().hex[:8]}"
         general = _scenario(store, general_name)
         _check_against_inputs(general, general_name)
+        assert taken == [True, False, False, False]
         assert _strip(fast) == _strip(general)
     finally:
         store.close()

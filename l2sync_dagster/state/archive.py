@@ -30,6 +30,7 @@ from l2sync_dagster.state.tables import (
     in_keys,
     pending_table,
     to_json,
+    update_many,
     utc_now,
 )
 
@@ -244,7 +245,9 @@ class ArchiveStore:
         stmt = update(t).where(t.c.connection == connection, t.c.pair_id == bindparam("pid"),
                                t.c.side == bindparam("sd")).values(target_key=bindparam("tk"))
         with self.engine.begin() as conn:
-            conn.execute(stmt, [{"pid": p, "sd": s, "tk": k} for p, s, k in created])
+            if not update_many(conn, t, {"connection": connection}, ("pair_id", "side"),
+                               "target_key", created):
+                conn.execute(stmt, [{"pid": p, "sd": s, "tk": k} for p, s, k in created])
 
     def pending_inserts(self, connection: str) -> list[PendingInsert]:
         """Inserts journaled by runs that did not record their outcome."""

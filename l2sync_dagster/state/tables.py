@@ -20,6 +20,7 @@ from sqlalchemy import (
     bindparam,
     cast,
     literal,
+    text,
 )
 from sqlalchemy.dialects import mssql, mysql
 from sqlalchemy.dialects.postgresql import ARRAY
@@ -261,6 +262,38 @@ def pg_text_array(values: Sequence[str]) -> str | None:
     if "\\" in joined or '"' in joined:
         values = [v.replace("\\", "\\\\").replace('"', '\\"') for v in values]
     return '{"' + '","'.join(values) + '"}'
+
+
+def update_many(conn: Connection, table: Table, fixed: dict[str, str], match: Sequence[str],
+                column: str, rows: Sequence[Sequence[Any]]) -> bool:
+    """On PostgreSQL, one ``UPDATE ... FROM unnest(arrays)`` for what an executemany of
+    ``UPDATE table SET column = row[-1] WHERE fixed AND match = row[:-1]`` does row by row
+    (0.9 s for 5,000 rows). True when done; False when the caller takes the general path: on
+    another dialect, for a value that is not text or holds NUL, or for a match given twice
+    (the executemany's last row wins, a join's winner is arbitrary)."""
+    if conn.dialect.name != "postgresql" or not rows:
+        return False
+    width = len(match) + 1
+    if any(len(row) != width for row in rows) or len({tuple(row[:-1]) for row in rows}) \
+            != len(rows):
+        return False
+    values = [list(col) for col in zip(*rows, strict=True)]
+    if any(type(v) is not str for col in values for v in col):
+        return False
+    arrays = [pg_text_array(col) for col in values]
+    if any(a is None for a in arrays):
+        return False
+    q = conn.dialect.identifier_preparer.quote
+    conds = [f"t.{q(name)} = :f{i}" for i, name in enumerate(fixed)]
+    conds += [f"t.{q(name)} = v.v{i}" for i, name in enumerate(match)]
+    sql = (f"UPDATE {conn.dialect.identifier_preparer.format_table(table)} AS t "
+           f"SET {q(column)} = v.v{width - 1} "
+           f"FROM unnest({', '.join(f'CAST(:a{i} AS TEXT[])' for i in range(width))}) "
+           f"AS v({', '.join(f'v{i}' for i in range(width))}) WHERE {' AND '.join(conds)}")
+    params = {f"a{i}": a for i, a in enumerate(arrays)}
+    params.update({f"f{i}": v for i, v in enumerate(fixed.values())})
+    conn.execute(text(sql), params)
+    return True
 
 
 def in_keys(conn: Connection, column: Any, values: Sequence[Any]) -> Iterable[Any]:
