@@ -251,6 +251,13 @@ def bulk_insert_rows(conn: Connection, table: Table, names: Sequence[str],
     conn.execute(table.insert(), [dict(zip(names, row, strict=True)) for row in rows])
 
 
+def _psycopg(conn: Connection) -> bool:
+    """PostgreSQL through psycopg 3, whose untyped text parameter the server types from its
+    context (the driver the array texts below were checked with; others take the general
+    path)."""
+    return conn.dialect.name == "postgresql" and conn.dialect.driver == "psycopg"
+
+
 def pg_text_array(values: Sequence[str]) -> str | None:
     r"""``values`` as one PostgreSQL ``text[]`` input text, ``{"a","b \"c\""}``: every
     element double-quoted, its ``\`` and ``"`` escaped by a backslash, so that commas, braces,
@@ -266,12 +273,12 @@ def pg_text_array(values: Sequence[str]) -> str | None:
 
 def update_many(conn: Connection, table: Table, fixed: dict[str, str], match: Sequence[str],
                 column: str, rows: Sequence[Sequence[Any]]) -> bool:
-    """On PostgreSQL, one ``UPDATE ... FROM unnest(arrays)`` for what an executemany of
-    ``UPDATE table SET column = row[-1] WHERE fixed AND match = row[:-1]`` does row by row
-    (0.9 s for 5,000 rows). True when done; False when the caller takes the general path: on
-    another dialect, for a value that is not text or holds NUL, or for a match given twice
-    (the executemany's last row wins, a join's winner is arbitrary)."""
-    if conn.dialect.name != "postgresql" or not rows:
+    """On PostgreSQL through psycopg, one ``UPDATE ... FROM unnest(arrays)`` for what an
+    executemany of ``UPDATE table SET column = row[-1] WHERE fixed AND match = row[:-1]`` does
+    row by row (0.9 s for 5,000 rows). True when done; False when the caller takes the general
+    path: on another dialect or driver, for a value that is not text or holds NUL, or for a
+    match given twice (the executemany's last row wins, a join's winner is arbitrary)."""
+    if not _psycopg(conn) or not rows:
         return False
     width = len(match) + 1
     if any(len(row) != width for row in rows) or len({tuple(row[:-1]) for row in rows}) \
@@ -301,15 +308,15 @@ def in_keys(conn: Connection, column: Any, values: Sequence[Any]) -> Iterable[An
     on PostgreSQL (one parameter, whatever the number of values), chunks of 500 elsewhere
     (the databases' limits on bound parameters).
 
-    On PostgreSQL the array goes as one text in array input form, cast by the server (psycopg
-    dumps a Python list element by element in Python: 2.6 s of a 200,000-row load); the
-    parameter has no type of its own, so the server takes it for a ``text[]`` constant and
-    plans the statement as it plans the list."""
+    On PostgreSQL through psycopg the array goes as one text in array input form, cast by the
+    server (psycopg dumps a Python list element by element in Python: 2.6 s of a 200,000-row
+    load); the parameter has no type of its own, so the server takes it for a ``text[]``
+    constant and plans the statement as it plans the list."""
     if not values:
         return
     if conn.dialect.name == "postgresql":
         keys = [str(v) for v in values]
-        array = pg_text_array(keys)
+        array = pg_text_array(keys) if _psycopg(conn) else None
         if array is None:
             yield column == any_(literal(keys, ARRAY(Text())))
         else:
