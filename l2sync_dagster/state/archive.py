@@ -25,10 +25,12 @@ from l2sync_dagster.state.tables import (
     archive_table,
     as_aware,
     bulk_insert,
+    bulk_insert_rows,
     created_table,
     in_keys,
     pending_table,
     to_json,
+    update_many,
     utc_now,
 )
 
@@ -39,6 +41,13 @@ log = logging.getLogger("l2sync.state")
 STATISTICS_MIN_ROWS = 1_000
 STATISTICS_SHARE = 0.1
 STATISTICS_LOCK_TIMEOUT_MS = 2000
+
+#: the columns of the rows commit_effects and journal_inserts write, in their tuples' order
+_ARCHIVE_WRITE = ("connection", "pair_id", "left_key", "right_key", "left_hash", "right_hash",
+                  "left_dirty", "right_dirty", "left_version", "right_version", "mapping",
+                  "values_json", "updated_at", "window_at")
+_PENDING_WRITE = ("connection", "pair_id", "side", "source_key", "target_key",
+                  "expected_hash", "run_id", "values_json")
 
 
 class ArchiveStore:
@@ -184,22 +193,24 @@ class ArchiveStore:
         t = archive_table
         now = utc_now()
         ids = [pid for pid, _ in effects]
-        rows = [
-            {
-                "connection": connection, "pair_id": pid, "left_key": e.left_key,
-                "right_key": e.right_key, "left_hash": e.left_hash, "right_hash": e.right_hash,
-                "left_dirty": e.left_dirty, "right_dirty": e.right_dirty,
-                "left_version": e.left_version, "right_version": e.right_version,
-                "mapping": mapping, "values_json": self._values_text(pid, e.values),
-                "updated_at": now,
-                "window_at": _window_value(e.values, window_field),
-            }
-            for pid, e in effects if e is not None
-        ]
+        # the text of a pair's agreed values: the journal's, when the batch just journaled these
+        # very values (encoded once), else encoded now
+        cached = self._journal_texts
+        rows = []
+        for pid, e in effects:
+            if e is None:
+                continue
+            values = e.values
+            hit = cached.get(pid)
+            rows.append((
+                connection, pid, e.left_key, e.right_key, e.left_hash, e.right_hash,
+                e.left_dirty, e.right_dirty, e.left_version, e.right_version, mapping,
+                hit[1] if hit is not None and hit[0] is values else to_json(values), now,
+                None if window_field is None else _window_value(values, window_field)))
         with self.engine.begin() as conn:
             for cond_in in in_keys(conn, t.c.pair_id, ids):
                 conn.execute(delete(t).where(t.c.connection == connection, cond_in))
-            bulk_insert(conn, t, rows)
+            bulk_insert_rows(conn, t, _ARCHIVE_WRITE, rows)
             _delete_pending(conn, connection, done_pending)
 
     def window_of(self, connection: str, pair_id: str) -> dt.datetime | None:
@@ -218,24 +229,15 @@ class ArchiveStore:
             return
         texts = {p.pair_id: (p.values, to_json(p.values)) for p in inserts
                  if p.values is not None}
+        rows = [(connection, p.pair_id, p.side, p.source_key, p.target_key, p.expected_hash,
+                 run_id, texts[p.pair_id][1] if p.pair_id in texts else None)
+                for p in inserts]
         with self.engine.begin() as conn:
             # a re-planned insert replaces the entry of the attempt before
             _delete_pending(conn, connection, [(p.pair_id, p.side) for p in inserts])
-            bulk_insert(conn, pending_table, [
-                {"connection": connection, "pair_id": p.pair_id, "side": p.side,
-                 "source_key": p.source_key, "target_key": p.target_key,
-                 "expected_hash": p.expected_hash, "run_id": run_id,
-                 "values_json": texts[p.pair_id][1] if p.pair_id in texts else None}
-                for p in inserts
-            ])
+            bulk_insert_rows(conn, pending_table, _PENDING_WRITE, rows)
         # the batch's archive rows carry the same values once its writes succeed
         self._journal_texts = texts
-
-    def _values_text(self, pair_id: str, values: dict[str, Any]) -> str:
-        """The stored text of a pair's agreed values: the journal's, when the batch just
-        journaled these very values (encoded once), else encoded now."""
-        cached = self._journal_texts.get(pair_id)
-        return cached[1] if cached is not None and cached[0] is values else to_json(values)
 
     def record_created_keys(self, connection: str, created: Sequence[tuple[str, str, str]]
                             ) -> None:
@@ -247,7 +249,9 @@ class ArchiveStore:
         stmt = update(t).where(t.c.connection == connection, t.c.pair_id == bindparam("pid"),
                                t.c.side == bindparam("sd")).values(target_key=bindparam("tk"))
         with self.engine.begin() as conn:
-            conn.execute(stmt, [{"pid": p, "sd": s, "tk": k} for p, s, k in created])
+            if not update_many(conn, t, {"connection": connection}, ("pair_id", "side"),
+                               "target_key", created):
+                conn.execute(stmt, [{"pid": p, "sd": s, "tk": k} for p, s, k in created])
 
     def pending_inserts(self, connection: str) -> list[PendingInsert]:
         """Inserts journaled by runs that did not record their outcome."""
