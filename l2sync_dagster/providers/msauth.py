@@ -20,6 +20,7 @@ normally lets those variables replace ``Session.verify`` (``merge_environment_se
 session used here keeps its own ``verify`` whatever the environment says.
 """
 
+import hashlib
 import threading
 import time
 import warnings
@@ -136,6 +137,17 @@ def make_session(ca_bundle: str | None, timeout_s: float | None = None) -> reque
     return session
 
 
+def _digest(secret: Any) -> str | None:
+    """A secret (a SecretValue, a string, or a certificate credential's dict) as a SHA-256
+    digest, to compare sign-ins without keeping the secret in a key."""
+    if secret is None:
+        return None
+    if hasattr(secret, "reveal"):
+        secret = secret.reveal()
+    text = secret if isinstance(secret, str) else repr(sorted(dict(secret).items()))
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
 def scope_for(url: str) -> str:
     """The ``.default`` scope of the resource at ``url`` (``scheme://host[:port]/.default``)."""
     parts = urlsplit(url)
@@ -212,6 +224,13 @@ class MicrosoftAuth:
         self._held: tuple[str, float] | None = None
         self._app: msal.ClientApplication | None = None
         self._http = make_session(ca_bundle, timeout_s or TIMEOUT_S)
+
+    def identity(self) -> tuple[Any, ...]:
+        """Everything that decides this sign-in and its tokens (secrets as SHA-256 digests):
+        two sign-ins with equal identities get the same tokens, so they may share one."""
+        return (type(self), self.scope, self.authority, self.client_id, self.user,
+                self.ca_bundle, self.timeout_s, self.authority_key,
+                _digest(self._credential), _digest(self._password))
 
     @property
     def mode(self) -> str:

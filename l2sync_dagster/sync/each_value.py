@@ -4,10 +4,12 @@ connection's partitions (a backfill, the schedule).
 
 Each value is its own run (its own :class:`Sync`: archive, cursors, lock, run record); the
 values are synced ``workers`` at once; the side that is the same for every value is read once
-for all of them (:class:`SharedReads`) when there is more than one. A value that fails is
-reported with its error and never stops the others.
+for all of them (:class:`SharedReads`) when there is more than one, and Graph clients of the
+same identity share one sign-in and connection pool (``providers.graph.shared``). A value
+that fails is reported with its error and never stops the others.
 """
 
+import contextvars
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass
@@ -39,6 +41,8 @@ def run_each_value(spec: ConnectionSpec, values: Sequence[str], store: StateStor
     ``workers`` at once; ``done`` is called as each ends (in the caller's thread). The outcomes
     come back in the order of ``values``. ``progress(value)``: the progress callback of that
     value's run."""
+    from l2sync_dagster.providers.graph.shared import shared_sign_ins
+
     shared = SharedReads(spec) if len(values) > 1 else None
 
     def run_one(value: str) -> ValueRun[T]:
@@ -54,8 +58,12 @@ def run_each_value(spec: ConnectionSpec, values: Sequence[str], store: StateStor
                 sync.close()
 
     outcomes: dict[str, ValueRun[T]] = {}
-    with ThreadPoolExecutor(max_workers=max(1, min(workers, len(values)))) as pool:
-        for future in as_completed([pool.submit(run_one, v) for v in values]):
+    # one sign-in (token, connections) per identity for all the values' Graph clients; each
+    # worker runs in a copy of this context, so it sees the sharing
+    with shared_sign_ins(), \
+            ThreadPoolExecutor(max_workers=max(1, min(workers, len(values)))) as pool:
+        futures = [pool.submit(contextvars.copy_context().run, run_one, v) for v in values]
+        for future in as_completed(futures):
             outcome = future.result()
             outcomes[outcome.value] = outcome
             if done is not None:

@@ -75,7 +75,15 @@ class GraphClient:
                  retry: RetryPolicy | None = None,
                  sleep: Callable[[float], None] = time.sleep,
                  timeout_s: float | None = None, url_key: str = "GraphURL") -> None:
+        """Calls to ``base_url`` signed in with ``auth``. Inside ``shared.shared_sign_ins``
+        (a run over many mailboxes) a sign-in of an identity seen before is replaced by that
+        one, with its connection pool (one token and one set of connections for all)."""
+        from l2sync_dagster.providers.graph.shared import active_sign_ins
+
         self.base_url = base_url.rstrip("/")
+        shared = active_sign_ins() if isinstance(auth, MicrosoftAuth) else None
+        if shared is not None:
+            auth = shared.auth(auth)
         self.auth = auth
         #: seconds per request: given, else the connection's Timeout (kept by the auth)
         self.timeout_s = float(timeout_s or getattr(auth, "timeout_s", None) or TIMEOUT_S)
@@ -83,7 +91,9 @@ class GraphClient:
         self.url_key = url_key
         self.retry = retry or RetryPolicy()
         self._sleep = sleep
-        self._session = auth.session()
+        #: closed by :meth:`close` unless shared (then the sharing block closes it)
+        self._own_session = shared is None
+        self._session = auth.session() if shared is None else shared.session(auth)
         #: shared with every client of the same app registration in this process
         self.budget = app_budget(self.base_url, str(getattr(auth, "authority", "")),
                                  str(getattr(auth, "client_id", "")))
@@ -111,8 +121,10 @@ class GraphClient:
         return cls(url, auth, retry=retry)
 
     def close(self) -> None:
-        """Close the pooled HTTP connections (the client stays usable; it reconnects)."""
-        self._session.close()
+        """Close the pooled HTTP connections (the client stays usable; it reconnects). A
+        shared pool stays open for the other clients."""
+        if self._own_session:
+            self._session.close()
 
     # -- statistics --------------------------------------------------------------------------
 

@@ -100,6 +100,20 @@ class Csdl:
 
     def all_properties(self, type_name: str) -> dict[str, tuple[str, bool]]:
         """Structural properties including inherited ones."""
+        return dict(self._properties(type_name))
+
+    def _properties(self, type_name: str) -> dict[str, tuple[str, bool]]:
+        """:meth:`all_properties`, made once per type (the schema does not change after it
+        is loaded; every checked object and nested value looked its chain up again before):
+        callers must not change it."""
+        cache: dict[str, dict[str, tuple[str, bool]]] = self.__dict__.setdefault(
+            "_properties_cache", {})
+        found = cache.get(type_name)
+        if found is None:
+            found = cache[type_name] = self._collect_properties(type_name)
+        return found
+
+    def _collect_properties(self, type_name: str) -> dict[str, tuple[str, bool]]:
         chain: list[StructuredType] = []
         t: StructuredType | None = self.types.get(_short(type_name))
         while t is not None:
@@ -155,7 +169,7 @@ class Csdl:
         st = self.types.get(name)
         if st is None:
             return [f"{where or name}: unknown type {name}"]
-        props = self.all_properties(name)
+        props = self._properties(name)
         problems: list[str] = []
         for key, value in obj.items():
             if "@" in key:
