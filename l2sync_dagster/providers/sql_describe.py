@@ -139,6 +139,52 @@ class Entity:
             return uuid.UUID(key)
         return self.bind(key, self.key)
 
+    def bind_many(self, values: Sequence[Any], col: Any) -> list[Any]:
+        """``[self.bind(v, col) for v in values]``, without the call for the values that
+        :meth:`bind` returns unchanged (a bulk load binds every value of every column)."""
+        keep, aware = self._kept(col)
+        kinds = set(map(type, values))
+        if kinds <= keep:
+            return list(values)
+        bind = self.bind
+        if aware is None or dt.datetime not in kinds:
+            return [v if type(v) in keep else bind(v, col) for v in values]
+        if aware:  # a column with time zone keeps aware datetimes
+            return [v if type(v) in keep or (type(v) is dt.datetime and v.tzinfo)
+                    else bind(v, col) for v in values]
+        # a column without keeps naive datetimes, and UTC ones lose their zone (astimezone
+        # to their own zone is the datetime itself)
+        return [
+            v if type(v) in keep or (type(v) is dt.datetime and not v.tzinfo)
+            else v.replace(tzinfo=None) if type(v) is dt.datetime and v.tzinfo is dt.UTC
+            else bind(v, col)
+            for v in values
+        ]
+
+    def _kept(self, col: Any) -> tuple[frozenset[type], bool | None]:
+        """The exact types whose values :meth:`bind` returns unchanged for ``col`` (None
+        always), and for a ``DateTime`` column the awareness of the ``datetime`` values it
+        keeps (None: the rule does not apply)."""
+        ftype = self.types.get(col.name, "string")
+        sql_type = col.type
+        keep: set[type] = {type(None)}
+        if ftype == "string" and not isinstance(sql_type, sa.Uuid):
+            keep.add(str)
+        elif ftype == "integer":
+            keep.add(int)
+        elif ftype == "float":
+            keep.add(float)
+        elif ftype == "decimal":
+            keep.update((Decimal, int))
+        elif ftype == "boolean":
+            keep.add(bool)
+        elif ftype == "date":
+            keep.add(dt.date)
+        elif ftype == "json":
+            keep.update((dict, list))
+        aware = bool(sql_type.timezone) if isinstance(sql_type, sa.DateTime) else None
+        return frozenset(keep), aware
+
     def bind(self, value: Any, col: Any) -> Any:
         """A Python value as the database value for ``col`` (naive UTC for columns without
         time zone, parsed JSON for JSON columns, text for text columns...)."""
