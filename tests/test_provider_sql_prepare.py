@@ -14,8 +14,9 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 from conftest import MARIADB_PASSWORD_ENV, PG_PASSWORD_ENV
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
+from hypothesis.control import currently_in_test_context
 
 from l2sync_dagster.providers import sql_write
 from l2sync_dagster.providers.base import Change, Outcome, Query
@@ -119,13 +120,26 @@ def entities(request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: pytest
         engine.dispose()
 
 
-# names: the columns, other spellings of them, unknown names and the computed column
-NAMES = ["id", "name", "amount", "price", "count", "active", "born", "modified", "seen_at",
-         "data", "token", "twice", "code", "n", "label", "stamp", "day",
-         "NAME", "Born", "ID", "nmae", "zzz"]
+# names other than a table's columns: other spellings, unknown names, the other table's
+ODD_NAMES = ["NAME", "Born", "ID", "Code", "nmae", "zzz", "code", "id"]
 
 offsets = st.builds(dt.timezone, st.timedeltas(min_value=dt.timedelta(hours=-23),
                                                max_value=dt.timedelta(hours=23)))
+#: values of one Python type each
+KINDS = [
+    st.integers(min_value=-(2**70), max_value=2**70) | st.none(),
+    st.floats() | st.none(),
+    st.decimals(places=3, allow_nan=False) | st.none(),
+    st.booleans() | st.none(),
+    st.text(max_size=6) | st.none(),
+    st.from_regex(r"\s?[+-]?\d{1,3}(\.\d{1,2})?\s?", fullmatch=True),
+    st.dates() | st.none(),
+    st.datetimes() | st.none(),
+    st.datetimes(timezones=st.just(dt.UTC)) | st.none(),
+    st.datetimes(timezones=offsets),
+    st.dictionaries(st.text(max_size=3), st.integers(), max_size=2) | st.none(),
+    st.uuids() | st.none(),
+]
 VALUES = st.one_of(
     st.none(),
     st.booleans(),
@@ -135,9 +149,14 @@ VALUES = st.one_of(
     st.decimals(places=3, allow_nan=False),
     st.decimals(),
     st.text(max_size=6),
+    # text that the typed columns parse (numbers, booleans, times...)
+    st.from_regex(r"\s?[+-]?\d{1,3}(\.\d{1,2})?\s?", fullmatch=True),
     st.sampled_from(["12", " 7 ", "1.5", "-0", "true", "No", "2024-02-29", "2024-02-29T10:00:00Z",
                      "2024-02-29 10:00:00+02:00", '{"a": [1, null]}', "[1, 2]", "null",
                      "3f2504e0-4f89-11d3-9a0c-0305e82c3301", "tab\there", "back\\slash"]),
+    st.from_regex(r"\s?[+-]?\d{1,3}(\.\d{1,2})?\s?", fullmatch=True),
+    st.dates().map(dt.date.isoformat),
+    st.datetimes(timezones=st.none() | st.just(dt.UTC) | offsets).map(dt.datetime.isoformat),
     st.datetimes(),
     st.datetimes(timezones=st.just(dt.UTC)),
     st.datetimes(timezones=offsets),
@@ -151,8 +170,9 @@ VALUES = st.one_of(
     st.just(b"bytes"),
 )
 KEYS = st.one_of(st.none(), st.integers(min_value=-3, max_value=9).map(str),
+                 st.integers(min_value=0, max_value=9).map(str),
                  st.sampled_from([" 3 ", "abc", "1.0", "", "7", "1e3"]), st.text(max_size=3))
-OPS = st.sampled_from(["insert", "insert", "update", "update", "delete", "upsert"])
+OPS = st.sampled_from(["insert"] * 4 + ["update"] * 3 + ["delete", "upsert"])
 
 
 def _exact(value: Any) -> Any:
@@ -178,12 +198,18 @@ def assert_batch_is_per_change(provider: SqlProvider, ent: Entity, changes: list
     try:
         want = [provider._prepare(ent, changes[i], i) for i in batch]
     except Exception as exc:  # noqa: BLE001 - the batch must raise the very same
+        if currently_in_test_context():
+            event(f"the per-change path raises {type(exc).__name__}")
         with pytest.raises(type(exc)) as raised:
             provider._prepare_batch(ent, changes, batch)
         assert str(raised.value) == str(exc)
         return
-    got = provider._prepare_batch(ent, changes, batch)
+    # the column-wise path binds the values the per-change path binds: it raises only when
+    # that does (and then the batch is prepared change by change)
+    got = provider._prepare_columns(ent, changes, batch)
     assert [_view(p) for p in got] == [_view(p) for p in want]
+    assert [_view(p) for p in provider._prepare_batch(ent, changes, batch)] == [
+        _view(p) for p in want]
     for p in got:
         if isinstance(p, _Prepared) and p.cols is not None:
             assert p.cols == _columns_of(p.row)
@@ -196,13 +222,21 @@ def assert_batch_is_per_change(provider: SqlProvider, ent: Entity, changes: list
 def test_batch_prepared_rows_are_the_per_change_rows(entities, data: st.DataObject) -> None:
     provider, ents = entities
     ent = data.draw(st.sampled_from(ents), label="entity")
-    # a few sets of names, shared by many changes (a batch is prepared per set of names)
-    templates = data.draw(st.lists(st.lists(st.sampled_from(NAMES), unique=True, max_size=6),
-                                   min_size=1, max_size=3), label="templates")
+    # a few sets of names, shared by many changes (a batch is prepared per set of names),
+    # mostly of the table's columns (then every change of the set takes the column-wise path)
+    own = st.lists(st.sampled_from(list(ent.columns)), unique=True, max_size=6)
+    templates = data.draw(st.lists(own, min_size=1, max_size=3), label="templates")
+    for names in templates:  # now and then a name that is no column (or a read-only one)
+        odd = data.draw(st.sampled_from([None] * 12 + ODD_NAMES), label="odd name")
+        if odd is not None and odd not in names:
+            names.insert(data.draw(st.integers(min_value=0, max_value=len(names))), odd)
+    # each column of a set of names of one kind of value (a bulk load), or of any kinds
+    kinds = {(t, name): data.draw(st.sampled_from([VALUES, *KINDS]), label=f"kind of {name}")
+             for t, names in enumerate(templates) for name in names}
     changes = []
     for n in range(data.draw(st.integers(min_value=1, max_value=25), label="size")):
-        names = data.draw(st.sampled_from(templates))
-        values = {name: data.draw(VALUES) for name in names}
+        t = data.draw(st.integers(min_value=0, max_value=len(templates) - 1))
+        values = {name: data.draw(kinds[t, name]) for name in templates[t]}
         changes.append(Change(data.draw(OPS), f"r{n}", key=data.draw(KEYS), values=values))
     start = data.draw(st.integers(min_value=0, max_value=len(changes) - 1), label="start")
     assert_batch_is_per_change(provider, ent, changes, list(range(start, len(changes))))

@@ -272,10 +272,9 @@ class SqlWrites:
                     assert mod_col is not None
                     if now_sql is not None:
                         row[mod] = DB_NOW  # stamped by the database's clock, in the statement
-                        shape += 3
                     else:
                         row[mod] = ent.bind(dt.datetime.now(dt.UTC), mod_col)
-                        shape += 6
+                    shape += 3  # (one of the two for every row of the batch)
                 known = None
                 if not marked and key_value is not DB_NOW:
                     known = group_cols.get(shape)
