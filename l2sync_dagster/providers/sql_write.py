@@ -257,7 +257,9 @@ class SqlWrites:
             marked = any(any(map(operator.is_, vals, repeat(DB_NOW))) for vals in bound)
             group_cols: dict[int, tuple[Any, ...]] = {}
             for (slot, i, change, key_value), row in zip(members, rows, strict=True):
-                shape = 0  # the key: 0 as given, 1 added at the end, 2 removed
+                # the key: 0 as given, 1 added at the end, 2 removed (whether the row is
+                # stamped follows from it: ``mod`` in it or not, the row empty or not)
+                shape = 0
                 if op == "insert":
                     if key_value is not None:
                         row[key_name] = key_value
@@ -274,7 +276,6 @@ class SqlWrites:
                         row[mod] = DB_NOW  # stamped by the database's clock, in the statement
                     else:
                         row[mod] = ent.bind(dt.datetime.now(dt.UTC), mod_col)
-                    shape += 3  # (one of the two for every row of the batch)
                 known = None
                 if not marked and key_value is not DB_NOW:
                     known = group_cols.get(shape)
