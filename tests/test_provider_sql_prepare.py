@@ -10,6 +10,7 @@ from collections.abc import Iterator
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import pytest
 import sqlalchemy as sa
@@ -136,6 +137,8 @@ KINDS = [
     st.dates() | st.none(),
     st.datetimes() | st.none(),
     st.datetimes(timezones=st.just(dt.UTC)) | st.none(),
+    st.datetimes(timezones=st.just(ZoneInfo("UTC")) | st.just(dt.UTC)).map(
+        lambda d: d.replace(fold=1)) | st.datetimes(timezones=st.just(ZoneInfo("UTC"))),
     st.datetimes(timezones=offsets),
     st.dictionaries(st.text(max_size=3), st.integers(), max_size=2) | st.none(),
     st.uuids() | st.none(),
@@ -258,7 +261,8 @@ def test_bulk_load_columns_take_the_fast_path_with_the_same_rows(entities, data)
         "count": st.integers(),
         "active": st.booleans(),
         "born": st.dates(),
-        "modified": st.datetimes() | st.datetimes(timezones=st.just(dt.UTC)),
+        "modified": st.datetimes() | st.datetimes(timezones=st.just(dt.UTC) | st.just(
+            ZoneInfo("UTC"))),
         "seen_at": st.datetimes(timezones=st.just(dt.UTC) | offsets),
         "data": st.dictionaries(st.text(max_size=2), st.integers(), max_size=2),
     }

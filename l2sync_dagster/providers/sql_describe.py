@@ -8,6 +8,7 @@ writes (:mod:`sql_write`) work from it.
 import datetime as dt
 import difflib
 import uuid
+import zoneinfo
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
@@ -22,6 +23,8 @@ from l2sync_dagster.providers.base import EntityDescription, FieldInfo, Provider
 from l2sync_dagster.providers.sql_dialect import refine_types
 from l2sync_dagster.providers.sql_statement import SelectStatement
 from l2sync_dagster.providers.sql_values import parse_text, to_text
+
+_UTC_ZONE = zoneinfo.ZoneInfo("UTC")
 
 #: rows sampled to guess the field types of a SELECT query
 SAMPLE_ROWS = 1000
@@ -152,11 +155,12 @@ class Entity:
         if aware:  # a column with time zone keeps aware datetimes
             return [v if type(v) in keep or (type(v) is dt.datetime and v.tzinfo)
                     else bind(v, col) for v in values]
-        # a column without keeps naive datetimes, and UTC ones lose their zone (astimezone
-        # to their own zone is the datetime itself)
+        # a column without keeps naive datetimes, and UTC ones lose their zone: astimezone to
+        # their own zone is the datetime itself, from zoneinfo's UTC the same time, fold 0
         return [
             v if type(v) in keep or (type(v) is dt.datetime and not v.tzinfo)
             else v.replace(tzinfo=None) if type(v) is dt.datetime and v.tzinfo is dt.UTC
+            else v.replace(tzinfo=None, fold=0) if type(v) is dt.datetime and v.tzinfo is _UTC_ZONE
             else bind(v, col)
             for v in values
         ]
