@@ -8,6 +8,7 @@ writes (:mod:`sql_write`) work from it.
 import datetime as dt
 import difflib
 import uuid
+import zoneinfo
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
@@ -22,6 +23,8 @@ from l2sync_dagster.providers.base import EntityDescription, FieldInfo, Provider
 from l2sync_dagster.providers.sql_dialect import refine_types
 from l2sync_dagster.providers.sql_statement import SelectStatement
 from l2sync_dagster.providers.sql_values import parse_text, to_text
+
+_UTC_ZONE = zoneinfo.ZoneInfo("UTC")
 
 #: rows sampled to guess the field types of a SELECT query
 SAMPLE_ROWS = 1000
@@ -138,6 +141,53 @@ class Entity:
         if isinstance(self.key.type, sa.Uuid) and self.key.type.as_uuid:
             return uuid.UUID(key)
         return self.bind(key, self.key)
+
+    def bind_many(self, values: Sequence[Any], col: Any) -> list[Any]:
+        """``[self.bind(v, col) for v in values]``, without the call for the values that
+        :meth:`bind` returns unchanged (a bulk load binds every value of every column)."""
+        keep, aware = self._kept(col)
+        kinds = set(map(type, values))
+        if kinds <= keep:
+            return list(values)
+        bind = self.bind
+        if aware is None or dt.datetime not in kinds:
+            return [v if type(v) in keep else bind(v, col) for v in values]
+        if aware:  # a column with time zone keeps aware datetimes
+            return [v if type(v) in keep or (type(v) is dt.datetime and v.tzinfo)
+                    else bind(v, col) for v in values]
+        # a column without keeps naive datetimes, and UTC ones lose their zone: astimezone to
+        # their own zone is the datetime itself, from zoneinfo's UTC the same time, fold 0
+        return [
+            v if type(v) in keep or (type(v) is dt.datetime and not v.tzinfo)
+            else v.replace(tzinfo=None) if type(v) is dt.datetime and v.tzinfo is dt.UTC
+            else v.replace(tzinfo=None, fold=0) if type(v) is dt.datetime and v.tzinfo is _UTC_ZONE
+            else bind(v, col)
+            for v in values
+        ]
+
+    def _kept(self, col: Any) -> tuple[frozenset[type], bool | None]:
+        """The exact types whose values :meth:`bind` returns unchanged for ``col`` (None
+        always), and for a ``DateTime`` column the awareness of the ``datetime`` values it
+        keeps (None: the rule does not apply)."""
+        ftype = self.types.get(col.name, "string")
+        sql_type = col.type
+        keep: set[type] = {type(None)}
+        if ftype == "string" and not isinstance(sql_type, sa.Uuid):
+            keep.add(str)
+        elif ftype == "integer":
+            keep.add(int)
+        elif ftype == "float":
+            keep.add(float)
+        elif ftype == "decimal":
+            keep.update((Decimal, int))
+        elif ftype == "boolean":
+            keep.add(bool)
+        elif ftype == "date":
+            keep.add(dt.date)
+        elif ftype == "json":
+            keep.update((dict, list))
+        aware = bool(sql_type.timezone) if isinstance(sql_type, sa.DateTime) else None
+        return frozenset(keep), aware
 
     def bind(self, value: Any, col: Any) -> Any:
         """A Python value as the database value for ``col`` (naive UTC for columns without

@@ -6,9 +6,11 @@ clock in the statement."""
 
 import datetime as dt
 import logging
+import operator
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from decimal import InvalidOperation
+from itertools import repeat
 from typing import Any
 
 import sqlalchemy as sa
@@ -85,8 +87,7 @@ class SqlWrites:
         created: CreatedCallback | None,
     ) -> None:
         prepared: list[_Prepared] = []
-        for i in batch:
-            p = self._prepare(ent, changes[i], i)
+        for i, p in zip(batch, self._prepare_batch(ent, changes, batch), strict=True):
             if isinstance(p, Outcome):
                 outcomes[i] = p
             else:
@@ -185,6 +186,116 @@ class SqlWrites:
                     row[mod] = ent.bind(dt.datetime.now(dt.UTC), mod_col)
         return _Prepared(pos, change, key_value, row)
 
+    def _prepare_batch(self, ent: Entity, changes: Sequence[Change], batch: list[int]
+                       ) -> list["_Prepared | Outcome"]:
+        """``[self._prepare(ent, changes[i], i) for i in batch]``, column by column: the
+        columns, read-only checks and binding are resolved once per set of value names, and
+        each column's values are bound together (:meth:`Entity.bind_many`).
+
+        A change that fails a check is prepared by :meth:`_prepare` (its message, and the
+        values it binds before it fails, are that method's); when anything raises, the whole
+        batch is, so that the same exception propagates as from the per-change path."""
+        try:
+            return self._prepare_columns(ent, changes, batch)
+        except Exception:
+            # _prepare has no side effect: it raises the same error, or (when the error came
+            # from a value that _prepare never binds, as its change fails first) succeeds
+            return [self._prepare(ent, changes[i], i) for i in batch]
+
+    def _prepare_columns(self, ent: Entity, changes: Sequence[Change], batch: list[int]
+                         ) -> list["_Prepared | Outcome"]:
+        out: list[_Prepared | Outcome | None] = [None] * len(batch)
+        key_name = ent.key.name
+        # (op, value names) -> [(slot in out, position, change, key value)]
+        groups: dict[tuple[str, tuple[str, ...]], list[tuple[int, int, Change, Any]]] = {}
+        for slot, i in enumerate(batch):
+            change = changes[i]
+            op = change.op
+            if op not in ("insert", "update", "delete"):
+                out[slot] = self._prepare(ent, change, i)
+                continue
+            if change.key is not None:
+                try:
+                    key_value = ent.key_value(change.key)
+                except (ValueError, TypeError, InvalidOperation):
+                    out[slot] = self._prepare(ent, change, i)
+                    continue
+            elif op != "insert":
+                out[slot] = self._prepare(ent, change, i)
+                continue
+            else:
+                key_value = None
+            if op == "delete":
+                out[slot] = _Prepared(i, change, key_value, {})
+                continue
+            groups.setdefault((op, tuple(change.values)), []).append(
+                (slot, i, change, key_value))
+
+        mod = ent.description.modified
+        stamp = bool(mod) and mod not in ent.read_only
+        mod_col = ent.columns[mod] if stamp else None
+        now_sql = database_now(self._backend, mod_col.type) if stamp else None
+        resolved: dict[tuple[str, ...], list[Any] | None] = {}
+        for (op, names), members in groups.items():
+            if names not in resolved:
+                resolved[names] = self._resolve(ent, names)
+            cols = resolved[names]
+            if cols is None:  # an unknown or read-only column: _prepare says which
+                for slot, i, change, _ in members:
+                    out[slot] = self._prepare(ent, change, i)
+                continue
+            # values column by column (values() iterates in the order of the names)
+            by_column = list(zip(*[tuple(m[2].values.values()) for m in members],
+                                 strict=True)) if cols else []
+            bound = [ent.bind_many(vals, col) for vals, col in zip(by_column, cols, strict=True)]
+            col_names = [col.name for col in cols]
+            rows = ([dict(zip(col_names, vals, strict=True)) for vals in zip(*bound, strict=True)]
+                    if cols else [{} for _ in members])
+            has_key = key_name in col_names
+            # rows whose names and stamps are alike group alike: their group's columns are
+            # worked out once per shape, unless a value is DB_NOW itself (then by the row)
+            marked = any(any(map(operator.is_, vals, repeat(DB_NOW))) for vals in bound)
+            group_cols: dict[int, tuple[Any, ...]] = {}
+            for (slot, i, change, key_value), row in zip(members, rows, strict=True):
+                # the key: 0 as given, 1 added at the end, 2 removed (whether the row is
+                # stamped follows from it: ``mod`` in it or not, the row empty or not)
+                shape = 0
+                if op == "insert":
+                    if key_value is not None:
+                        row[key_name] = key_value
+                        shape = 0 if has_key else 1
+                    elif has_key and row[key_name] is None:
+                        del row[key_name]  # let the database generate it
+                        shape = 2
+                elif has_key and key_str(row[key_name]) == key_str(key_value):
+                    del row[key_name]
+                    shape = 2
+                if stamp and mod not in row and (op == "insert" or row):
+                    assert mod_col is not None
+                    if now_sql is not None:
+                        row[mod] = DB_NOW  # stamped by the database's clock, in the statement
+                    else:
+                        row[mod] = ent.bind(dt.datetime.now(dt.UTC), mod_col)
+                known = None
+                if not marked and key_value is not DB_NOW:
+                    known = group_cols.get(shape)
+                    if known is None:
+                        known = group_cols[shape] = _columns_of(row)
+                out[slot] = _Prepared(i, change, key_value, row, known)
+        assert all(p is not None for p in out)
+        return out  # type: ignore[return-value]
+
+    @staticmethod
+    def _resolve(ent: Entity, names: tuple[str, ...]) -> list[Any] | None:
+        """The columns of ``names``, or None when one is unknown or read-only."""
+        cols = []
+        for name in names:
+            col = ent.column(name)
+            if col is None or col.name in ent.read_only:
+                return None
+            cols.append(col)
+        return cols
+
     def _execute(
         self, conn: Connection, ent: Entity, prepared: list["_Prepared"]
     ) -> dict[int, Outcome]:
@@ -252,9 +363,8 @@ class SqlWrites:
         write."""
         now = {c: conn.execute(sa.select(sa.cast(expr, table.c[c].type))).scalar_one()
                for c, expr in stamped.items()}
-        stamps = list(now.values())
-        copy_rows(conn, table, [*cols, *now],
-                  ([*(p.row[c] for c in cols), *stamps] for p in group))
+        stamps = tuple(now.values())
+        copy_rows(conn, table, [*cols, *now], _values_of(group, cols, stamps))
 
     def _update(self, conn: Connection, ent: Entity, run: list["_Prepared"]) -> dict[int, Outcome]:
         assert ent.table is not None
@@ -336,7 +446,8 @@ class SqlWrites:
         columns = {"k": key_col, **{f"p{i}": table.c[c] for i, c in enumerate(cols)}}
         stage = staging_table(conn, table, columns)
         copy_rows(conn, stage, list(columns),
-                  ([p.key, *(p.row[c] for c in cols)] for p in group))
+                  [(p.key, *row) for p, row in zip(group, _values_of(group, cols, ()),
+                                                   strict=True)])
         conn.execute(
             table.update()
             .where(key_col == stage.c.k)
@@ -400,20 +511,46 @@ class _Prepared:
     change: Change
     key: Any
     row: dict[str, Any]
+    #: ``_columns_of(row)`` when the preparation knows it (else worked out when grouping)
+    cols: tuple[Any, ...] | None = None
 
+
+
+def _values_of(group: list[_Prepared], cols: Sequence[str], tail: tuple[Any, ...]
+               ) -> list[tuple[Any, ...]]:
+    """The values of ``cols`` of every row of ``group``, followed by ``tail``."""
+    if not cols:
+        return [tail for _ in group]
+    get = operator.itemgetter(*cols)
+    if len(cols) == 1:
+        return [(get(p.row), *tail) for p in group]
+    if tail:
+        return [get(p.row) + tail for p in group]
+    return [get(p.row) for p in group]
+
+
+def _columns_of(row: dict[str, Any]) -> tuple[Any, ...]:
+    """The names of ``row`` sorted, a column stamped by the database's clock as
+    ``(name, DB_NOW)``."""
+    seen = [c if v is not DB_NOW else (c, DB_NOW) for c, v in row.items()]
+    return tuple(sorted(seen, key=lambda c: c if isinstance(c, str) else c[0]))
 
 
 def _group_by_columns(run: list[_Prepared]) -> dict[tuple[Any, ...], list[_Prepared]]:
     """Changes grouped by the columns they write; a column stamped by the database's clock
     appears as ``(name, DB_NOW)``."""
     groups: dict[tuple[Any, ...], list[_Prepared]] = {}
-    sorted_by_seen: dict[tuple[Any, ...], tuple[Any, ...]] = {}  # sort each set of names once
+    # names and which values are DB_NOW -> the group's columns, sorted once per such shape
+    cols_by_shape: dict[tuple[tuple[str, ...], tuple[bool, ...]], tuple[Any, ...]] = {}
+    marker = repeat(DB_NOW)
     for p in run:
-        seen = tuple(c if v is not DB_NOW else (c, DB_NOW) for c, v in p.row.items())
-        cols = sorted_by_seen.get(seen)
+        cols = p.cols
         if cols is None:
-            cols = sorted_by_seen[seen] = tuple(
-                sorted(seen, key=lambda c: c if isinstance(c, str) else c[0]))
+            row = p.row
+            shape = (tuple(row), tuple(map(operator.is_, row.values(), marker)))
+            cols = cols_by_shape.get(shape)
+            if cols is None:
+                cols = cols_by_shape[shape] = _columns_of(row)
         groups.setdefault(cols, []).append(p)
     return groups
 
