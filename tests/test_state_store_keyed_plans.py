@@ -167,3 +167,32 @@ def test_partner_keys_skips_pairs_without_a_partner(tmp_path: Path, state_url: s
         assert partners == ["3"]
     finally:
         store.close()
+
+
+def test_new_pairs_are_archived_without_a_delete_and_updated_ones_replaced(
+        tmp_path: Path, state_url: str) -> None:
+    """The pairs a plan makes have ids no archive row holds: recording them deletes nothing
+    first (a DELETE per batch that finds nothing, on PostgreSQL a scan of the connection's
+    pairs); pairs the archive holds are still replaced, one row each."""
+    store = StateStore(state_url)
+    try:
+        spec = _spec(tmp_path, "left_to_right")
+        reports = []
+        sent = _captured(store, lambda: reports.append(Sync(spec, store).run()))
+        assert reports[0].status == "succeeded"
+        deletes = [s for s, _ in sent if s.startswith("DELETE FROM l2sync_archive")]
+        assert deletes == []
+        _edit(tmp_path, "people", "2026-02-01 00:00:00", ROWS + 1, 100)
+        sent = _captured(store, lambda: reports.append(Sync(spec, store).run()))
+        assert reports[1].status == "succeeded", reports[1].counts()
+        assert any(s.startswith("DELETE FROM l2sync_archive") for s, _ in sent)
+        with store.engine.connect() as conn:
+            rows = conn.execute(text(
+                "SELECT left_key, values_json FROM l2sync_archive "
+                "WHERE connection = 'people'")).all()
+        by_key = {k: v for k, v in rows}
+        # one record deleted (its pair forgotten), one added
+        assert len(rows) == len(by_key) == ROWS and "11" not in by_key and str(ROWS + 1) in by_key
+        assert "(edited)" in by_key["7"] and "(edited)" not in by_key["8"]
+    finally:
+        store.close()

@@ -19,6 +19,7 @@ from l2sync_dagster.engine.plan import (
     Rejection,
     Side,
     SyncPlan,
+    new_pair_ids,
     other,
 )
 from l2sync_dagster.engine.policy import SyncPolicy
@@ -115,6 +116,12 @@ class Planner:
         self.key_pair = key_pairs
 
     # --- helpers -------------------------------------------------------------------------
+    def fresh_ids(self, count: int) -> list[str]:
+        """``count`` new pair ids, noted in the plan as never archived."""
+        ids = new_pair_ids(count)
+        self.plan.fresh.update(ids)
+        return ids
+
     def flows(self, name: str, to: Side) -> bool:
         return name in self.flow[to]
 

@@ -15,7 +15,6 @@ from l2sync_dagster.engine.plan import (
     Rejection,
     Side,
     new_pair_id,
-    new_pair_ids,
     other,
 )
 from l2sync_dagster.engine.recover import journaled_base, source_gone
@@ -87,8 +86,9 @@ def plan_new(planner: Planner, new_pos: dict[Side, np.ndarray],
         lrow, rrow = rows["left"][lj], rows["right"][rj]
         lch = base is None or any(lrow[n] != base[n] for n in names)
         rch = base is None or any(rrow[n] != base[n] for n in names)
-        planner.both_present(Pair(pid or new_pair_id(), keys["left"][lj], keys["right"][rj],
-                                  lrow, rrow, base, lver, rver, lmod, rmod, archived=False),
+        planner.both_present(Pair(pid or planner.fresh_ids(1)[0], keys["left"][lj],
+                                  keys["right"][rj], lrow, rrow, base, lver, rver, lmod, rmod,
+                                  archived=False),
                              lch, rch, kind)
 
     # 1. inserts journaled by a run that did not finish: pair what they created, with the
@@ -185,7 +185,7 @@ def plan_new(planner: Planner, new_pos: dict[Side, np.ndarray],
             key = keys[side][j]  # type: ignore[index]
             ver, _ = meta(side, j)  # type: ignore[arg-type]
             if planner.policy.writes_to(to):
-                planner.insert(to, new_pair_id(), rows[side][j], key, ver)  # type: ignore[index]
+                planner.insert(to, planner.fresh_ids(1)[0], rows[side][j], key, ver)  # type: ignore[index]
             elif pol.mirror and pol.source == to:
                 planner.write(side, "delete", new_pair_id(), key, version=ver,  # type: ignore[arg-type]
                               reason="mirror: not in source")
@@ -205,4 +205,4 @@ def _insert_columnwise(planner: Planner, side: Side, to: Side, new_pos: np.ndarr
         vers = [None if v is None else str(v) for v in (c.versions[p] for p in pos.tolist())]
     else:
         vers = [None] * len(pos)
-    planner.insert_many(to, cols, new_pair_ids(len(js)), [keys[j] for j in js], vers)
+    planner.insert_many(to, cols, planner.fresh_ids(len(js)), [keys[j] for j in js], vers)

@@ -127,6 +127,9 @@ class SyncPlan:
     classified: dict[str, dict[str, int]] = field(default_factory=dict)
     pairs_before: int = 0
     blocked: str | None = None
+    #: the pair ids this plan drew (``new_pair_id``): no archive row holds them, so recording
+    #: their pairs deletes nothing first
+    fresh: set[str] = field(default_factory=set)
 
     def writes_to(self, side: Side) -> list[PlannedWrite]:
         """The writes for one side, inserts first, then updates, then deletes."""

@@ -37,7 +37,8 @@ def apply_plan(session: "Session", prep: Prepared) -> ApplyReport:
     no_write = [(pid, e) for pid, e in plan.effects.items() if pid not in remaining]
     stale = [k for k in old if k[0] not in remaining]
     wf = session.window_name()
-    store.commit_effects(name, sig, no_write, done_pending=stale, window_field=wf)
+    store.commit_effects(name, sig, no_write, done_pending=stale, window_field=wf,
+                         fresh=plan.fresh)
     report.succeeded_pairs.update(pid for pid, _ in no_write)
     report.archive_rows.update({pid: e for pid, e in no_write if e is not None})
     rows: dict[str, ArchiveRow] = {}
@@ -85,7 +86,7 @@ def apply_plan(session: "Session", prep: Prepared) -> ApplyReport:
                 store.note_created(name, side, made, replace=False)
             store.commit_effects(name, sig, [(p, rows.get(p, plan.effects.get(p)))
                                              for p in finished],
-                                 done_pending=cleared, window_field=wf)
+                                 done_pending=cleared, window_field=wf, fresh=plan.fresh)
             report.archive_rows.update({p: rows[p] for p in finished if p in rows})
             report.succeeded_pairs.update(finished)
             done += len(batch)
