@@ -168,6 +168,23 @@ class PostgresServer:
                 )
             )
 
+    def new_database(self, prefix: str) -> str:
+        """A fresh database owned by the ``sync`` role (its statistics its own); its SQLAlchemy
+        URL with the password."""
+        import uuid
+
+        import psycopg
+        from psycopg import sql
+
+        name = f"{prefix}_{uuid.uuid4().hex[:8]}"
+        with psycopg.connect(host="127.0.0.1", port=self.port, user="postgres",
+                             password=self.superuser_password, dbname="postgres",
+                             autocommit=True) as conn:
+            conn.execute(sql.SQL("CREATE DATABASE {} OWNER {}").format(
+                sql.Identifier(name), sql.Identifier(ROLE)))
+        return (self.url.replace(f"{ROLE}@", f"{ROLE}:{self.password}@")
+                .rsplit("/", 1)[0] + f"/{name}")
+
     def stop(self) -> None:
         """Stop the server (fast shutdown) and remove its directory."""
         try:

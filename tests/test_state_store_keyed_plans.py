@@ -9,12 +9,10 @@ their own parameters by each database's planner."""
 
 import re
 import sqlite3
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import psycopg
 import pytest
 from postgres_server import PostgresServer
 from sqlalchemy import event, text
@@ -42,13 +40,7 @@ def state_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
         yield f"sqlite:///{tmp_path / 'state.db'}"
         return
     postgres: PostgresServer = request.getfixturevalue("postgres")
-    name = f"keyed_{uuid.uuid4().hex[:8]}"
-    with psycopg.connect(host="127.0.0.1", port=postgres.port, user="postgres",
-                         password=postgres.superuser_password, dbname="postgres",
-                         autocommit=True) as conn:
-        conn.execute(f"CREATE DATABASE {name} OWNER sync")
-    yield (postgres.url.replace("sync@", f"sync:{postgres.password}@")
-           .rsplit("/", 1)[0] + f"/{name}")
+    yield postgres.new_database("keyed")
 
 
 def _spec(tmp: Path, direction: str) -> ConnectionSpec:

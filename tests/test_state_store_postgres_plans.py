@@ -4,7 +4,6 @@ statistics, so that the next run does not scan every pair of the connection (bef
 for 10,000 keys among 300,000 pairs, growing with the archive)."""
 
 import sqlite3
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -31,13 +30,7 @@ ROWS = 3000
 @pytest.fixture
 def state_url(postgres: PostgresServer) -> Iterator[str]:
     """A fresh database for the state store alone (its statistics are this test's)."""
-    name = f"plans_{uuid.uuid4().hex[:8]}"
-    with psycopg.connect(host="127.0.0.1", port=postgres.port, user="postgres",
-                         password=postgres.superuser_password, dbname="postgres",
-                         autocommit=True) as conn:
-        conn.execute(f"CREATE DATABASE {name} OWNER sync")
-    yield (postgres.url.replace("sync@", f"sync:{postgres.password}@")
-           .rsplit("/", 1)[0] + f"/{name}")
+    yield postgres.new_database("plans")
 
 
 def _spec(tmp: Path) -> ConnectionSpec:
