@@ -3,6 +3,7 @@ changed against the archive (the Unison-style decisions; no I/O)."""
 
 import uuid
 from dataclasses import dataclass, field
+from itertools import repeat
 from typing import Any
 
 import pandas as pd
@@ -160,6 +161,19 @@ class Planner:
         self.plan.conflicts.append(Conflict(pair.pid, kind, pair.lkey, pair.rkey, list(fields),
                                             pair.base, pair.lrow, pair.rrow, resolution))
 
+    def _new_key(self, to: Side, value: Any, native: dict[str, Any]) -> str | None:
+        """The key of a record inserted into ``to``: the value of its key field, else, where
+        the sync makes the keys, a new GUID (written into ``native``); None where the system
+        makes them."""
+        if value is not None:
+            return str(value)
+        inp = self.inputs[to]
+        if inp.key_generated or not inp.key_field:
+            return None
+        # A GUID with dashes: Dataverse and OData key literals require that form.
+        key = native[inp.key_field] = str(uuid.uuid4())
+        return key
+
     def insert(self, to: Side, pid: str, src_row: dict, src_key: str, src_ver) -> None:
         """Insert ``src_row`` into side ``to``; the pair is recorded once the insert succeeds."""
         if not self.can_write(to):
@@ -170,15 +184,8 @@ class Planner:
             v = values[n] = src_row[n]
             native[fld] = v if conv is None or v is None else conv(v)
         inp = self.inputs[to]
-        key: str | None = None
         kp = self.key_pair[to]
-        if kp is not None and values.get(kp.name) is not None:
-            key = str(values[kp.name])
-        elif not inp.key_generated:
-            # A GUID with dashes: Dataverse and OData key literals require that form.
-            key = str(uuid.uuid4()) if inp.key_field else None
-            if inp.key_field:
-                native[inp.key_field] = key
+        key = self._new_key(to, None if kp is None else values.get(kp.name), native)
         if inp.writable:
             self.plan.writes.append(PlannedWrite(to, "insert", pid, key, native, None,
                                                  f"new on {other(to)}"))
@@ -215,17 +222,11 @@ class Planner:
         natives: list[dict[str, Any]] = (
             [dict(zip(fields, row, strict=True)) for row in zip(*native_cols, strict=True)]
             if fields else [{} for _ in range(k)])
-        inp = self.inputs[to]
         kp = self.key_pair[to]
         kvals = lists.get(kp.name) if kp is not None else None
-        keys: list[str | None] = ([None] * k if kvals is None
-                                  else [None if v is None else str(v) for v in kvals])
-        if not inp.key_generated and inp.key_field:
-            kf = inp.key_field
-            for i, key in enumerate(keys):
-                if key is None:
-                    # A GUID with dashes: Dataverse and OData key literals require that form.
-                    keys[i] = natives[i][kf] = str(uuid.uuid4())
+        keys = [self._new_key(to, v, nat)
+                for v, nat in zip(repeat(None, k) if kvals is None else kvals, natives,
+                                  strict=True)]
         reason = f"new on {other(to)}"
         self.plan.writes.extend([
             PlannedWrite(to, "insert", pid, key, nat, None, reason)

@@ -165,26 +165,25 @@ class SqlWrites:
                 if col.name in ent.read_only:
                     return fail(f"column {col.name!r} is read-only (computed by the database)")
                 row[col.name] = ent.bind(value, col)
-            if change.op == "insert":
-                if key_value is not None:
-                    row[key_col.name] = key_value
-                elif key_col.name in row and row[key_col.name] is None:
-                    del row[key_col.name]  # let the database generate it
-            elif key_col.name in row and key_str(row[key_col.name]) == key_str(key_value):
-                del row[key_col.name]
-            mod = ent.description.modified
-            if (
-                mod
-                and mod not in ent.read_only
-                and mod not in row
-                and (change.op == "insert" or row)
-            ):
-                mod_col = ent.columns[mod]
-                if database_now(self._backend, mod_col.type) is not None:
-                    row[mod] = DB_NOW  # stamped by the database's clock, in the statement
-                else:
-                    row[mod] = ent.bind(dt.datetime.now(dt.UTC), mod_col)
+            _settle_row(row, change.op, key_col.name, key_col.name in row, key_value,
+                        self._stamper(ent))
         return _Prepared(pos, change, key_value, row)
+
+    def _stamper(self, ent: Entity) -> Callable[[dict[str, Any], str], None] | None:
+        """What stamps the ``modified`` column of a prepared row that does not set it (an
+        insert, or an update that writes something): the database's clock in the statement
+        where the dialect has one, else now; None when the entity has no column to stamp."""
+        mod = ent.description.modified
+        if not mod or mod in ent.read_only:
+            return None
+        mod_col = ent.columns[mod]
+        by_database = database_now(self._backend, mod_col.type) is not None
+
+        def stamp(row: dict[str, Any], op: str) -> None:
+            if mod not in row and (op == "insert" or row):
+                row[mod] = (DB_NOW if by_database  # stamped in the statement
+                            else ent.bind(dt.datetime.now(dt.UTC), mod_col))
+        return stamp
 
     def _prepare_batch(self, ent: Entity, changes: Sequence[Change], batch: list[int]
                        ) -> list["_Prepared | Outcome"]:
@@ -231,10 +230,7 @@ class SqlWrites:
             groups.setdefault((op, tuple(change.values)), []).append(
                 (slot, i, change, key_value))
 
-        mod = ent.description.modified
-        stamp = bool(mod) and mod not in ent.read_only
-        mod_col = ent.columns[mod] if stamp else None
-        now_sql = database_now(self._backend, mod_col.type) if stamp else None
+        stamp = self._stamper(ent)
         resolved: dict[tuple[str, ...], list[Any] | None] = {}
         for (op, names), members in groups.items():
             if names not in resolved:
@@ -257,25 +253,9 @@ class SqlWrites:
             marked = any(any(map(operator.is_, vals, repeat(DB_NOW))) for vals in bound)
             group_cols: dict[int, tuple[Any, ...]] = {}
             for (slot, i, change, key_value), row in zip(members, rows, strict=True):
-                # the key: 0 as given, 1 added at the end, 2 removed (whether the row is
-                # stamped follows from it: ``mod`` in it or not, the row empty or not)
-                shape = 0
-                if op == "insert":
-                    if key_value is not None:
-                        row[key_name] = key_value
-                        shape = 0 if has_key else 1
-                    elif has_key and row[key_name] is None:
-                        del row[key_name]  # let the database generate it
-                        shape = 2
-                elif has_key and key_str(row[key_name]) == key_str(key_value):
-                    del row[key_name]
-                    shape = 2
-                if stamp and mod not in row and (op == "insert" or row):
-                    assert mod_col is not None
-                    if now_sql is not None:
-                        row[mod] = DB_NOW  # stamped by the database's clock, in the statement
-                    else:
-                        row[mod] = ent.bind(dt.datetime.now(dt.UTC), mod_col)
+                # (whether the row is stamped follows from the key's fate: ``mod`` in it or
+                # not, the row empty or not)
+                shape = _settle_row(row, op, key_name, has_key, key_value, stamp)
                 known = None
                 if not marked and key_value is not DB_NOW:
                     known = group_cols.get(shape)
@@ -514,6 +494,28 @@ class _Prepared:
     #: ``_columns_of(row)`` when the preparation knows it (else worked out when grouping)
     cols: tuple[Any, ...] | None = None
 
+
+
+def _settle_row(row: dict[str, Any], op: str, key_name: str, has_key: bool, key_value: Any,
+                stamp: Callable[[dict[str, Any], str], None] | None) -> int:
+    """The key and the stamp of a prepared insert or update row (``has_key``: the change's
+    values name the key column): an insert gets its key (one given as None is left for the
+    database to make), an update drops a key equal to the record's; then ``stamp``. Returns
+    the key's fate: 0 as given, 1 added at the end, 2 removed."""
+    shape = 0
+    if op == "insert":
+        if key_value is not None:
+            row[key_name] = key_value
+            shape = 0 if has_key else 1
+        elif has_key and row[key_name] is None:
+            del row[key_name]  # let the database generate it
+            shape = 2
+    elif has_key and key_str(row[key_name]) == key_str(key_value):
+        del row[key_name]
+        shape = 2
+    if stamp is not None:
+        stamp(row, op)
+    return shape
 
 
 def _values_of(group: list[_Prepared], cols: Sequence[str], tail: tuple[Any, ...]
