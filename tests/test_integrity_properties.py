@@ -70,11 +70,11 @@ step = st.tuples(st.lists(edit, max_size=5),
 class World:
     """Two memory systems, a connection between them, and what people did to them."""
 
-    def __init__(self, cfg: dict, cleared: bool = False) -> None:
+    def __init__(self, cfg: dict, cleared: bool = False, state_url: str | None = None) -> None:
         #: the connection is one mailbox of a for_each with on_remove: clear (and match_on)
         self.cleared = cleared
         self.tmp = Path(tempfile.mkdtemp(prefix="l2sync-cfgprop-"))
-        self.store = StateStore(f"sqlite:///{self.tmp / 'state.db'}")
+        self.store = StateStore(state_url or f"sqlite:///{self.tmp / 'state.db'}")
         self.p = {s: MemoryProvider(FIELDS, key=f"{s[0]}id", key_generated=g, batch_size=2)
                   for s, g in zip(SIDES, cfg["generated"], strict=True)}
         for s, stamped, fed in zip(SIDES, cfg["stamps"], cfg["feed"], strict=True):
@@ -187,7 +187,25 @@ class World:
           phases=[Phase.explicit, Phase.reuse, Phase.generate, Phase.target])
 @given(cfg=configs, steps=st.lists(step, min_size=1, max_size=4))
 def test_no_configuration_crash_or_edit_duplicates_or_deletes(cfg: dict, steps: list) -> None:
-    w = World(cfg)
+    _no_duplicates_nor_unjustified_removals(World(cfg), cfg, steps)
+
+
+@pytest.mark.postgres
+@settings(max_examples=12, deadline=None, suppress_health_check=list(HealthCheck),
+          phases=[Phase.explicit, Phase.reuse, Phase.generate, Phase.target])
+@given(cfg=configs, steps=st.lists(step, min_size=1, max_size=3))
+def test_the_same_with_the_state_store_in_postgresql(postgres, cfg: dict,  # type: ignore[no-untyped-def]
+                                                       steps: list) -> None:
+    """The same crashes and edits with the archive, journal and created keys in PostgreSQL,
+    where the state store writes by COPY and sends id lists as one array text."""
+    w = World(cfg, state_url=postgres.new_database("cfgprop"))
+    try:
+        _no_duplicates_nor_unjustified_removals(w, cfg, steps)
+    finally:
+        w.store.close()
+
+
+def _no_duplicates_nor_unjustified_removals(w: World, cfg: dict, steps: list) -> None:
     try:
         w.sync().verify()
     except MappingError as exc:
